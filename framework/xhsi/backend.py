@@ -1,0 +1,172 @@
+"""The array backend of a run: namespace, dtype, device transfer, FFTs and random numbers.
+
+``Backend("numpy" | "cupy" | "array_api_strict", "float32" | "float64")``. cupy is imported
+only when asked for. Core code takes its namespace from its inputs
+(``array_namespace(x)``) and its FFTs from ``fft_namespace(xp)``; only code that creates
+arrays from scratch (problems, simulations) needs the Backend itself.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, is_cupy_namespace, is_numpy_namespace
+
+from .errors import XhsiError
+
+__all__ = ["Backend", "array_namespace", "fft_namespace", "to_numpy", "is_numpy_namespace"]
+
+
+def _workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class FFT:
+    """Real and complex FFTs of one array library. On CPU they are scipy.fft's, using every
+    core the process may run on; on GPU cupyx.scipy.fft's; elsewhere the namespace's own."""
+
+    module: Any
+    workers: int | None = None
+
+    def _kw(self):
+        return {"workers": self.workers} if self.workers else {}
+
+    def rfftn(self, x, s=None, axes=None):
+        return self.module.rfftn(x, s=s, axes=axes, **self._kw())
+
+    def irfftn(self, x, s=None, axes=None):
+        return self.module.irfftn(x, s=s, axes=axes, **self._kw())
+
+    def rfft(self, x, n=None, axis=-1):
+        return self.module.rfft(x, n=n, axis=axis, **self._kw())
+
+    def irfft(self, x, n=None, axis=-1):
+        return self.module.irfft(x, n=n, axis=axis, **self._kw())
+
+    def fftn(self, x, s=None, axes=None):
+        return self.module.fftn(x, s=s, axes=axes, **self._kw())
+
+    def ifftn(self, x, s=None, axes=None):
+        return self.module.ifftn(x, s=s, axes=axes, **self._kw())
+
+    @staticmethod
+    def next_fast_len(n: int, real: bool = True) -> int:
+        import scipy.fft
+
+        return int(scipy.fft.next_fast_len(int(n), real=real))
+
+
+def fft_namespace(xp) -> FFT:
+    """The FFT functions that go with array namespace ``xp``."""
+    if is_numpy_namespace(xp):
+        import scipy.fft
+
+        return FFT(scipy.fft, workers=_workers())
+    if is_cupy_namespace(xp):
+        import cupyx.scipy.fft
+
+        return FFT(cupyx.scipy.fft)
+    return FFT(xp.fft)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Copy any backend array (numpy, cupy, array_api_strict, ...) to a numpy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+        return x.get()
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, AttributeError, RuntimeError, BufferError):
+        return np.asarray(x)
+
+
+@lru_cache(maxsize=None)
+def _load_namespace(name: str):
+    if name == "numpy":
+        import array_api_compat.numpy as xp
+
+        return xp
+    if name == "array_api_strict":
+        try:
+            import array_api_strict as xp
+        except ImportError:
+            raise XhsiError("backend = \"array_api_strict\" needs the array-api-strict package: "
+                            "pip install 'xhsi[test]'.") from None
+        return xp
+    if name == "cupy":
+        try:
+            import cupy
+            n_gpu = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # ImportError, CUDARuntimeError, missing driver...
+            raise XhsiError(
+                f"backend = \"cupy\" needs cupy and a CUDA GPU, which this machine does not offer "
+                f"({type(exc).__name__}: {exc}). Install it with pip install 'xhsi[gpu]' on a GPU "
+                "machine, or set [run] backend = \"numpy\"."
+            ) from None
+        if n_gpu < 1:
+            raise XhsiError("backend = \"cupy\" found no CUDA GPU; set [run] backend = \"numpy\".")
+        import array_api_compat.cupy as xp
+
+        return xp
+    raise XhsiError(f"unknown backend `{name}`; choose numpy or cupy.")
+
+
+class Backend:
+    """One run's array library and float dtype.
+
+    >>> be = Backend("numpy", "float32")
+    >>> be.asarray([1, 2]).dtype
+    dtype('float32')
+    """
+
+    def __init__(self, name: str = "numpy", dtype: str = "float64", seed: int | None = 0):
+        if dtype not in ("float32", "float64"):
+            raise XhsiError(f"dtype must be float32 or float64, got `{dtype}`.")
+        self.name = name
+        self.xp = _load_namespace(name)
+        self.dtype = getattr(self.xp, dtype)
+        self.dtype_name = dtype
+        self.fft = fft_namespace(self.xp)
+        self.rng = np.random.default_rng(seed)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, {self.dtype_name!r})"
+
+    @property
+    def eps(self) -> float:
+        return float(np.finfo(self.dtype_name).eps)
+
+    def asarray(self, x, dtype=None):
+        """Move ``x`` (numpy, list, scalar or a backend array) to the backend, as the run's
+        float dtype unless ``dtype`` says otherwise."""
+        xp = self.xp
+        dtype = self.dtype if dtype is None else dtype
+        if self.name == "cupy" or self.name == "numpy":
+            return xp.asarray(x, dtype=dtype)
+        return xp.asarray(np.asarray(to_numpy(x) if not isinstance(x, (list, tuple, float, int)) else x), dtype=dtype)
+
+    def to_numpy(self, x) -> np.ndarray:
+        return to_numpy(x)
+
+    def zeros(self, shape, dtype=None):
+        return self.xp.zeros(tuple(shape), dtype=self.dtype if dtype is None else dtype)
+
+    def poisson(self, lam):
+        """Poisson draws with mean ``lam`` (drawn on the host with the run's seeded
+        generator, so every backend gives the same counts), returned on the backend."""
+        return self.asarray(self.rng.poisson(np.clip(to_numpy(lam), 0, None)).astype(np.float64))
+
+    def normal(self, shape):
+        return self.asarray(self.rng.standard_normal(tuple(shape)))
+
+    def sync(self) -> None:
+        """Wait for queued device work (for timing); a no-op on CPU."""
+        if self.name == "cupy":
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()

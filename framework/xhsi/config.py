@@ -1,0 +1,236 @@
+"""Run configs: the typed schema of a run TOML, loading with overrides, and validation of
+each plugin's ``options`` against the schema the plugin declares (its ``Options`` class).
+
+Defaults live here and only here; ``xhsi validate --show-defaults`` prints them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import ConfigError, PluginError
+from .schema import Context, NoOptions, from_dict, option, to_dict
+from .tomlio import dumps_toml, load_toml, parse_value
+
+BACKENDS = ("numpy", "cupy", "array_api_strict")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class RunSection:
+    problem: str = option("fusion", doc="problem plugin: deconvolution, fusion, unmixing, ...")
+    output: Path = option("runs/xhsi", doc="output folder, relative to the config file")
+    backend: str = option("numpy", choices=BACKENDS,
+                          doc="array library; array_api_strict is the portability check, not for science")
+    dtype: str = option("float32", choices=DTYPES)
+    seed: int = option(0, min=0, doc="seed of every random draw (simulation, initialisation)")
+    checkpoint_every: int = option(100, min=0, unit="iterations", doc="0 disables checkpoints")
+    quicklook: bool = option(True, doc="write PNG quicklooks")
+
+
+@dataclass
+class EnergyGrid:
+    min_kev: float = option(unit="keV", min=0.0, exclusive_min=True)
+    max_kev: float = option(unit="keV", min=0.0, exclusive_min=True)
+    bins: int = option(unit="bins", min=1)
+
+    def check(self):
+        if self.max_kev <= self.min_kev:
+            raise ValueError(f"`max_kev` ({self.max_kev}) must be larger than `min_kev` ({self.min_kev}).")
+
+
+@dataclass
+class ModelSection:
+    energy: EnergyGrid = option(doc="true-energy grid of the sky cube")
+    pixels: tuple[int, int] = option(doc="[ny, nx] sky pixels", min=1)
+    pixel_arcsec: float = option(unit="arcsec", min=0.0, exclusive_min=True)
+
+
+@dataclass
+class ObservationSection:
+    name: str = option(doc="label used in outputs and messages")
+    instrument: str = option(doc="a shipped instrument name or a path to an instrument TOML")
+    exposure_s: float = option(unit="s", min=0.0, exclusive_min=True)
+    counts: Path | None = option(None, doc="counts cube FITS; omit to simulate it from [simulate]")
+    background: Path | None = option(None, doc="background counts cube FITS (same grid as counts)")
+    spatial_rebin: int = option(1, min=1, doc="detector pixel = rebin x model pixel")
+    spectral_rebin: int = option(1, min=1, doc="channel = rebin x model energy bin (gaussian responses)")
+
+
+@dataclass
+class PluginSection:
+    """A table naming a plugin and its options (regularizers, solver, simulate scene)."""
+
+    name: str = option()
+    options: dict = option({}, doc="the plugin's own options; see `xhsi plugins`")
+
+
+@dataclass
+class RegularizerSection(PluginSection):
+    weight: float = option(1.0, min=0.0, doc="multiplies the regulariser in the objective")
+
+
+@dataclass
+class SolverSection:
+    name: str = option("fista")
+    max_iter: int = option(500, min=1, unit="iterations")
+    tol: float = option(1e-6, min=0.0, doc="stop when the relative change of cost or iterate is below")
+    max_time_s: float | None = option(None, unit="s", min=0.0, exclusive_min=True, doc="wall-time budget")
+    report_every: int = option(10, min=1, unit="iterations", doc="cadence of cost records, hooks and progress")
+    options: dict = option({})
+
+
+@dataclass
+class SimulateSection:
+    scene: str = option(doc="scene plugin generating the true sky cube")
+    options: dict = option({})
+
+
+@dataclass
+class MetricsSection:
+    truth: Path | None = option(None, doc="true sky cube FITS; when simulating, the simulated truth is used")
+
+
+@dataclass
+class Config:
+    run: RunSection = option(RunSection())
+    model: ModelSection | None = option(None)
+    observations: list[ObservationSection] = option([])
+    regularizers: list[RegularizerSection] = option([])
+    solver: SolverSection = option(SolverSection())
+    simulate: SimulateSection | None = option(None)
+    metrics: MetricsSection | None = option(None)
+    # Not part of the TOML: where the config came from.
+    _source: Path | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def to_toml(self) -> str:
+        return dumps_toml(self.to_dict())
+
+    def digest(self) -> str:
+        """A hash of the resolved config, stored in checkpoints so a resume checks it."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plugin_tables(cfg: Config) -> Iterable[tuple[str, str, str, Any]]:
+    """Each table that names a plugin: (dotted path, plugin kind, key holding the name, section)."""
+    for i, reg in enumerate(cfg.regularizers):
+        yield f"regularizers[{i}]", "regularizer", "name", reg
+    yield "solver", "solver", "name", cfg.solver
+    if cfg.simulate is not None:
+        yield "simulate", "scene", "scene", cfg.simulate
+
+
+def options_schema(cls: type) -> type:
+    """The options dataclass a plugin class declares (``NoOptions`` when none)."""
+    return getattr(cls, "Options", NoOptions)
+
+
+def validate_plugins(cfg: Config, ctx: Context) -> None:
+    """Check every plugin name against the registries and replace each ``options`` dict by
+    an instance of the plugin's ``Options`` schema."""
+    from . import plugins
+
+    try:
+        plugins.get("problem", cfg.run.problem)
+    except PluginError as exc:
+        raise ctx.error("run.problem", str(exc)) from None
+    for path, kind, key, section in _plugin_tables(cfg):
+        try:
+            cls = plugins.get(kind, getattr(section, key))
+        except PluginError as exc:
+            raise ctx.error(f"{path}.{key}", str(exc)) from None
+        if isinstance(section.options, dict):
+            section.options = from_dict(options_schema(cls), section.options, ctx, f"{path}.options")
+
+
+_INDEX = re.compile(r"^(?P<key>[^.\[]+)(?:\[(?P<idx>\d+)\])?$")
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply ``dotted.key=value`` (value parsed as TOML) to a parsed config dict. Arrays of
+    tables are addressed by index (``observations[0].exposure_s`` or
+    ``observations.0.exposure_s``) or, where items have a ``name``, by name
+    (``observations.xmm.exposure_s``)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set `{assignment}`: expected KEY=VALUE, e.g. solver.max_iter=50.")
+    key, text = assignment.split("=", 1)
+    parts: list[str | int] = []
+    for part in key.strip().split("."):
+        m = _INDEX.match(part)
+        if not m:
+            raise ConfigError(f"--set `{assignment}`: `{part}` is not a valid key.")
+        parts.append(m.group("key"))
+        if m.group("idx") is not None:
+            parts.append(int(m.group("idx")))
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, part, assignment)
+            continue
+        nxt = parts[i + 1]
+        if part not in node:
+            node[part] = [] if isinstance(nxt, int) else {}
+        node = node[part]
+    last = parts[-1]
+    value = parse_value(text.strip())
+    if isinstance(node, list):
+        if isinstance(last, int) or str(last).isdigit():
+            idx = int(last)
+            if idx >= len(node):
+                raise ConfigError(f"--set `{assignment}`: index {idx} is past the end ({len(node)} items).")
+            node[idx] = value
+            return
+        raise ConfigError(f"--set `{assignment}`: `{last}` needs a key after it.")
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set `{assignment}`: cannot set a key inside a {type(node).__name__}.")
+    node[last] = value
+
+
+def _list_item(node: list, part, assignment: str):
+    if isinstance(part, int) or str(part).isdigit():
+        idx = int(part)
+        if idx >= len(node):
+            raise ConfigError(f"--set `{assignment}`: index {idx} is past the end ({len(node)} items).")
+        return node[idx]
+    for item in node:
+        if isinstance(item, dict) and item.get("name") == part:
+            return item
+    names = [str(item.get("name")) for item in node if isinstance(item, dict)]
+    raise ConfigError(f"--set `{assignment}`: no item named `{part}`; names: {', '.join(names) or 'none'}.")
+
+
+def config_from_dict(data: dict, file: str = "<config>", base_dir: Path = Path("."), check_plugins: bool = True) -> Config:
+    ctx = Context(file=file, base_dir=base_dir)
+    cfg = from_dict(Config, data, ctx)
+    names = [o.name for o in cfg.observations]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ctx.error("observations", f"observation names must be unique; repeated: {', '.join(sorted(dup))}.")
+    output = Path(cfg.run.output)
+    cfg.run.output = output if output.is_absolute() else base_dir / output
+    if check_plugins:
+        validate_plugins(cfg, ctx)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = (), check_plugins: bool = True) -> Config:
+    """Read, override and validate a run config. Relative paths resolve against the config
+    file's folder. Errors raise ConfigError naming the file and the dotted key."""
+    path = Path(path)
+    data = load_toml(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    cfg = config_from_dict(data, str(path), path.resolve().parent, check_plugins)
+    cfg._source = path
+    return cfg

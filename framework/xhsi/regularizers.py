@@ -1,0 +1,88 @@
+"""Base classes of regularisers. The regularisers themselves are built-in plugins
+(``plugins/xhsi_builtin/regularizers/``) registered like third-party ones.
+
+A regulariser φ enters the objective as ``weight · φ(x)``. It is either
+
+* *proximable*: ``prox(x, step)`` returns argmin_u ½‖u − x‖² + step·weight·φ(u)
+  (exactly, or the documented usual approximation; see each class's ``exact_prox``), or
+* *smooth*: ``gradient(x)`` returns ∇(weight·φ)(x) and ``lipschitz()`` its Lipschitz
+  constant, so solvers add it to the data term's gradient.
+
+A *parametrisation* (low rank) also changes the unknown: the solver works on a variable
+``h`` and the cube is ``to_cube(h)``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .schema import NoOptions
+
+
+class Regularizer:
+    """Base class. Subclasses set ``name``, an ``Options`` schema (dataclass built with
+    ``xhsi.schema.option``), ``smooth`` and ``exact_prox``."""
+
+    name: str = ""
+    Options: type = NoOptions
+    #: True when the term is differentiable and used through ``gradient``.
+    smooth: bool = False
+    #: True when ``prox`` is the exact proximal operator; False for the documented
+    #: approximation (e.g. thresholding in a redundant frame).
+    exact_prox: bool = True
+
+    def __init__(self, options: Any = None, weight: float = 1.0):
+        self.options = options if options is not None else self.Options()
+        self.weight = float(weight)
+
+    def setup(self, shape: tuple[int, ...], xp, dtype) -> None:
+        """Called once by the problem with the shape, namespace and dtype of the variable
+        the regulariser acts on, before the first ``prox``/``gradient``."""
+        self.shape, self.xp, self.dtype = tuple(shape), xp, dtype
+
+    def value(self, x) -> float:
+        """weight · φ(x), as a Python float."""
+        raise NotImplementedError
+
+    def prox(self, x, step: float):
+        """argmin_u ½‖u − x‖² + step · weight · φ(u)."""
+        raise NotImplementedError(f"{self.name} is smooth; use gradient()")
+
+    def gradient(self, x):
+        """∇(weight · φ)(x), for smooth regularisers."""
+        raise NotImplementedError(f"{self.name} is not smooth; use prox()")
+
+    def lipschitz(self) -> float:
+        """Lipschitz constant of ``gradient`` (smooth regularisers)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weight={self.weight}, options={self.options})"
+
+
+class Parametrisation(Regularizer):
+    """A change of variable Z = to_cube(H) (e.g. low rank Z = W·H). ``fit`` learns it from
+    an initial estimate of the cube; ``to_cube``/``to_cube_adjoint`` are linear maps
+    between the variable and the cube; ``prox`` defaults to the identity (no penalty)."""
+
+    def fit(self, cube) -> None:
+        raise NotImplementedError
+
+    @property
+    def variable_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def to_cube(self, h):
+        raise NotImplementedError
+
+    def to_cube_adjoint(self, z):
+        raise NotImplementedError
+
+    def from_cube(self, z):
+        """A variable whose cube is closest to ``z`` (used for initialisation)."""
+        return self.to_cube_adjoint(z)
+
+    def value(self, x) -> float:
+        return 0.0
+
+    def prox(self, x, step: float):
+        return x

@@ -1,0 +1,27 @@
+"""Assertions for tests of xhsi and of third-party plugins (like ``numpy.testing``)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import to_numpy
+
+
+def rtol_for(dtype) -> float:
+    """Comparison tolerance per dtype (never loosened to make a test pass)."""
+    name = str(dtype)
+    return 2e-4 if "float32" in name else 1e-10
+
+
+def assert_close(actual, expected, *, rtol=None, atol=0.0, xp=None):
+    """Compare values, and namespace/dtype/shape when ``expected`` is an array of the same
+    library: catches silent transfers to numpy and dtype promotion."""
+    if xp is not None:
+        from array_api_compat import array_namespace
+
+        assert array_namespace(actual) == xp, f"result left the namespace: {type(actual)}"
+    if hasattr(expected, "dtype") and hasattr(actual, "dtype") and type(expected) is type(actual):
+        assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}"
+    a, e = to_numpy(actual), to_numpy(expected) if hasattr(expected, "shape") else np.asarray(expected)
+    assert a.shape == e.shape, f"shape {a.shape} != {e.shape}"
+    tol = rtol if rtol is not None else rtol_for(getattr(actual, "dtype", "float64"))
+    np.testing.assert_allclose(a, e, rtol=tol, atol=atol)

@@ -1,0 +1,1 @@
+"""Instrument description files shipped with xhsi (package data; no code)."""

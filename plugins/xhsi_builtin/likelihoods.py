@@ -1,0 +1,7 @@
+"""Built-in likelihoods plugin."""
+from xhsi import hookimpl
+
+
+@hookimpl
+def xhsi_register_likelihoods():
+    return []

@@ -1,0 +1,7 @@
+"""Built-in operators plugin."""
+from xhsi import hookimpl
+
+
+@hookimpl
+def xhsi_register_operators():
+    return []
