@@ -104,7 +104,7 @@ def build_registries(pm: pluggy.PluginManager) -> Registries:
         }
     for kind, hook_name in list(KINDS.items()) + [("instrument", INSTRUMENT_HOOK)]:
         hook = getattr(pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order
             source = impl.plugin_name
             try:
                 items = impl.function() or []

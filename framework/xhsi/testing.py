@@ -12,15 +12,16 @@ def rtol_for(dtype) -> float:
     return 2e-4 if "float32" in name else 1e-10
 
 
-def assert_close(actual, expected, *, rtol=None, atol=0.0, xp=None):
-    """Compare values, and namespace/dtype/shape when ``expected`` is an array of the same
-    library: catches silent transfers to numpy and dtype promotion."""
+def assert_close(actual, expected, *, rtol=None, atol=0.0, xp=None, dtype=None):
+    """Compare shape and values (tolerance per dtype of ``actual`` unless ``rtol`` is given)
+    and, when given, the namespace ``xp`` and ``dtype`` of ``actual``: catches silent
+    transfers to numpy and dtype promotion."""
     if xp is not None:
         from array_api_compat import array_namespace
 
         assert array_namespace(actual) == xp, f"result left the namespace: {type(actual)}"
-    if hasattr(expected, "dtype") and hasattr(actual, "dtype") and type(expected) is type(actual):
-        assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}"
+    if dtype is not None:
+        assert actual.dtype == dtype, f"dtype {actual.dtype} != {dtype}"
     a, e = to_numpy(actual), to_numpy(expected) if hasattr(expected, "shape") else np.asarray(expected)
     assert a.shape == e.shape, f"shape {a.shape} != {e.shape}"
     tol = rtol if rtol is not None else rtol_for(getattr(actual, "dtype", "float64"))

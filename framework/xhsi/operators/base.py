@@ -63,11 +63,12 @@ class LinearOperator:
     def norm(self, xp=None, n_iter: int = 100, rtol: float = 1e-6, seed: int = 0, dtype=None) -> float:
         """Spectral norm ‖A‖₂ by power iteration on A*A (cached after the first call).
 
-        ``xp``/``dtype`` give the namespace and dtype of the trial vectors (numpy float64 by
-        default; pass the run's namespace to keep the work on the device)."""
+        ``xp``/``dtype`` give the namespace and dtype of the trial vectors; by default those
+        of the arrays the operator holds (its ``xp``/``dtype`` attributes), else numpy
+        float64."""
         if self._norm is None:
-            xp = xp or _default_xp()
-            dtype = dtype or xp.float64
+            xp = xp or self.namespace() or _default_xp()
+            dtype = dtype or getattr(self, "dtype", None) or xp.float64
             x = xp.asarray(np.random.default_rng(seed).standard_normal(self.shape_in), dtype=dtype)
             x = x / xp.linalg.vector_norm(x)
             estimate = 0.0
@@ -83,6 +84,18 @@ class LinearOperator:
                 estimate = new
             self._norm = math.sqrt(estimate)
         return self._norm
+
+    def namespace(self):
+        """The array namespace of the arrays this operator holds, or None if it holds none."""
+        xp = getattr(self, "xp", None)
+        if xp is not None:
+            return xp
+        for op in getattr(self, "ops", ()):
+            xp = op.namespace()
+            if xp is not None:
+                return xp
+        inner = getattr(self, "op", None)
+        return inner.namespace() if inner is not None else None
 
     # -- algebra ------------------------------------------------------------------
     def __matmul__(self, other: "LinearOperator") -> "LinearOperator":

@@ -1,0 +1,164 @@
+"""The ``xhsi`` command line. Each sub-command is a small function; user errors
+(``XhsiError``) print one paragraph and exit 2, without a traceback unless ``--debug``."""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from . import __version__
+from .errors import XhsiError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, value as TOML (e.g. --set solver.max_iter=50); repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xhsi", description="X-ray hyperspectral imaging: deconvolution, fusion "
+                                     "and unmixing of photon-count cubes, driven by TOML configs.")
+    parser.add_argument("--version", action="version", version=f"xhsi {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of user errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser = functools.partial(sub.add_parser, parents=[common])
+
+    p = sub.add_parser("run", help="run the problem a config describes and write its outputs")
+    p.add_argument("config", type=Path)
+    _add_set(p)
+    p.add_argument("--out", type=Path, help="output folder (default: [run] output of the config)")
+    p.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint.npz")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of another run in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a config and print it resolved")
+    p.add_argument("config", type=Path)
+    _add_set(p)
+    p.add_argument("--show-defaults", action="store_true", help="print the full config with every default filled in")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plugins", help="list installed plugins and what each registers")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("instruments", help="list instruments, or describe one")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_instruments)
+
+    p = sub.add_parser("simulate", help="write the true sky cube and simulated counts of every observation")
+    p.add_argument("config", type=Path)
+    _add_set(p)
+    p.add_argument("--out", type=Path, required=True, help="folder for truth.fits and <observation>_counts.fits")
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def cmd_validate(args) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.show_defaults:
+        print(cfg.to_toml(), end="")
+    else:
+        n_obs, n_reg = len(cfg.observations), len(cfg.regularizers)
+        print(f"{args.config}: valid ({cfg.run.problem}; {n_obs} observation{'s' * (n_obs != 1)}, "
+              f"{n_reg} regulariser{'s' * (n_reg != 1)}, solver {cfg.solver.name}).")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from .plugins import registries
+
+    plugins = registries().plugins
+    if args.json:
+        print(json.dumps(plugins, indent=2))
+        return 0
+    for p in plugins:
+        origin = f"{p.get('distribution') or '?'} {p.get('version') or ''}".strip()
+        print(f"{p['name']}  ({origin}; {p.get('module', '')})")
+        for kind, names in sorted(p["registers"].items()):
+            print(f"    {kind}: {', '.join(names)}")
+    return 0
+
+
+def cmd_instruments(args) -> int:
+    from . import instruments
+
+    if args.name:
+        if args.json:
+            print(json.dumps(instruments.load_instrument(args.name).to_dict(), indent=2, default=str))
+        else:
+            print(instruments.describe(args.name))
+        return 0
+    rows = instruments.summary_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print(_table(rows))
+    return 0
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "(none)"
+    keys = list(rows[0])
+    cells = [[str(r.get(k, "")) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    from .config import load_config
+    from .runner import run
+
+    cfg = load_config(args.config, args.overrides)
+    result = run(cfg, out=args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    return 0 if result is not None else 1
+
+
+def cmd_simulate(args) -> int:
+    from .config import load_config
+    from .runner import simulate
+
+    cfg = load_config(args.config, args.overrides)
+    for path in simulate(cfg, args.out):
+        print(path)
+    return 0
+
+
+def _paragraph(message: str) -> str:
+    return "\n".join(textwrap.fill(part, width=100, break_long_words=False, break_on_hyphens=False)
+                     for part in str(message).split("\n"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return args.func(args)
+    except XhsiError as exc:
+        if args.debug:
+            raise
+        print(f"xhsi {args.command}: error: {_paragraph(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"xhsi {args.command}: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

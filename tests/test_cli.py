@@ -1,0 +1,90 @@
+"""The command line: exit codes (0 success, 2 user error with one paragraph, no traceback),
+and each sub-command's output."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fakes import TOY_CONFIG, fake_registries
+from xhsi import __version__, plugins
+from xhsi.cli import main
+
+
+@pytest.fixture
+def toy(monkeypatch, tmp_path):
+    monkeypatch.setitem(plugins._CACHE, "reg", fake_registries())
+    path = tmp_path / "run.toml"
+    path.write_text(TOY_CONFIG)
+    return path
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "xhsi", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"xhsi {__version__}"
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_validate_ok(toy, capsys):
+    assert main(["validate", str(toy)]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_validate_show_defaults_prints_resolved_toml(toy, capsys):
+    assert main(["validate", str(toy), "--show-defaults", "--set", "solver.max_iter=7"]) == 0
+    out = capsys.readouterr().out
+    assert "max_iter = 7" in out and "tol = 1e-06" in out and "checkpoint_every = 100" in out
+    assert "[[observations]]" in out and "scales = 3" in out
+
+
+def test_validate_misspelt_key_exits_2_with_path_and_suggestion(toy, capsys):
+    toy.write_text(TOY_CONFIG.replace("max_iter = 20", "max_iters = 20"))
+    assert main(["validate", str(toy)]) == 2
+    err = capsys.readouterr().err
+    assert "solver.max_iters" in err and "did you mean `max_iter`" in err
+    assert "Traceback" not in err
+
+
+def test_validate_syntax_error_names_file_line_column(toy, capsys):
+    toy.write_text("[run]\nproblem = \n")
+    assert main(["validate", str(toy)]) == 2
+    assert f"{toy}:2:" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_debug_shows_the_traceback(toy):
+    toy.write_text("[run]\nproblem = \n")
+    from xhsi.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["validate", str(toy), "--debug"])
+
+
+def test_user_error_in_subprocess_has_no_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "xhsi", "validate", str(tmp_path / "missing.toml")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "no such file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_plugins_json_lists_builtins():
+    out = subprocess.run([sys.executable, "-m", "xhsi", "plugins", "--json"], capture_output=True, text=True, check=True)
+    listing = {p["name"]: p for p in json.loads(out.stdout)}
+    assert {"operators", "regularizers", "solvers", "problems", "instruments"} <= set(listing)
+    assert listing["solvers"]["distribution"] == "xhsi"
+
+
+def test_plugins_text(capsys):
+    assert main(["plugins"]) == 0
+    assert "regularizers" in capsys.readouterr().out
+
+
+def test_bad_argument_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["validate"])
+    assert info.value.code == 2
