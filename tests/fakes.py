@@ -35,6 +35,10 @@ class ToyScene:
     name = "toy_scene"
 
 
+class ToyLikelihood:
+    name = "poisson"
+
+
 def fake_plugin(**extra):
     """A plugin object (module-like) registering the toy classes plus ``extra`` hooks."""
     ns = SimpleNamespace(__name__="fake_plugin")
@@ -55,6 +59,11 @@ def fake_plugin(**extra):
     def xhsi_register_scenes():
         return [ToyScene]
 
+    @hookimpl
+    def xhsi_register_likelihoods():
+        return [ToyLikelihood]
+
+    ns.xhsi_register_likelihoods = xhsi_register_likelihoods
     ns.xhsi_register_regularizers = xhsi_register_regularizers
     ns.xhsi_register_solvers = xhsi_register_solvers
     ns.xhsi_register_problems = xhsi_register_problems

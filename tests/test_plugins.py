@@ -40,7 +40,7 @@ def test_registry_from_registration_hooks():
 
 
 def test_duplicate_names_are_refused_naming_both_plugins():
-    with pytest.raises(PluginError, match=r"`toy_reg` is registered twice: by plugin `fake0` and by plugin `fake1`"):
+    with pytest.raises(PluginError, match=r"name `\w+` is registered twice: by plugin `fake0` and by plugin `fake1`"):
         fake_registries(fake_plugin(), fake_plugin())
 
 

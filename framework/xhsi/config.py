@@ -28,6 +28,7 @@ class RunSection:
                           doc="array library; array_api_strict is the portability check, not for science")
     dtype: str = option("float32", choices=DTYPES)
     seed: int = option(0, min=0, doc="seed of every random draw (simulation, initialisation)")
+    likelihood: str = option("poisson", doc="data term: poisson (counts) or gaussian (chi-square)")
     checkpoint_every: int = option(100, min=0, unit="iterations", doc="0 disables checkpoints")
     quicklook: bool = option(True, doc="write PNG quicklooks")
 
@@ -118,8 +119,15 @@ class Config:
         return dumps_toml(self.to_dict())
 
     def digest(self) -> str:
-        """A hash of the resolved config, stored in checkpoints so a resume checks it."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """A hash of what defines the problem, stored in checkpoints so that a resume checks
+        it. Keys that only say how long or where to run (solver stopping rules, output
+        folder, cadences) are left out, so a run can be resumed with a larger max_iter."""
+        data = self.to_dict()
+        for key in ("output", "checkpoint_every", "quicklook"):
+            data["run"].pop(key, None)
+        for key in ("max_iter", "tol", "max_time_s", "report_every"):
+            data["solver"].pop(key, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _plugin_tables(cfg: Config) -> Iterable[tuple[str, str, str, Any]]:
@@ -141,10 +149,11 @@ def validate_plugins(cfg: Config, ctx: Context) -> None:
     an instance of the plugin's ``Options`` schema."""
     from . import plugins
 
-    try:
-        plugins.get("problem", cfg.run.problem)
-    except PluginError as exc:
-        raise ctx.error("run.problem", str(exc)) from None
+    for key, kind in (("problem", "problem"), ("likelihood", "likelihood")):
+        try:
+            plugins.get(kind, getattr(cfg.run, key))
+        except PluginError as exc:
+            raise ctx.error(f"run.{key}", str(exc)) from None
     for path, kind, key, section in _plugin_tables(cfg):
         try:
             cls = plugins.get(kind, getattr(section, key))

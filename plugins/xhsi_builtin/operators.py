@@ -1,7 +1,12 @@
-"""Built-in operators plugin."""
+"""Built-in operators plugin: the physical building blocks of forward models."""
 from xhsi import hookimpl
+from xhsi.operators import (
+    Crop, Diagonal, Identity, Pad, SpatialConvolution, SpatialRebin, SpectralConvolution, SpectralRebin,
+    SpectralResponse,
+)
 
 
 @hookimpl
 def xhsi_register_operators():
-    return []
+    return [Identity, Diagonal, SpatialConvolution, SpectralConvolution, SpectralResponse,
+            SpatialRebin, SpectralRebin, Crop, Pad]

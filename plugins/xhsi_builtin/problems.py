@@ -1,7 +1,8 @@
-"""Built-in problems plugin."""
+"""Built-in problem plugin: deconvolution and fusion."""
 from xhsi import hookimpl
+from xhsi.problems import Deconvolution, Fusion
 
 
 @hookimpl
 def xhsi_register_problems():
-    return []
+    return [Deconvolution, Fusion]

@@ -158,6 +158,11 @@ class Identity(LinearOperator):
     def _adjoint(self, y):
         return y
 
+    @classmethod
+    def example(cls, xp, dtype) -> "Identity":
+        """A small instance for the operator contract tests."""
+        return cls((2, 3, 4))
+
 
 class Composition(LinearOperator):
     """``A @ B``: apply B, then A."""

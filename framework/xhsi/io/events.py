@@ -1,0 +1,249 @@
+"""Binning an X-ray event list into a counts cube (n_chan, ny, nx).
+
+An event list is a FITS table (extension ``EVENTS``, else the first table) with one row per
+detected photon: a position (``X``/``Y`` sky pixels, with the column WCS keywords
+``TCTYPn``/``TCRPXn``/``TCRVLn``/``TCDLTn`` of OGIP/HEASARC event files, or ``RA``/``DEC`` in
+degrees) and an energy (``PI`` or ``PHA`` channel numbers, or ``ENERGY`` in eV unless its
+``TUNIT`` says keV).
+
+Energy axis:
+- channel columns (PI/PHA) with an instrument that has an RMF: the RMF's channels in the
+  instrument's band, matched by channel number;
+- an ENERGY column: the instrument's channel edges (``Instrument.channel_edges()``) or the
+  ``energy_edges_kev`` given;
+then ``energy_bin`` consecutive channels are summed (a remainder at the top is dropped).
+
+Spatial axis: ``crop = (x_min, x_max, y_min, y_max)`` in event pixel coordinates (the X/Y
+columns, or the tangent-plane pixels of the RA/DEC projection, 1-based) keeps events with
+``x_min <= x < x_max`` and ``y_min <= y < y_max``; ``spatial_bin`` event pixels make one cube
+pixel (a remainder at the top is dropped). The cube's WCS follows from the event WCS.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from ..errors import DataError
+from .cubes import Cube, write_cube
+from ._fits import open_fits
+
+__all__ = ["bin_events"]
+
+_POSITION_COLUMNS = (("X", "Y"), ("RA", "DEC"))
+_CHANNEL_COLUMNS = ("PI", "PHA")
+
+
+def _events_hdu(hdul, path):
+    for hdu in hdul:
+        if hdu.name.upper() == "EVENTS":
+            return hdu
+    for hdu in hdul:
+        if isinstance(hdu, fits.BinTableHDU):
+            return hdu
+    raise DataError(f"{path}: no EVENTS table (and no other binary table) in this file.")
+
+
+def _column_wcs(hdu, name: str) -> dict | None:
+    """The WCS keywords of one table column (TCTYP, TCRPX, TCRVL, TCDLT), or None."""
+    idx = [c.upper() for c in hdu.columns.names].index(name) + 1
+    h = hdu.header
+    keys = {k: h.get(f"{k}{idx}") for k in ("TCTYP", "TCRPX", "TCRVL", "TCDLT", "TCUNI")}
+    if keys["TCDLT"] is None or keys["TCRPX"] is None or keys["TCRVL"] is None:
+        return None
+    return keys
+
+
+def _base_wcs(ctype, crpix, crval, cdelt) -> WCS:
+    w = WCS(naxis=2)
+    w.wcs.ctype = list(ctype)
+    w.wcs.crpix = list(crpix)
+    w.wcs.crval = list(crval)
+    w.wcs.cdelt = list(cdelt)
+    w.wcs.cunit = ["deg", "deg"]
+    return w
+
+
+def bin_events(events_path: str | Path, instrument=None, out: str | Path | None = None, *,
+               crop: tuple[float, float, float, float] | None = None, spatial_bin: int = 1, energy_bin: int = 1,
+               energy_range_kev: tuple[float, float] | None = None, energy_edges_kev=None,
+               pixel_arcsec: float | None = None, center_deg: tuple[float, float] | None = None,
+               position_columns: tuple[str, str] | None = None, energy_column: str | None = None,
+               exposure_s: float | None = None, overwrite: bool = True) -> Cube:
+    """Bin the event list ``events_path`` into a counts cube; write it to ``out`` if given.
+
+    Parameters
+    ----------
+    instrument : an instrument name, TOML path or :class:`xhsi.instruments.Instrument`
+        (channel grid, pixel size, name in the header); optional when ``energy_edges_kev``
+        is given and the positions carry a WCS (or ``pixel_arcsec`` is given).
+    crop : (x_min, x_max, y_min, y_max) in event pixel coordinates; default: all events.
+    spatial_bin : event pixels per cube pixel along each axis (>= 1).
+    energy_bin : channels per cube plane (>= 1).
+    energy_range_kev : (lo, hi) keV: keep only the channels lying inside.
+    energy_edges_kev : explicit energy bin edges (keV), for an ENERGY column.
+    pixel_arcsec : event pixel size (arcsec) when X/Y have no TCDLT keywords, or the
+        projection pixel for RA/DEC (default: the instrument's pixel).
+    center_deg : (RA, Dec) of the RA/DEC projection (default: median event position).
+    position_columns, energy_column : override the column choice (default: X/Y then RA/DEC;
+        PI then PHA for an RMF instrument, ENERGY otherwise).
+    exposure_s : default: the event header's EXPOSURE (or LIVETIME, ONTIME).
+
+    Returns the :class:`~xhsi.io.cubes.Cube` (data int64 counts, ``e_min``/``e_max`` keV)."""
+    from ..instruments import Instrument, load_instrument
+
+    path = Path(events_path)
+    inst: Instrument | None = load_instrument(instrument) if instrument is not None else None
+    for name, value in (("spatial_bin", spatial_bin), ("energy_bin", energy_bin)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise DataError(f"{name} must be a positive integer, got {value!r}.")
+    spatial_bin, energy_bin = int(spatial_bin), int(energy_bin)
+    with open_fits(path, "event list") as hdul:
+        hdu = _events_hdu(hdul, path)
+        names = [c.upper() for c in hdu.columns.names]
+        pos_cols = _pick_positions(position_columns, names, path)
+        e_col = _pick_energy(energy_column, names, inst, energy_edges_kev, path)
+        x = np.asarray(hdu.data.field(pos_cols[0]), dtype=np.float64)
+        y = np.asarray(hdu.data.field(pos_cols[1]), dtype=np.float64)
+        energy_raw = np.asarray(hdu.data.field(e_col)).reshape(-1)
+        e_unit = (hdu.columns[names.index(e_col)].unit or "").strip().lower()
+        wcs_x = _column_wcs(hdu, pos_cols[0]) if pos_cols == ("X", "Y") else None
+        wcs_y = _column_wcs(hdu, pos_cols[1]) if pos_cols == ("X", "Y") else None
+        header = hdu.header
+        if exposure_s is None:
+            exposure_s = next((float(header[k]) for k in ("EXPOSURE", "LIVETIME", "ONTIME") if header.get(k)), None)
+    if x.size == 0:
+        raise DataError(f"{path}: the event list is empty.")
+
+    # -- positions → event pixel coordinates and their WCS
+    pix = pixel_arcsec if pixel_arcsec is not None else (inst.pixel_arcsec if inst is not None else None)
+    if pos_cols == ("RA", "DEC"):
+        if pix is None:
+            raise DataError(f"{path}: RA/DEC events need a pixel size: pass pixel_arcsec or an instrument.")
+        center = center_deg if center_deg is not None else (float(np.median(x)), float(np.median(y)))
+        base = _base_wcs(("RA---TAN", "DEC--TAN"), (0.0, 0.0), center, (-pix / 3600.0, pix / 3600.0))
+        x, y = base.wcs_world2pix(x, y, 1)
+    elif wcs_x is not None and wcs_y is not None:
+        ctype = (wcs_x["TCTYP"] or "RA---TAN", wcs_y["TCTYP"] or "DEC--TAN")
+        base = _base_wcs(ctype, (wcs_x["TCRPX"], wcs_y["TCRPX"]), (wcs_x["TCRVL"], wcs_y["TCRVL"]),
+                         (wcs_x["TCDLT"], wcs_y["TCDLT"]))
+    else:
+        if pix is None:
+            raise DataError(f"{path}: the X/Y columns have no TCRPX/TCRVL/TCDLT keywords; pass pixel_arcsec "
+                            "(or an instrument) to give the events a sky grid.")
+        center = center_deg if center_deg is not None else (0.0, 0.0)
+        base = _base_wcs(("RA---TAN", "DEC--TAN"), (0.0, 0.0), center, (-pix / 3600.0, pix / 3600.0))
+
+    if crop is None:
+        x0, x1 = math.floor(np.min(x)), math.floor(np.max(x)) + 1
+        y0, y1 = math.floor(np.min(y)), math.floor(np.max(y)) + 1
+    else:
+        if len(crop) != 4 or not (crop[1] > crop[0] and crop[3] > crop[2]):
+            raise DataError(f"crop must be (x_min, x_max, y_min, y_max) with x_max > x_min and y_max > y_min; got {crop!r}.")
+        x0, x1, y0, y1 = (float(c) for c in crop)
+    nx = int((x1 - x0) // spatial_bin)
+    ny = int((y1 - y0) // spatial_bin)
+    if nx < 1 or ny < 1:
+        raise DataError(f"the crop box {x1 - x0:g} x {y1 - y0:g} pixels is smaller than spatial_bin = {spatial_bin}.")
+    ix = np.floor((x - x0) / spatial_bin).astype(np.int64)
+    iy = np.floor((y - y0) / spatial_bin).astype(np.int64)
+
+    # -- energies → plane index
+    channels_out, e_min, e_max, ie = _energy_index(energy_raw, e_col, e_unit, inst, energy_edges_kev,
+                                                   energy_range_kev, energy_bin, path)
+    n_e = e_min.size
+    keep = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny) & (ie >= 0) & (ie < n_e)
+    flat = (ie[keep] * ny + iy[keep]) * nx + ix[keep]
+    counts = np.bincount(flat, minlength=n_e * ny * nx).reshape(n_e, ny, nx)
+
+    # Cube pixel (i, j) covers event pixels x0 + j·b … x0 + (j+1)·b: its FITS pixel p = j + 1 is
+    # centred on event coordinate x0 + (p − 0.5)·b, so event coordinate c sits at p = (c − x0)/b + 0.5.
+    wcs = base.deepcopy()
+    wcs.wcs.crpix = [(base.wcs.crpix[0] - x0) / spatial_bin + 0.5, (base.wcs.crpix[1] - y0) / spatial_bin + 0.5]
+    wcs.wcs.cdelt = [base.wcs.cdelt[0] * spatial_bin, base.wcs.cdelt[1] * spatial_bin]
+    extra = {"EVTFILE": path.name[:68], "XHSICROP": f"{x0:g} {x1:g} {y0:g} {y1:g}"[:68],
+             "SPATBIN": spatial_bin, "ENERBIN": energy_bin}
+    cube = Cube(data=counts, e_min=e_min, e_max=e_max, wcs=wcs, channels=channels_out, exposure_s=exposure_s,
+                instrument=inst.name if inst is not None else None, bunit="count", path=Path(out) if out else None,
+                extra=extra)
+    if out is not None:
+        write_cube(out, counts.astype(np.int32), np.stack([e_min, e_max], axis=1), wcs=wcs, exposure_s=exposure_s,
+                   instrument=cube.instrument, bunit="count", channels=channels_out, header=extra, overwrite=overwrite)
+    return cube
+
+
+def _pick_positions(position_columns, names, path) -> tuple[str, str]:
+    if position_columns is not None:
+        cols = tuple(c.upper() for c in position_columns)
+        missing = [c for c in cols if c not in names]
+        if len(cols) != 2 or missing:
+            raise DataError(f"{path}: position columns {position_columns!r} not found; columns: {', '.join(names)}.")
+        return cols
+    for pair in _POSITION_COLUMNS:
+        if all(c in names for c in pair):
+            return pair
+    raise DataError(f"{path}: no X/Y or RA/DEC columns; columns: {', '.join(names)}. Pass position_columns.")
+
+
+def _pick_energy(energy_column, names, inst, energy_edges_kev, path) -> str:
+    if energy_column is not None:
+        col = energy_column.upper()
+        if col not in names:
+            raise DataError(f"{path}: no column {energy_column}; columns: {', '.join(names)}.")
+        return col
+    has_rmf = inst is not None and inst.rmf is not None and energy_edges_kev is None
+    order = _CHANNEL_COLUMNS + ("ENERGY",) if has_rmf else ("ENERGY",) + _CHANNEL_COLUMNS
+    for col in order:
+        if col in names:
+            return col
+    raise DataError(f"{path}: no PI, PHA or ENERGY column; columns: {', '.join(names)}. Pass energy_column.")
+
+
+def _group(lo: np.ndarray, hi: np.ndarray, numbers: np.ndarray, k: int, path):
+    n = lo.size // k
+    if n < 1:
+        raise DataError(f"{path}: energy_bin = {k} is larger than the {lo.size} channels selected.")
+    lo, hi = lo[: n * k].reshape(n, k), hi[: n * k].reshape(n, k)
+    return numbers[: n * k: k].copy(), lo[:, 0].copy(), hi[:, -1].copy()
+
+
+def _energy_index(raw, column, unit, inst, energy_edges_kev, energy_range_kev, k, path):
+    """(channel numbers of the planes, E_MIN keV, E_MAX keV, plane index of each event)."""
+    if column in _CHANNEL_COLUMNS:
+        if inst is None or inst.rmf is None:
+            raise DataError(f"{path}: binning the {column} column needs an instrument with an RMF (its channel "
+                            "energies); pass one, or use an ENERGY column with energy_edges_kev.")
+        numbers, lo, hi = inst.channel_table()
+        if energy_range_kev is not None:
+            sel = (lo >= energy_range_kev[0] - 1e-9) & (hi <= energy_range_kev[1] + 1e-9)
+            numbers, lo, hi = numbers[sel], lo[sel], hi[sel]
+        if numbers.size == 0:
+            raise DataError(f"{path}: no channel of {inst.name} lies in {energy_range_kev} keV.")
+        first, (plane_numbers, e_min, e_max) = int(numbers[0]), _group(lo, hi, numbers, k, path)
+        idx = np.asarray(raw, dtype=np.int64) - first
+        # Channels are consecutive, so grouping k of them is an integer division.
+        plane = np.where((idx >= 0) & (idx < numbers.size), idx // k, -1)
+        return plane_numbers, e_min, e_max, plane
+    energy_kev = np.asarray(raw, dtype=np.float64) / (1.0 if unit == "kev" else 1000.0)
+    if energy_edges_kev is not None:
+        edges = np.asarray(energy_edges_kev, dtype=np.float64)
+    elif inst is not None:
+        edges = inst.channel_edges()
+    else:
+        raise DataError(f"{path}: give energy_edges_kev or an instrument to bin the ENERGY column.")
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+        raise DataError(f"energy_edges_kev must be at least two increasing energies (keV); got {edges!r:.120}.")
+    lo, hi = edges[:-1], edges[1:]
+    if energy_range_kev is not None:
+        sel = (lo >= energy_range_kev[0] - 1e-9) & (hi <= energy_range_kev[1] + 1e-9)
+        if not sel.any():
+            raise DataError(f"no energy bin lies in {energy_range_kev} keV.")
+        lo, hi = lo[sel], hi[sel]
+    numbers, e_min, e_max = _group(lo, hi, np.arange(1, lo.size + 1), k, path)
+    plane_edges = np.append(e_min, e_max[-1])
+    plane = np.searchsorted(plane_edges, energy_kev, side="right") - 1
+    plane = np.where((energy_kev >= plane_edges[0]) & (energy_kev < plane_edges[-1]), plane, -1)
+    return numbers, e_min, e_max, plane

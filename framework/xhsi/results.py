@@ -1,0 +1,101 @@
+"""Run outputs: the output folder's rules, atomic writes, the history table and the
+Result object a problem returns. Nothing here is pickled: FITS for science arrays,
+CSV/JSON/TOML otherwise."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import XhsiError
+
+#: Files whose presence means a folder holds the outputs of a run.
+RUN_MARKERS = ("config.resolved.toml", "result.fits", "checkpoint.npz", "history.csv")
+
+
+@dataclass
+class Result:
+    """What a problem returns: named numpy arrays, the solver history and metadata.
+
+    ``arrays["cube"]`` is the sky cube (n_e, ny, nx) in photons / s / cm² per energy bin
+    per pixel; other problems add their own arrays (maps, components)."""
+
+    arrays: dict[str, np.ndarray]
+    history: list[dict] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write into a folder that holds another run unless told to."""
+    if resume and overwrite:
+        raise XhsiError("--resume and --overwrite contradict each other: choose one.")
+    if out.exists() and not out.is_dir():
+        raise XhsiError(f"output path {out} exists and is not a folder; choose another [run] output or --out.")
+    present = [name for name in RUN_MARKERS if (out / name).exists()]
+    if resume:
+        if not (out / "checkpoint.npz").exists():
+            raise XhsiError(f"--resume: {out} has no checkpoint.npz to continue from; run without --resume.")
+        return
+    if present and not overwrite:
+        raise XhsiError(f"output folder {out} already holds a run ({', '.join(present)}). Use --overwrite to "
+                        "replace it, --resume to continue it, or choose another [run] output / --out.")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either the old or the complete new content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+HISTORY_COLUMNS = ("iteration", "cost", "step", "time_s")
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row.get(k) for k in HISTORY_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return [{k: (int(v) if k == "iteration" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]

@@ -1,0 +1,289 @@
+"""``xhsi run`` and ``xhsi simulate``: from a validated config to files on disk.
+
+Order of work: every check that can fail on user input (output folder, instruments, counts
+files and their grids, plugin options) runs before the first heavy computation; results are
+written atomically, so an interrupted run never leaves a truncated file; Ctrl-C writes a
+checkpoint that ``--resume`` continues from.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import plugins
+from .backend import Backend, to_numpy
+from .config import Config
+from .errors import DataError, RunStopped, XhsiError
+from .problems.base import ObservationData
+from .results import Result, atomic_write_text, check_output_folder, write_history, write_json
+
+log = logging.getLogger("xhsi")
+SKY_UNIT = "photon / (s cm2)"  # per true-energy bin and sky pixel
+
+
+@dataclass
+class Prepared:
+    """What a run needs before solving: backend, grid, observations and the true sky if known."""
+
+    backend: Backend
+    grid: Any
+    observations: list[ObservationData]
+    truth: np.ndarray | None
+    scene_truth: Any = None
+
+
+def _grid(cfg: Config):
+    from .simulate import ModelGrid
+
+    if cfg.model is None:
+        raise XhsiError(f"{cfg.source}: the config has no [model] table (the sky grid: energy, pixels, pixel_arcsec).")
+    return ModelGrid.from_config(cfg.model)
+
+
+def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
+    """Compile every observation's forward operator, read or simulate its counts, and read
+    or simulate the truth. All input checks happen here."""
+    from .instruments import compile_forward, load_instrument
+    from .io.cubes import read_cube
+
+    backend = Backend(cfg.run.backend, cfg.run.dtype, seed=cfg.run.seed)
+    grid = _grid(cfg)
+    if not cfg.observations:
+        raise XhsiError(f"{cfg.source}: the config has no [[observations]].")
+    compiled = []
+    for i, obs in enumerate(cfg.observations):
+        where = f"observations[{i}] (`{obs.name}`)"
+        instrument = load_instrument(obs.instrument)
+        try:
+            forward = compile_forward(instrument, grid.energy_edges_kev, (grid.ny, grid.nx), grid.pixel_arcsec,
+                                      obs.exposure_s, spatial_rebin=obs.spatial_rebin,
+                                      spectral_rebin=obs.spectral_rebin, backend=backend)
+        except XhsiError as exc:
+            raise type(exc)(f"{cfg.source}: {where}: {exc}") from None
+        compiled.append((obs, instrument, forward))
+        if obs.counts is None and cfg.simulate is None and need_counts:
+            raise XhsiError(f"{cfg.source}: {where} has no `counts` file and the config has no [simulate] table "
+                            "to simulate them: give counts = \"file.fits\" or add [simulate] scene = \"...\".")
+        if obs.counts is not None and not Path(obs.counts).is_file():
+            raise DataError(f"{cfg.source}: {where}: counts file {obs.counts} does not exist.")
+
+    truth, scene_truth = None, None
+    if cfg.simulate is not None:
+        scene = plugins.get("scene", cfg.simulate.scene)(cfg.simulate.options)
+        if hasattr(scene, "generate_components"):
+            try:
+                scene_truth = scene.generate_components(grid, backend)
+                truth = scene_truth.cube
+            except NotImplementedError:
+                truth = scene.generate(grid, backend)
+        else:
+            truth = scene.generate(grid, backend)
+    if cfg.metrics is not None and cfg.metrics.truth is not None:
+        cube = read_cube(cfg.metrics.truth)
+        if tuple(cube.data.shape) != tuple(grid.shape):
+            raise DataError(f"{cfg.source}: metrics.truth {cfg.metrics.truth} has shape {cube.data.shape}, the "
+                            f"[model] grid is {grid.shape} (energy bins, ny, nx).")
+        truth = cube.data
+
+    from .simulate import simulate_counts
+
+    observations = []
+    for obs, instrument, forward in compiled:
+        background = None
+        bkg = forward.background_counts() if hasattr(forward, "background_counts") else None
+        if obs.background is not None:
+            background = backend.asarray(_read_matching(read_cube, obs.background, forward, obs.name, "background"))
+        elif bkg is not None and np.any(bkg > 0):
+            background = backend.asarray(np.broadcast_to(bkg, forward.shape_out).copy())
+        if obs.counts is not None:
+            counts = backend.asarray(_read_matching(read_cube, obs.counts, forward, obs.name, "counts"))
+        elif need_counts:
+            counts = simulate_counts(truth, forward, backend, background)
+        else:
+            counts = None
+        observations.append(ObservationData(obs.name, forward, counts, background, instrument))
+    return Prepared(backend, grid, observations, truth, scene_truth)
+
+
+def _read_matching(read_cube, path, forward, name: str, what: str) -> np.ndarray:
+    cube = read_cube(path)
+    if tuple(cube.data.shape) != tuple(forward.shape_out):
+        raise DataError(
+            f"{path}: the {what} cube of observation `{name}` has shape {cube.data.shape} but its instrument and "
+            f"rebin factors give {tuple(forward.shape_out)} (channels, ny, nx): check spatial_rebin, "
+            "spectral_rebin and the [model] grid.")
+    edges = getattr(forward, "channel_edges_kev", None)
+    if edges is not None and not np.allclose(cube.energy_edges_kev, edges, rtol=1e-5, atol=1e-6):
+        raise DataError(f"{path}: the {what} cube's energy channels (EBOUNDS, {cube.energy_edges_kev[0]:.4g}–"
+                        f"{cube.energy_edges_kev[-1]:.4g} keV) differ from those of observation `{name}` "
+                        f"({edges[0]:.4g}–{edges[-1]:.4g} keV).")
+    return cube.data
+
+
+def simulate(cfg: Config, out: Path) -> list[Path]:
+    """Write ``truth.fits`` and ``<observation>_counts.fits`` for every observation."""
+    from .io.cubes import write_cube
+
+    if cfg.simulate is None:
+        raise XhsiError(f"{cfg.source}: `xhsi simulate` needs a [simulate] table naming a scene.")
+    cfg_no_counts = cfg
+    for obs in cfg_no_counts.observations:
+        obs.counts = None
+    prep = prepare(cfg_no_counts)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_cube(out / "truth.fits", prep.truth, prep.grid.energy_edges_kev,
+                          pixel_arcsec=prep.grid.pixel_arcsec, bunit=SKY_UNIT)]
+    for obs, section in zip(prep.observations, cfg.observations):
+        written.append(write_cube(out / f"{obs.name}_counts.fits", obs.counts, obs.channel_edges_kev,
+                                  pixel_arcsec=obs.pixel_arcsec, exposure_s=section.exposure_s,
+                                  instrument=obs.instrument.name, bunit="count"))
+    return written
+
+
+class Progress:
+    """Progress of a run: a tqdm bar on a terminal, a log line per report otherwise,
+    nothing when quiet."""
+
+    def __init__(self, total: int, quiet: bool, initial: int = 0):
+        self.quiet, self.bar, self.last = quiet, None, initial
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="xhsi", unit="it", dynamic_ncols=True)
+
+    def update(self, iteration: int, cost: float, step: float) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.update(iteration - self.last)
+            self.bar.set_postfix(cost=f"{cost:.6g}", step=f"{step:.3g}")
+        else:
+            print(f"iteration {iteration:6d}  cost {cost:.8g}  step {step:.3g}", file=sys.stderr, flush=True)
+        self.last = iteration
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: bool = False,
+        quiet: bool = False) -> Result:
+    """Run the problem of ``cfg`` and write its outputs into ``out`` (default: [run] output)."""
+    from .solvers.checkpoint import save_checkpoint
+
+    t_start = time.perf_counter()
+    out = Path(out) if out is not None else Path(cfg.run.output)
+    check_output_folder(out, resume=resume, overwrite=overwrite)
+    prep = prepare(cfg)
+    regularizers = [plugins.get("regularizer", r.name)(r.options, weight=r.weight) for r in cfg.regularizers]
+    problem_cls = plugins.get("problem", cfg.run.problem)
+    pm = plugins.get_plugin_manager()
+    problem = problem_cls(cfg, prep.backend, prep.grid, prep.observations, regularizers,
+                          plugins.get("likelihood", cfg.run.likelihood), pm=pm)
+    solver = plugins.get("solver", cfg.solver.name).from_config(cfg.solver)
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.resolved.toml", cfg.to_toml())
+    checkpoint_path = out / "checkpoint.npz"
+    pm.hook.xhsi_run_start(config=cfg, problem=problem)
+    progress = Progress(cfg.solver.max_iter, quiet)
+
+    def callback(iteration, cost, step, state) -> bool:
+        progress.update(iteration, cost, step)
+        answers = pm.hook.xhsi_iteration(iteration=iteration, cost=cost, step=step, state=state)
+        return any(bool(a) for a in answers)
+
+    try:
+        result = problem.solve(solver, callback, checkpoint_path=checkpoint_path,
+                               checkpoint_every=cfg.run.checkpoint_every,
+                               resume_from=checkpoint_path if resume else None, config_digest=cfg.digest())
+    except KeyboardInterrupt:
+        progress.close()
+        if solver.state is not None:
+            meta = {"solver": solver.name, "config_digest": cfg.digest(), "iteration": solver.iteration,
+                    "history": [list(r) for r in solver.history]}
+            save_checkpoint(checkpoint_path, solver.state_dict(), meta)
+            write_history(out / "history.csv", [dict(zip(("iteration", "cost", "step", "time_s"), r))
+                                                for r in solver.history])
+        raise RunStopped(f"interrupted at iteration {solver.iteration if solver.state is not None else 0}; "
+                         f"checkpoint written to {checkpoint_path}. Continue with: xhsi run {cfg.source} "
+                         f"--resume") from None
+    finally:
+        progress.close()
+
+    result.metadata.update({"wall_s": time.perf_counter() - t_start, "config_digest": cfg.digest(),
+                            "backend": cfg.run.backend, "dtype": cfg.run.dtype})
+    if prep.truth is not None:
+        result.metrics = compute_metrics(result, prep.truth, problem)
+    write_outputs(out, cfg, prep, result)
+    pm.hook.xhsi_run_end(config=cfg, result=result)
+    if not quiet:
+        print(summary(result, out), file=sys.stderr)
+    return result
+
+
+def compute_metrics(result: Result, truth: np.ndarray, problem) -> dict:
+    from .metrics import all_metrics
+
+    truth = np.asarray(truth, dtype=np.float64)
+    metrics = {"result": all_metrics(np.asarray(result.arrays["cube"], dtype=np.float64), truth)}
+    baselines = getattr(problem, "baselines", None)
+    if baselines is not None:
+        metrics["baselines"] = {name: all_metrics(np.asarray(cube, dtype=np.float64), truth)
+                                for name, cube in baselines().items()}
+    return metrics
+
+
+def write_outputs(out: Path, cfg: Config, prep: Prepared, result: Result) -> None:
+    from .io.cubes import write_cube
+
+    grid = prep.grid
+    header = {"PROBLEM": cfg.run.problem, "SOLVER": cfg.solver.name, "NITER": result.metadata.get("n_iter"),
+              "CFGHASH": cfg.digest()}
+    write_cube(out / "result.fits", result.arrays["cube"], grid.energy_edges_kev, pixel_arcsec=grid.pixel_arcsec,
+               bunit=SKY_UNIT, header=header)
+    write_history(out / "history.csv", result.history)
+    write_json(out / "run.json", result.metadata)
+    if result.metrics:
+        write_json(out / "metrics.json", result.metrics)
+    if cfg.run.quicklook:
+        write_quicklooks(out, prep, result)
+
+
+def write_quicklooks(out: Path, prep: Prepared, result: Result) -> None:
+    from . import quicklook
+
+    cube = np.asarray(result.arrays["cube"], dtype=np.float64)
+    images = [(f"data: {o.name} [counts]", to_numpy(o.counts).sum(axis=0)) for o in prep.observations]
+    images.append(("result [ph/s/cm2/pix]", cube.sum(axis=0)))
+    if prep.truth is not None:
+        images.append(("truth [ph/s/cm2/pix]", np.asarray(prep.truth, dtype=np.float64).sum(axis=0)))
+    quicklook.plot_images(out / "images.png", images)
+    curves = {"result": cube}
+    if prep.truth is not None:
+        curves["truth"] = np.asarray(prep.truth, dtype=np.float64)
+    ref = curves.get("truth", cube).sum(axis=0)
+    quicklook.plot_spectra(out / "spectra.png", prep.grid.energy_mid_kev, curves, quicklook.pick_pixels(ref),
+                           unit=SKY_UNIT + " per bin")
+    quicklook.plot_history(out / "cost.png", result.history)
+
+
+def summary(result: Result, out: Path) -> str:
+    meta = result.metadata
+    lines = [f"xhsi: {meta.get('problem')} with {meta.get('solver')}: {meta.get('n_iter')} iterations in "
+             f"{meta.get('wall_s', 0.0):.1f} s ({meta.get('stop_reason')}); outputs in {out}"]
+    res = result.metrics.get("result") if result.metrics else None
+    if res:
+        lines.append(f"  result: PSNR {res['psnr_db']:.2f} dB, ASAM {res['asam_deg']:.2f} deg, "
+                     f"relative error per voxel {res['rel_error_voxel']:.3f}")
+        for name, m in result.metrics.get("baselines", {}).items():
+            lines.append(f"  data-only `{name}`: PSNR {m['psnr_db']:.2f} dB, ASAM {m['asam_deg']:.2f} deg, "
+                         f"relative error per voxel {m['rel_error_voxel']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,247 @@
+"""Unit tests of the solver machinery: options, stopping rules, callbacks, failures, adapters."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace
+
+import xhsi
+from xhsi.backend import Backend, to_numpy
+from xhsi.errors import ConfigError, RunStopped
+from xhsi.likelihoods import DataTerm, Gaussian, Poisson
+from xhsi.operators import Identity
+from xhsi.solvers import FISTA, ISTA, PALM, Block, Composite, NonNegative, ProxChain, Zero
+from xhsi.testing import assert_close
+
+
+class Quadratic:
+    """f(x) = ½ Σ c_j (x_j − a_j)², L = max c_j; optionally non-finite after ``bad_after``
+    gradient calls (to simulate a diverging model)."""
+
+    def __init__(self, xp, c, a, bad_after=None):
+        self.c, self.a, self.xp = xp.asarray(c), xp.asarray(a), xp
+        self.calls, self.bad_after = 0, bad_after
+
+    def value(self, x) -> float:
+        if self.bad_after is not None and self.calls > self.bad_after:
+            return float("nan")
+        d = x - self.a
+        return 0.5 * float(self.xp.sum(self.c * d * d))
+
+    def gradient(self, x):
+        self.calls += 1
+        return self.c * (x - self.a)
+
+    def lipschitz(self):
+        return float(self.xp.max(self.c))
+
+
+def quadratic(xp, n=20, dtype=None, **kw):
+    rng = np.random.default_rng(0)
+    c = np.logspace(0, -2, n)
+    a = rng.standard_normal(n)
+    q = Quadratic(xp, c, a, **kw)
+    x0 = xp.zeros((n,), dtype=q.c.dtype if dtype is None else dtype)
+    return q, x0, a
+
+
+def test_fista_keeps_float32_and_namespace(xp):
+    q, x0, _ = quadratic(xp)
+    q.c, q.a = xp.astype(q.c, xp.float32), xp.astype(q.a, xp.float32)
+    solver = FISTA(max_iter=5)
+    solver.setup(xp.astype(x0, xp.float32), q)
+    result = solver.run()
+    assert result.x.dtype == xp.float32 and array_namespace(result.x) is xp
+    assert result.state.t.dtype == xp.float32
+
+
+@pytest.mark.parametrize("restart", ["adaptive", "none"])
+@pytest.mark.parametrize("monotone", [False, True])
+def test_fista_variants_converge(xp, restart, monotone):
+    q, x0, a = quadratic(xp)
+    solver = FISTA(FISTA.Options(restart=restart, monotone=monotone), max_iter=1500, tol=1e-14, report_every=5)
+    solver.setup(x0, q, None)
+    result = solver.run()
+    np.testing.assert_allclose(to_numpy(result.x), a, atol=1e-5)
+    costs = [row[1] for row in result.history]
+    if monotone:
+        assert all(b <= a_ for a_, b in zip(costs, costs[1:]))
+
+
+def test_monotone_variant_never_increases_each_iteration(xp):
+    q, x0, _ = quadratic(xp)
+    solver = FISTA(FISTA.Options(restart="none", monotone=True, backtracking=False), max_iter=200, report_every=1)
+    solver.setup(x0, q, NonNegative())
+    costs = [row[1] for row in solver.run().history]
+    assert all(b <= a for a, b in zip(costs, costs[1:]))
+
+
+def test_adaptive_restart_beats_plain_fista_on_strongly_convex(xp):
+    q, x0, a = quadratic(xp)
+    results = {}
+    for restart in ("adaptive", "none"):
+        solver = FISTA(FISTA.Options(restart=restart, backtracking=False), max_iter=300, report_every=300)
+        solver.setup(x0, q)
+        results[restart] = np.linalg.norm(to_numpy(solver.run().x) - a)
+    assert results["adaptive"] < 0.1 * results["none"]
+
+
+def test_tol_stops_and_reports_converged(xp):
+    q, x0, _ = quadratic(xp)
+    solver = ISTA(max_iter=100000, tol=1e-6, report_every=10)
+    solver.setup(x0, q)
+    result = solver.run()
+    assert result.converged and result.stop_reason.startswith("converged: relative")
+    assert result.n_iter < 100000 and result.n_iter % 10 == 0
+
+
+def test_callback_called_every_report_and_can_stop(xp):
+    q, x0, _ = quadratic(xp)
+    seen = []
+
+    def callback(iteration, cost, step, state):
+        seen.append((iteration, cost, step, state.iteration))
+        return iteration >= 30
+
+    solver = FISTA(max_iter=100, report_every=10)
+    solver.setup(x0, q)
+    result = solver.run(callback=callback)
+    assert [s[0] for s in seen] == [10, 20, 30]
+    assert all(isinstance(s[1], float) and s[0] == s[3] for s in seen)
+    assert result.stop_reason == "stopped by callback" and result.n_iter == 30 and not result.converged
+    assert [row[0] for row in result.history] == [0, 10, 20, 30]
+
+
+def test_time_budget_stops(xp):
+    q, x0, _ = quadratic(xp)
+    solver = FISTA(max_iter=10 ** 7, max_time_s=0.05, report_every=10 ** 6)
+    solver.setup(x0, q)
+    result = solver.run()
+    assert result.stop_reason.startswith("time budget") and 0 < result.n_iter < 10 ** 7
+    assert result.history[-1][0] == result.n_iter
+
+
+def test_non_finite_cost_stops_with_last_good_state(xp):
+    q, x0, _ = quadratic(xp, bad_after=25)
+    solver = FISTA(FISTA.Options(backtracking=False), max_iter=100, report_every=10)
+    solver.setup(x0, q)
+    with pytest.raises(RunStopped, match="iteration 30") as info:
+        solver.run()
+    assert "last good one (iteration 20)" in str(info.value)
+    assert solver.state.iteration == 20
+    assert np.all(np.isfinite(to_numpy(solver.state.x)))
+
+
+def test_non_finite_during_backtracking_stops(xp):
+    q, x0, _ = quadratic(xp, bad_after=5)
+    solver = FISTA(max_iter=100, report_every=50)
+    solver.setup(x0, q)
+    with pytest.raises(RunStopped, match="backtracking found no step at iteration 6"):
+        solver.run()
+    assert solver.state.iteration == 0  # no report passed yet: the initial state is the good one
+
+
+def test_poisson_without_backtracking_or_step_is_a_config_error(xp):
+    term = DataTerm(Poisson(), Identity((4,)), xp.asarray([1.0, 0.0, 2.0, 3.0]))
+    with pytest.raises(ConfigError, match="backtracking = true"):
+        FISTA(FISTA.Options(backtracking=False)).setup(xp.ones((4,)), term)
+    solver = FISTA(FISTA.Options(backtracking=False, step=0.1), max_iter=3)
+    solver.setup(xp.ones((4,)), term)  # an explicit step is the user's choice
+
+
+def test_default_step_is_inverse_lipschitz(xp):
+    q, x0, _ = quadratic(xp)
+    solver = FISTA(FISTA.Options(backtracking=False))
+    solver.setup(x0, q)
+    assert solver.state.step == pytest.approx(1.0)
+    term = DataTerm(Poisson(), Identity((4,)), xp.asarray([1.0, 0.0, 2.0, 3.0]))
+    solver = FISTA()
+    solver.setup(xp.ones((4,)), term)
+    assert solver.state.step == 1.0  # no Lipschitz constant: backtracking from 1.0
+
+
+def test_step_grows_back_after_shrinking(xp):
+    """A quadratic with L = 1 started from a step of 10: backtracking shrinks it, never
+    below ½/L (eta = 0.5), and the per-iteration growth lets it increase again."""
+    q, x0, _ = quadratic(xp)
+    solver = FISTA(FISTA.Options(step=10.0), max_iter=40, report_every=1)
+    solver.setup(x0, q)
+    steps = [row[2] for row in solver.run().history]
+    assert steps[0] == 10.0 and steps[1] < 10.0
+    assert min(steps[1:]) >= 0.5
+    assert any(b > a for a, b in zip(steps[1:], steps[2:]))
+
+
+def test_options_from_dict_are_validated():
+    solver = FISTA({"restart": "none", "eta": 0.3}, max_iter=3)
+    assert solver.options.restart == "none" and solver.options.eta == 0.3
+    with pytest.raises(ConfigError, match="did you mean `restart`"):
+        FISTA({"restrat": "none"})
+    with pytest.raises(ConfigError, match="restart"):
+        FISTA({"restart": "always"})
+
+
+def test_state_is_replaced_not_modified(xp):
+    q, x0, _ = quadratic(xp)
+    solver = FISTA(max_iter=3)
+    solver.setup(x0, q)
+    first = solver.state
+    snapshot = to_numpy(first.x).copy()
+    solver.step()
+    assert solver.state is not first and first.iteration == 0
+    np.testing.assert_array_equal(to_numpy(first.x), snapshot)
+
+
+# -- adapters ---------------------------------------------------------------------------
+def test_composite_sums_values_gradients_and_lipschitz(xp):
+    q1, x0, _ = quadratic(xp)
+    q2 = Quadratic(xp, np.full(20, 2.0), np.ones(20))
+    both = Composite([q1, q2])
+    x = xp.asarray(np.linspace(-1, 1, 20))
+    assert both.value(x) == pytest.approx(q1.value(x) + q2.value(x))
+    assert_close(both.gradient(x), q1.gradient(x) + q2.gradient(x), xp=xp)
+    v, g = both.value_and_gradient(x)
+    assert v == pytest.approx(both.value(x))
+    assert both.lipschitz() == pytest.approx(3.0)
+    poisson = DataTerm(Poisson(), Identity((20,)), xp.ones((20,)))
+    assert Composite([q1, poisson]).lipschitz() is None
+
+
+def test_prox_chain_l1_then_nonnegative_is_exact(xp):
+    """Soft thresholding then projection = prox of λ‖x‖₁ + ι(x ≥ 0) = max(x − λ, 0)."""
+
+    class L1:
+        def prox(self, x, step):
+            return xp.sign(x) * xp.clip(xp.abs(x) - step, min=0.0)
+
+        def value(self, x):
+            return float(xp.sum(xp.abs(x)))
+
+    x = xp.asarray(np.linspace(-3, 3, 13))
+    chain = ProxChain([L1(), NonNegative()])
+    assert_close(chain.prox(x, 0.5), xp.clip(x - 0.5, min=0.0), xp=xp)
+    assert chain.value(x) == pytest.approx(float(xp.sum(xp.abs(x))))
+    assert_close(Zero().prox(x, 1.0), x, xp=xp)
+
+
+def test_palm_rejects_missing_lipschitz_without_backtracking(xp):
+    block = Block(gradient=lambda xs: xs[0])
+    solver = PALM(PALM.Options(backtracking=False))
+    with pytest.raises(ConfigError, match="backtracking = true"):
+        solver.setup([xp.ones((3,))], lambda xs: 0.0, [block])
+
+
+def test_palm_block_prox_and_steps(xp):
+    """Two decoupled quadratic blocks: PALM converges to each block's minimiser."""
+    q1 = Quadratic(xp, np.ones(5), np.full(5, 2.0))
+    q2 = Quadratic(xp, np.full(3, 4.0), -np.ones(3))
+    blocks = [Block(gradient=lambda xs: q1.gradient(xs[0]), lipschitz=lambda xs: 1.0, prox=NonNegative()),
+              Block(gradient=lambda xs: q2.gradient(xs[1]), prox=NonNegative())]
+    solver = PALM(max_iter=200, report_every=50)
+    solver.setup([xp.zeros((5,)), xp.ones((3,))], lambda xs: q1.value(xs[0]) + q2.value(xs[1]), blocks)
+    result = solver.run()
+    assert_close(result.x[0], xp.full((5,), 2.0), rtol=1e-6, xp=xp)
+    assert_close(result.x[1], xp.zeros((3,)), atol=1e-12, xp=xp)  # projected on x ≥ 0
+    assert result.history[-1][2] == pytest.approx(min(1 / (1.1 * L) for L in solver.state.lipschitz))
