@@ -88,3 +88,36 @@ def test_bad_argument_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["validate"])
     assert info.value.code == 2
+
+
+def test_instruments_listing_and_description(capsys):
+    assert main(["instruments"]) == 0
+    out = capsys.readouterr().out
+    for name in ("xmm_epic_pn", "xrism_resolve", "chandra_acis_s", "athena_xifu"):
+        assert name in out
+    assert main(["instruments", "xrism_resolve"]) == 0
+    assert "Resolve" in capsys.readouterr().out
+    assert main(["instruments", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"name", "pixel_arcsec"} <= set(rows[0])
+    assert main(["instruments", "xmm_epic_pnn"]) == 2
+    assert "did you mean `xmm_epic_pn`" in capsys.readouterr().err
+
+
+def test_bin_command_writes_a_cube(tmp_path, capsys):
+    import numpy as np
+    from astropy.io import fits
+
+    cols = [fits.Column("X", "E", array=np.array([1.2, 1.7, 3.5])), fits.Column("Y", "E", array=np.array([2.1, 2.2, 4.0])),
+            fits.Column("ENERGY", "E", unit="keV", array=np.array([6.0, 6.1, 7.0]))]
+    hdu = fits.BinTableHDU.from_columns(cols, name="EVENTS")
+    hdu.header["EXPOSURE"] = 500.0
+    events = tmp_path / "events.fits"
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(events)
+    out = tmp_path / "cube.fits"
+    assert main(["bin", str(events), "--instrument", "xrism_resolve", "--out", str(out), "--energy-bin", "100",
+                 "--energy-range", "5", "8"]) == 0
+    assert "3 counts" in capsys.readouterr().out
+    with fits.open(out) as hdul:
+        assert hdul[0].data.sum() == 3 and hdul[0].header["EXPOSURE"] == 500.0
+    assert main(["bin", str(tmp_path / "none.fits"), "--out", str(out)]) == 2

@@ -201,8 +201,20 @@ def test_starlet2d_mad_thresholds_are_estimated_once_and_frozen(xp, per_slice):
     np.testing.assert_allclose(reg.thresholds, expected, rtol=1e-12)
 
 
+def test_starlet2d_does_not_freeze_on_value_or_on_a_zero_iterate(xp):
+    """value() before any prox, or a first prox of an all-zero start, must not freeze λ = 0."""
+    shape = (2, 16, 16)
+    reg = _make("starlet2d_l1", xp, "float64", shape)
+    a = RNG.standard_normal(shape)
+    assert reg.value(xp.asarray(a)) > 0 and reg.thresholds is None
+    zeros = xp.zeros(shape, dtype=xp.float64)
+    assert float(xp.max(xp.abs(reg.prox(zeros, 1.0)))) == 0.0 and reg.thresholds is None
+    reg.prox(xp.asarray(a), 1.0)
+    assert reg.thresholds is not None and np.all(reg.thresholds[:-1] > 0)
+
+
 def test_starlet2d_noise_sigma_thresholds():
-    """σ_j = noise_sigma·‖ψ_j‖ with the filter norms of Starck & Murtagh (2006, table 2.1),
+    """σ_j = noise_sigma·‖ψ_j‖ with the filter norms of Starck & Murtagh (2006, ch. 2),
     and agreeing with the MAD estimate on pure white noise."""
     import array_api_compat.numpy as cnp
 

@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.add_argument("--out", type=Path, required=True, help="folder for truth.fits and <observation>_counts.fits")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("bin", help="bin an event list (FITS) into a counts cube")
+    p.add_argument("events", type=Path)
+    p.add_argument("--instrument", help="instrument name or TOML path (channel grid, pixel size)")
+    p.add_argument("--out", type=Path, required=True, help="counts cube FITS to write")
+    p.add_argument("--crop", type=float, nargs=4, metavar=("XMIN", "XMAX", "YMIN", "YMAX"),
+                   help="region to keep, in event pixel coordinates")
+    p.add_argument("--spatial-bin", type=int, default=1, help="event pixels per cube pixel (default 1)")
+    p.add_argument("--energy-bin", type=int, default=1, help="channels per cube plane (default 1)")
+    p.add_argument("--energy-range", type=float, nargs=2, metavar=("LO_KEV", "HI_KEV"), help="keep channels inside")
+    p.add_argument("--exposure", type=float, help="exposure in s (default: the event file's EXPOSURE)")
+    p.set_defaults(func=cmd_bin)
     return parser
 
 
@@ -134,6 +146,19 @@ def cmd_simulate(args) -> int:
     cfg = load_config(args.config, args.overrides)
     for path in simulate(cfg, args.out):
         print(path)
+    return 0
+
+
+def cmd_bin(args) -> int:
+    from .io.events import bin_events
+
+    cube = bin_events(args.events, args.instrument, args.out, crop=tuple(args.crop) if args.crop else None,
+                      spatial_bin=args.spatial_bin, energy_bin=args.energy_bin,
+                      energy_range_kev=tuple(args.energy_range) if args.energy_range else None,
+                      exposure_s=args.exposure)
+    n, ny, nx = cube.data.shape
+    print(f"{args.out}: {int(cube.data.sum())} counts in {n} planes x {ny} x {nx} pixels "
+          f"({cube.e_min[0]:.4g}-{cube.e_max[-1]:.4g} keV)")
     return 0
 
 

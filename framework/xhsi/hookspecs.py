@@ -64,7 +64,7 @@ def xhsi_run_start(config, problem):
 def xhsi_iteration(iteration, cost, step, state):
     """Called every ``report_every`` iterations with the iteration number, the cost (a
     Python float), the step size and the solver state. Return True to ask the run to stop
-    (the solver stops with reason ``"stopped by plugin"``)."""
+    (the solver stops with reason ``"stopped by callback"``)."""
 
 
 @hookspec

@@ -10,9 +10,10 @@ Two grids are kept apart throughout:
 
 - the **model grid**: the sky cube's true-energy bins (``model_energy_edges_kev``) and sky
   pixels, chosen by the run config;
-- the **channel grid**: the detector's channels (from the RMF's EBOUNDS, or the
-  ``[channels]`` table, or — for Gaussian responses compiled with ``spectral_rebin`` — the
-  model bins grouped ``spectral_rebin`` at a time).
+- the **channel grid**: the channels of the counts cube. A run (``spectral_rebin = k``,
+  default 1) uses one channel per k model bins — moved onto the nearest RMF channel edges
+  for an RMF instrument; ``spectral_rebin = None`` gives the detector's own channels (the
+  RMF's EBOUNDS or the ``[channels]`` table) in the instrument's band.
 
 ``load_instrument(name_or_path)`` gives an :class:`Instrument`;
 ``compile_forward(...)`` builds the forward operator
@@ -360,6 +361,21 @@ def _resample_axis(n_in: int, p_in: float, n_out: int, p_out: float) -> np.ndarr
 
 
 # ----------------------------------------------------------------------------- the instrument
+_RESPONSES: dict[tuple, Any] = {}
+
+
+def _read_response(kind: str, path: Path):
+    """read_rmf / read_arf, cached per file and modification time (several instrument files
+    may share one response; the objects are not modified after reading)."""
+    from .io import read_arf, read_rmf
+
+    path = Path(path).resolve()
+    key = (kind, str(path), path.stat().st_mtime_ns)
+    if key not in _RESPONSES:
+        _RESPONSES[key] = read_rmf(path) if kind == "rmf" else read_arf(path)
+    return _RESPONSES[key]
+
+
 class Instrument:
     """A validated instrument description with its response files loaded.
 
@@ -372,7 +388,8 @@ class Instrument:
         self._file = str(self.path) if self.path else "<instrument>"
         self.rmf = None
         self.arf = None
-        self._load_files()
+        self._find_files()
+        self._read_responses()
         self._check_band()
 
     # -- identity -----------------------------------------------------------------------
@@ -412,18 +429,42 @@ class Instrument:
         return ConfigError(f"{self._file}: `{key}`: {message}")
 
     # -- files --------------------------------------------------------------------------
-    def _load_files(self) -> None:
-        from .io import read_arf, read_rmf
-
+    def _find_files(self) -> None:
         sr, ea, psf = self.spec.spectral_response, self.spec.effective_area, self.spec.psf
-        for key, path in (("spectral_response.file", sr.file), ("effective_area.file", ea.file), ("psf.file", psf.file)):
-            if path is not None and not Path(path).is_file():
-                raise self._error(key, f"the file {path} does not exist (paths are relative to the TOML's folder).")
+        for section, key in ((sr, "spectral_response"), (ea, "effective_area"), (psf, "psf")):
+            path = section.file
+            if path is None or Path(path).is_file():
+                continue
+            shipped = self._shipped(path)
+            if shipped is None:
+                raise self._error(f"{key}.file", f"the file {path} does not exist (a relative path is taken from the "
+                                                 "TOML's folder, then from xhsi's shipped instruments folder).")
+            section.file = shipped
+
+    def _shipped(self, path: Path) -> Path | None:
+        """``path`` relative to the TOML's folder, looked up in the shipped instruments folder
+        instead: a copy of a shipped TOML placed anywhere keeps finding its response files."""
+        if self.path is None:
+            return None
+        try:
+            rel = Path(path).relative_to(self.path.parent)
+        except ValueError:
+            return None
+        try:
+            from importlib import resources
+
+            candidate = Path(str(resources.files("xhsi_instruments"))) / rel
+        except (ModuleNotFoundError, TypeError):
+            return None
+        return candidate if candidate.is_file() else None
+
+    def _read_responses(self) -> None:
+        sr, ea = self.spec.spectral_response, self.spec.effective_area
         try:
             if sr.kind == "rmf":
-                self.rmf = read_rmf(sr.file)
+                self.rmf = _read_response("rmf", sr.file)
             if ea.kind == "arf":
-                self.arf = read_arf(ea.file)
+                self.arf = _read_response("arf", ea.file)
         except DataError as exc:
             key = "spectral_response.file" if self.rmf is None and sr.kind == "rmf" else "effective_area.file"
             raise DataError(f"{self._file}: `{key}`: {exc}") from None
@@ -539,23 +580,36 @@ class Instrument:
         """Edges (keV) of the channels that :meth:`redistribution` maps onto.
 
         - ``channel_edges_kev`` given: those (for an RMF they must fall on its channel edges);
-        - Gaussian response and ``spectral_rebin = k``: the model bins grouped k at a time
-          (the top bins that do not fill a group are left out);
-        - otherwise the instrument's channels in its band, grouped k at a time for an RMF."""
+        - ``spectral_rebin = k`` (what run configs use; default 1): one channel per k model
+          bins (the top bins that do not fill a group are left out). For an RMF each of these
+          edges is moved to the nearest edge of an RMF channel (channels can be grouped, not
+          split), so the edges differ from the model's by less than one RMF channel;
+        - ``spectral_rebin = None``: the instrument's own channels in its ``[channels]`` band."""
         model = _edges(model_edges_kev)
         if channel_edges_kev is not None:
             return _edges(channel_edges_kev, "channel_edges_kev")
+        if spectral_rebin is None:
+            return self.channel_edges()
         k = self._rebin(spectral_rebin)
-        if self.rmf is None and spectral_rebin is not None:
-            n = (model.size - 1) // k
-            if n < 1:
-                raise ShapeError(f"spectral_rebin = {k} is larger than the {model.size - 1} model energy bins.")
-            return model[: n * k + 1: k]
-        edges = self.channel_edges()
-        n = (edges.size - 1) // k
+        n = (model.size - 1) // k
         if n < 1:
-            raise ShapeError(f"spectral_rebin = {k} is larger than the {edges.size - 1} channels of {self.name}.")
-        return edges[: n * k + 1: k]
+            raise ShapeError(f"spectral_rebin = {k} is larger than the {model.size - 1} model energy bins.")
+        target = model[: n * k + 1: k]
+        if self.rmf is None:
+            return target
+        r = self.rmf
+        all_edges = np.union1d(r.e_min, r.e_max)
+        idx = np.clip(np.searchsorted(all_edges, target), 1, all_edges.size - 1)
+        left, right = all_edges[idx - 1], all_edges[idx]
+        snapped = np.where(target - left <= right - target, left, right)
+        if np.any(np.diff(snapped) <= 0):
+            width = float(np.median(r.e_max - r.e_min)) * 1000.0
+            raise ShapeError(
+                f"{self._file}: spectral_rebin = {k} makes channels of {k} model bins "
+                f"({float(np.min(np.diff(target))) * 1000.0:.3g} eV), narrower than the channels of "
+                f"{r.path.name} (≈ {width:.3g} eV) or outside them ({all_edges[0]:.4g}–{all_edges[-1]:.4g} keV); "
+                "raise spectral_rebin or use wider model bins.")
+        return snapped
 
     @staticmethod
     def _rebin(spectral_rebin) -> int:
@@ -761,6 +815,16 @@ class Instrument:
             "psf_fwhm_arcsec": round(self.psf_fwhm_arcsec(), 3),
         }
 
+    def to_dict(self) -> dict:
+        """The validated file as plain values (paths as strings), plus ``file`` and the
+        derived ``summary`` row: what ``xhsi instruments NAME --json`` prints."""
+        from .schema import to_dict
+
+        data = to_dict(self.spec)
+        data["file"] = self._file
+        data["summary"] = self.summary_row()
+        return data
+
     def describe(self) -> str:
         s = self.spec
         lo, hi = self.band_kev
@@ -913,8 +977,9 @@ def compile_forward(instrument: str | Path | Instrument, model_energy_edges_kev,
     - ``model_energy_edges_kev``: n_e + 1 true-energy edges (keV); ``model_pixels`` (ny, nx);
       ``model_pixel_arcsec``: sky pixel (arcsec); ``exposure_s`` (s);
     - ``spatial_rebin`` r: detector pixel = r × model pixel (ny, nx divisible by r);
-    - ``spectral_rebin`` k: Gaussian responses — channel = k model bins (None: the
-      instrument's ``[channels]``); RMF responses — k RMF channels per channel;
+    - ``spectral_rebin`` k: one channel per k model bins (for an RMF, edges moved to the
+      nearest RMF channel edges); None: the instrument's own channels in its band (see
+      :meth:`Instrument.detector_channels`);
     - ``channel_edges_kev``: explicit channel edges instead (e.g. a counts cube's EBOUNDS);
     - ``backend``: an :class:`xhsi.backend.Backend` (default numpy float64).
 
@@ -985,3 +1050,4 @@ def clear_caches() -> None:
     """Forget loaded instruments and compiled operators."""
     _INSTRUMENTS.clear()
     _FORWARD_CACHE.clear()
+    _RESPONSES.clear()

@@ -49,7 +49,8 @@ def _is_array(x) -> bool:
 
 def _setup(edges_kev, *params):
     """Namespace, dtype, edges reshaped to broadcast against the parameters, parameters
-    as arrays of one broadcast shape."""
+    as arrays of one broadcast shape. The namespace and dtype are those of the first
+    array parameter (of the edges when every parameter is a number; float64 for lists)."""
     arrays = [p for p in params if _is_array(p)]
     if arrays:
         xp = array_namespace(*arrays)
@@ -64,9 +65,9 @@ def _setup(edges_kev, *params):
         dtype = xp.float64
     if _is_array(edges_kev) and array_namespace(edges_kev) == xp:
         edges = xp.astype(edges_kev, dtype)
-    else:
-        host = np.asarray(edges_kev if not _is_array(edges_kev) else _host(edges_kev), dtype=np.float64)
-        edges = xp.asarray(host.astype(str(dtype).rsplit(".", 1)[-1]))
+    else:  # a list, or numpy edges with parameters on another library: bring them over once
+        edges = xp.asarray(np.asarray(_host(edges_kev) if _is_array(edges_kev) else edges_kev, dtype=np.float64),
+                           dtype=dtype)
     if edges.ndim != 1 or edges.shape[0] < 2:
         raise DataError(f"energy edges must be a 1-D array of at least 2 values in keV, got shape {tuple(edges.shape)}.")
     if isinstance(edges_kev, (np.ndarray, list, tuple)):
@@ -316,7 +317,7 @@ def thermal(edges_kev, kT_keV, z=0.0, abundance=1.0, sigma_v_kms=0.0, lines: tup
     for line in lines:
         strength = ab * line.ew_peak_kev * xp.exp(
             -(xp.log(kt / line.kT_peak_kev) ** 2) / (2.0 * LINE_LOG_WIDTH ** 2))
-        photons = strength * continuum(xp.asarray(line.energy_kev, dtype=kt.dtype) + 0.0 * kt)
+        photons = strength * continuum(line.energy_kev)
         sigma = line.energy_kev * xp.sqrt(kt / (line.mass_u * _AMU_C2_KEV) + v_frac2)
         spectrum = spectrum + photons * _gauss_bin_fraction(xp, (e_rest - line.energy_kev) / sigma)
     return _normalise(xp, spectrum)

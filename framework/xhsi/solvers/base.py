@@ -160,8 +160,8 @@ class Zero:
 @dataclass
 class SolverResult:
     """What ``run()`` returns. ``history`` rows are (iteration, cost, step, time_s), one per
-    report (every ``report_every`` iterations, at iteration 0 of a fresh run and at the
-    last iteration); time_s counts from the start of the first run (resumes included)."""
+    report (every ``report_every`` iterations, at iteration 0 of a fresh run, at checkpoints and at
+    the last iteration); time_s counts from the start of the first run (resumes included)."""
 
     x: Any
     history: list[tuple[int, float, float, float]]
@@ -330,7 +330,10 @@ class Solver:
         def elapsed() -> float:
             return self._time_offset + time.perf_counter() - start
 
+        saved_at = [None]
+
         def save(cost: float) -> None:
+            saved_at[0] = self.iteration
             meta = {"solver": self.name, "config_digest": config_digest, "iteration": self.iteration,
                     "cost": cost, "history": [list(r) for r in self.history]}
             save_checkpoint(checkpoint_path, self.state_dict(), meta)
@@ -379,7 +382,7 @@ class Solver:
         if reported_at != self.iteration:  # max_iter reached on a non-report iteration
             cost = self._checked_cost(last_good)
             self.history.append((self.iteration, cost, self.current_step(), elapsed()))
-        if checkpoint_path:
+        if checkpoint_path and saved_at[0] != self.iteration:
             save(self.history[-1][1])
         return SolverResult(x=self.x, history=list(self.history), n_iter=self.iteration,
                             stop_reason=stop_reason, converged=converged, state=self.state)

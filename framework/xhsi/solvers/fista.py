@@ -94,6 +94,7 @@ class _ProximalGradient(Solver):
             step = 1.0 / lipschitz if lipschitz else 1.0
         t = self.xp.asarray(1.0, dtype=x0.dtype)
         self.state = FistaState(iteration=0, x=x0, x_prev=x0, y=x0, t=t, step=float(step))
+        self.history, self._time_offset = [], 0.0
 
     # -- one iteration ------------------------------------------------------------------
     def step(self) -> None:

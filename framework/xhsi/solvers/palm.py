@@ -112,6 +112,7 @@ class PALM(Solver):
         else:
             self._tau_factor = o.gamma
         self.state = PalmState(0, x0, list(x0), [float(o.lipschitz_init)] * len(x0))
+        self.history, self._time_offset = [], 0.0
 
     def step(self) -> None:
         s, o = self.state, self.options

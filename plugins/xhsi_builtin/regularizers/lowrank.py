@@ -1,6 +1,6 @@
 """Spectral low rank: the cube is Z = W·H with W (n_e, rank) the first principal spectra of
 an initial estimate and H (rank, ny, nx) the rank maps the solver works on (the low-rank
-fusion of Lascar et al. 2025, A&A 694 A34, §3, after Simões et al. 2015, IEEE TGRS 53, 3373).
+fusion of Lascar et al. 2025, A&A 694 A34, after Simões et al. 2015, IEEE TGRS 53, 3373).
 
 W is computed without mean-centring: the model Z = W·H must be linear (the solver needs
 the adjoint Wᵀ), and the uncentred SVD gives the best rank-k linear approximation of the

@@ -17,7 +17,7 @@ import numpy as np
 from array_api_compat import device
 
 from xhsi.backend import array_namespace, to_numpy
-from xhsi.errors import ConfigError, ShapeError
+from xhsi.errors import ShapeError
 from xhsi.regularizers import Regularizer
 from xhsi.schema import option
 from xhsi.wavelets import mad_sigma, soft_threshold, starlet1d, starlet2d
@@ -28,7 +28,8 @@ __all__ = ["Starlet2dL1", "Starlet2d1dL1", "starlet_noise_norms"]
 def starlet_noise_norms(n_scales: int, ndim: int) -> np.ndarray:
     """ℓ2 norm of the starlet analysis filter of each band (details then coarse) in ``ndim``
     = 1 or 2 dimensions: the standard deviation of the coefficients of unit white noise
-    (≈ 0.890, 0.201, 0.086 for the first 2-D scales; Starck & Murtagh 2006, table 2.1).
+    (≈ 0.889, 0.200, 0.086 for the first 2-D scales; Starck & Murtagh 2006, *Astronomical
+    Image and Data Analysis*, ch. 2).
     Computed exactly from a Dirac far from the borders, once, on the host."""
     half = 2 * (2 ** n_scales - 1)  # half-width of the widest filter, in samples
     n = 2 * half + 1
@@ -95,20 +96,26 @@ class _StarletL1(Regularizer):
     def calibrate(self, x) -> None:
         """Estimate σ_b by MAD of the starlet coefficients of ``x`` (e.g. a noise realisation,
         the data, or an initial estimate, in the units of the variable), set λ_b = k·σ_b and
-        freeze them. Called automatically on the first ``prox``/``value`` input when neither
-        ``thresholds`` nor ``noise_sigma`` is given."""
-        xp = array_namespace(x)
+        freeze them. Without ``thresholds``/``noise_sigma`` and without a call to this
+        method, the first ``prox`` input whose estimate is not all zero is used."""
+        self._lam = self._estimate(x, self._analysis(self._check_shape(x)))
+
+    def _check_shape(self, x):
+        if not hasattr(self, "shape"):
+            self.setup(tuple(x.shape), array_namespace(x), x.dtype)
         if tuple(x.shape) != self.shape:
             raise ShapeError(f"{self.name} was set up for shape {self.shape}, got {tuple(x.shape)}.")
-        coeffs = self._analysis(x)
-        sigma = mad_sigma(coeffs, self._mad_axes(coeffs), keepdims=True)
-        lam = self.options.k * sigma
+        return x
+
+    def _estimate(self, x, coeffs):
+        xp = array_namespace(x)
+        lam = self.options.k * mad_sigma(coeffs, self._mad_axes(coeffs), keepdims=True)
         # zero the coarse band without item assignment (array API): multiply by a mask
         mask = np.ones(self._band_shape())
         mask[self._coarse()] = 0.0
         mask = xp.asarray(mask.reshape(mask.shape + (1,) * (lam.ndim - mask.ndim)), dtype=lam.dtype,
                           device=device(x))
-        self._lam = lam * mask
+        return lam * mask
 
     @property
     def thresholds(self):
@@ -116,22 +123,28 @@ class _StarletL1(Regularizer):
         None before calibration."""
         return None if self._lam is None else to_numpy(self._lam)
 
-    def _ready(self, x):
-        if not hasattr(self, "shape"):
-            self.setup(tuple(x.shape), array_namespace(x), x.dtype)
-        if self._lam is None:
-            self.calibrate(x)
-        return self._lam
+    def _thresholds_for(self, x, coeffs, freeze: bool):
+        if self._lam is not None:
+            return self._lam
+        lam = self._estimate(x, coeffs)
+        # An all-zero estimate (a constant or all-zero initial iterate) must not freeze
+        # λ = 0 for the whole run: keep estimating until the input carries some noise.
+        if freeze and float(array_namespace(x).max(lam)) > 0:
+            self._lam = lam
+        return lam
 
     def value(self, x) -> float:
+        """weight·Σ_b λ_b‖c_b‖₁ (base λ_b, also when re-weighting). Before the thresholds
+        are frozen, they are estimated from ``x`` for this call only."""
         xp = array_namespace(x)
-        lam = self._ready(x)
-        return self.weight * float(xp.sum(lam * xp.abs(self._analysis(x))))
+        coeffs = self._analysis(self._check_shape(x))
+        lam = self._thresholds_for(x, coeffs, freeze=False)
+        return self.weight * float(xp.sum(lam * xp.abs(coeffs)))
 
     def prox(self, x, step: float):
         xp = array_namespace(x)
-        lam = self._ready(x)
-        coeffs = self._analysis(x)
+        coeffs = self._analysis(self._check_shape(x))
+        lam = self._thresholds_for(x, coeffs, freeze=True)
         tau = (step * self.weight) * lam
         out = soft_threshold(coeffs, tau)
         for _ in range(self.options.reweight):
@@ -141,7 +154,6 @@ class _StarletL1(Regularizer):
             w = (tau * tau) / xp.where(den > 0, den, xp.ones_like(den))
             out = soft_threshold(coeffs, w)
         return self._synthesis(out)
-
 
 @dataclass
 class Starlet2dL1Options:

@@ -1,0 +1,173 @@
+"""End-to-end runs from TOML at a tiny size: outputs, metrics, resume, and the user errors
+that must be caught before any heavy work."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from xhsi.cli import main
+from xhsi.config import load_config
+from xhsi.errors import DataError, XhsiError
+from xhsi.results import read_history
+from xhsi.runner import run, simulate
+
+TINY = """\
+[run]
+problem = "fusion"
+output = "out"
+dtype = "float64"
+quicklook = {quicklook}
+
+[model]
+energy = {{ min_kev = 5.5, max_kev = 7.5, bins = 40 }}
+pixels = [12, 12]
+pixel_arcsec = 4.1
+
+[[observations]]
+name = "xmm"
+instrument = "xmm_epic_pn"
+exposure_s = 5.0e4
+spectral_rebin = 4
+
+[[observations]]
+name = "xrism"
+instrument = "xrism_resolve"
+exposure_s = 1.0e5
+spatial_rebin = 3
+
+[solver]
+name = "fista"
+max_iter = {max_iter}
+tol = 0.0
+report_every = 5
+
+[simulate]
+scene = "casa_like"
+"""
+
+
+def tiny(tmp_path, max_iter=20, quicklook=False, extra=""):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(max_iter=max_iter, quicklook=str(quicklook).lower()) + extra)
+    return path
+
+
+def test_fusion_run_writes_every_output(tmp_path):
+    cfg = load_config(tiny(tmp_path, quicklook=True))
+    result = run(cfg, quiet=True)
+    out = tmp_path / "out"
+    for name in ("result.fits", "metrics.json", "history.csv", "config.resolved.toml", "checkpoint.npz",
+                 "images.png", "spectra.png", "cost.png", "run.json"):
+        assert (out / name).is_file(), name
+    with fits.open(out / "result.fits") as hdul:
+        assert hdul[0].data.shape == (40, 12, 12)
+        assert hdul[0].header["BUNIT"] == "photon / (s cm2)"
+        assert hdul["EBOUNDS"].data["E_MIN"][0] == pytest.approx(5.5)
+    history = read_history(out / "history.csv")
+    assert history[0]["iteration"] == 0 and history[-1]["iteration"] == 20
+    costs = [row["cost"] for row in history]
+    assert costs[-1] < costs[0]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["baselines"]) == {"xmm", "xrism"} and "psnr_db" in metrics["result"]
+    assert result.metadata["n_iter"] == 20
+    # the resolved config runs the same problem
+    assert load_config(out / "config.resolved.toml").digest() == cfg.digest()
+
+
+def test_fusion_beats_both_data_only_baselines(tmp_path):
+    cfg = load_config(tiny(tmp_path, max_iter=60))
+    m = run(cfg, quiet=True).metrics
+    for name, base in m["baselines"].items():
+        assert m["result"]["psnr_db"] > base["psnr_db"], name
+        assert m["result"]["rel_error_voxel"] < base["rel_error_voxel"], name
+
+
+def test_existing_run_is_refused_then_resumed(tmp_path):
+    path = tiny(tmp_path, max_iter=10)
+    run(load_config(path), quiet=True)
+    with pytest.raises(XhsiError, match="already holds a run.*--overwrite.*--resume"):
+        run(load_config(path), quiet=True)
+    resumed = run(load_config(path, ["solver.max_iter=20"]), resume=True, quiet=True)
+    assert resumed.metadata["n_iter"] == 20
+    assert read_history(tmp_path / "out" / "history.csv")[-1]["iteration"] == 20
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    full = run(load_config(tiny(a, max_iter=20)), quiet=True)
+    run(load_config(tiny(b, max_iter=10)), quiet=True)
+    resumed = run(load_config(tiny(b, max_iter=20)), resume=True, quiet=True)
+    np.testing.assert_array_equal(full.arrays["cube"], resumed.arrays["cube"])
+
+
+def test_resume_with_another_problem_is_refused(tmp_path):
+    path = tiny(tmp_path, max_iter=5)
+    run(load_config(path), quiet=True)
+    with pytest.raises(XhsiError, match="config"):
+        run(load_config(path, ["observations.xmm.exposure_s=1e3"]), resume=True, quiet=True)
+
+
+def test_simulate_then_run_from_counts_files(tmp_path):
+    cfg = load_config(tiny(tmp_path))
+    written = simulate(cfg, tmp_path / "sim")
+    assert [p.name for p in written] == ["truth.fits", "xmm_counts.fits", "xrism_counts.fits"]
+    text = tiny(tmp_path, max_iter=5).read_text().replace("[simulate]\nscene = \"casa_like\"\n", "")
+    text = text.replace('spectral_rebin = 4', 'spectral_rebin = 4\ncounts = "sim/xmm_counts.fits"')
+    text = text.replace('spatial_rebin = 3', 'spatial_rebin = 3\ncounts = "sim/xrism_counts.fits"')
+    text += '\n[metrics]\ntruth = "sim/truth.fits"\n'
+    path = tmp_path / "from_files.toml"
+    path.write_text(text)
+    result = run(load_config(path), quiet=True)
+    assert "result" in result.metrics
+
+
+def test_counts_grid_mismatch_is_caught_before_solving(tmp_path):
+    cfg = load_config(tiny(tmp_path))
+    simulate(cfg, tmp_path / "sim")
+    text = tiny(tmp_path).read_text().replace('spectral_rebin = 4', 'spectral_rebin = 2\ncounts = "sim/xmm_counts.fits"')
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(DataError, match="xmm_counts.fits.*shape.*spectral_rebin"):
+        run(load_config(path), quiet=True)
+    assert not (tmp_path / "out" / "result.fits").exists()
+
+
+def test_missing_counts_without_simulate(tmp_path):
+    text = tiny(tmp_path).read_text().replace("[simulate]\nscene = \"casa_like\"\n", "")
+    path = tmp_path / "nosim.toml"
+    path.write_text(text)
+    with pytest.raises(XhsiError, match=r"observations\[0\] \(`xmm`\) has no `counts` file.*\[simulate\]"):
+        run(load_config(path), quiet=True)
+
+
+def test_missing_counts_file(tmp_path):
+    text = tiny(tmp_path).read_text().replace('spectral_rebin = 4', 'spectral_rebin = 4\ncounts = "nope.fits"')
+    path = tmp_path / "missing.toml"
+    path.write_text(text)
+    with pytest.raises(DataError, match="nope.fits does not exist"):
+        run(load_config(path), quiet=True)
+
+
+def test_deconvolution_takes_one_observation(tmp_path):
+    path = tiny(tmp_path)
+    with pytest.raises(XhsiError, match="exactly 1 observation.*fusion"):
+        run(load_config(path, ["run.problem=\"deconvolution\""]), quiet=True)
+
+
+def test_lowrank_sobolev_setup_runs(tmp_path):
+    extra = '\n[[regularizers]]\nname = "lowrank_pca"\noptions = { rank = 3 }\n\n[[regularizers]]\nname = "sobolev"\nweight = 0.1\n'
+    result = run(load_config(tiny(tmp_path, max_iter=10, extra=extra)), quiet=True)
+    assert result.arrays["rank_maps"].shape == (3, 12, 12)
+    assert result.arrays["cube"].shape == (40, 12, 12)
+
+
+def test_cli_run_exit_codes(tmp_path, capsys):
+    path = tiny(tmp_path, max_iter=5)
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert main(["run", str(path), "--quiet"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["run", str(path), "--quiet", "--overwrite", "--out", str(tmp_path / "other")]) == 0
