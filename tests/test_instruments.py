@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +94,13 @@ def test_shipped_instrument_has_sources_and_a_description(name):
     assert inst.name == name and inst.references
     text = describe(name)
     assert name in text and "references" in text and "PSF" in text
-    # Every response file of a shipped instrument is inside the package.
+    # Every response file of a shipped instrument is inside the installed package.
+    from importlib import resources
+
+    shipped = Path(str(resources.files("xhsi_instruments"))) / "responses"
     for f in (inst.spec.spectral_response.file, inst.spec.effective_area.file):
         if f is not None:
-            assert Path(f).resolve().parent == (INSTRUMENTS_DIR / "responses").resolve()
+            assert Path(f).resolve().parent == shipped.resolve() and Path(f).is_file()
 
 
 @pytest.mark.parametrize("name, edges, kwargs", [
@@ -404,3 +406,37 @@ def test_parse_instrument_from_a_dict():
     assert inst.name == "toy" and inst.psf_image(2.0).shape[0] % 2 == 1
     with pytest.raises(ShapeError, match="spectral_rebin"):
         inst.redistribution(np.linspace(1.5, 2.5, 11), spectral_rebin=0)
+
+
+@pytest.mark.needs_shared
+def test_chandra_psf_image_from_the_research_folder(tmp_path, responses_dir):
+    """The MARX on-axis PSF (52 × 52 counts at 0.246″, not shipped: no licence) used as an image PSF."""
+    text = edit(textwrap.dedent(TOY), 'kind = "gaussian"\nfwhm_arcsec = 4.0',
+                f'kind = "image"\nfile = "{responses_dir / "psf_0.0_00_bin0.5.img"}"')
+    inst = load_instrument(toy(tmp_path, text))
+    with pytest.warns(UserWarning) as record:
+        kernel = inst.psf_image(0.492)  # pixel size from the file's CDELT: 0.246 arcsec
+    messages = " ".join(str(w.message) for w in record)
+    assert "sums to 2.53" in messages and "even size (52, 52)" in messages
+    assert kernel.shape == (27, 27) and kernel.sum() == pytest.approx(1.0)
+    assert kernel[13, 13] == kernel.max()
+    assert 0.3 < inst.psf_fwhm_arcsec() < 1.0  # on-axis HRMA + ACIS, arcsec
+
+
+def test_psf_image_cube_is_interpolated_in_energy(tmp_path):
+    yy, xx = np.mgrid[:11, :11] - 5.0
+    planes = np.stack([np.exp(-0.5 * (xx ** 2 + yy ** 2) / s ** 2) for s in (1.0, 2.0)])
+    planes /= planes.sum(axis=(1, 2), keepdims=True)
+    fits.PrimaryHDU(planes).writeto(tmp_path / "cube.fits")
+    text = edit(textwrap.dedent(TOY), 'kind = "gaussian"\nfwhm_arcsec = 4.0',
+                'kind = "image"\nfile = "cube.fits"\nimage_pixel_arcsec = 1.0\nenergies_kev = [1.0, 3.0]')
+    inst = load_instrument(toy(tmp_path, text))
+    assert inst.psf_energy_dependent
+    kernels = inst.psf_image(1.0, [0.5, 1.0, 2.0, 3.0, 4.0])
+    assert kernels.shape == (5, 11, 11)
+    np.testing.assert_allclose(kernels[0], planes[0], atol=1e-15)  # clamped below 1 keV
+    np.testing.assert_allclose(kernels[2], 0.5 * (planes[0] + planes[1]), atol=1e-15)  # linear in energy
+    np.testing.assert_allclose(kernels[4], planes[1], atol=1e-15)
+    bad = edit(text, "image_pixel_arcsec = 1.0\nenergies_kev = [1.0, 3.0]", "image_pixel_arcsec = 1.0\nenergies_kev = [1.0]")
+    with pytest.raises(ConfigError, match=r"`psf\.energies_kev`: .* has 2 planes"):
+        load_instrument(toy(tmp_path, bad, "bad.toml")).psf_image(1.0, [1.0])

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .results import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 
 def _figure(*args, **kwargs):

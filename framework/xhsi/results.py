@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .errors import XhsiError
 
 #: Files whose presence means a folder holds the outputs of a run.
@@ -47,23 +46,6 @@ def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
     if present and not overwrite:
         raise XhsiError(f"output folder {out} already holds a run ({', '.join(present)}). Use --overwrite to "
                         "replace it, --resume to continue it, or choose another [run] output / --out.")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either the old or the complete new content."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

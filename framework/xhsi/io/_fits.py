@@ -2,13 +2,12 @@
 errors a user can act on, and atomic writes."""
 from __future__ import annotations
 
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from astropy.io import fits
 
+from ..atomic import atomic_target
 from ..errors import DataError
 
 
@@ -54,17 +53,7 @@ def write_atomic(hdul: fits.HDUList, path: str | Path, overwrite: bool = True) -
     path = Path(path)
     if path.exists() and not overwrite:
         raise DataError(f"{path} exists; pass overwrite=True to replace it.")
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
     # astropy compresses by the file name's ending, so the temporary name keeps ".gz".
-    suffix = ".tmp.gz" if path.name.endswith(".gz") else ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
+    with atomic_target(path, suffix=".tmp.gz" if path.name.endswith(".gz") else ".tmp") as tmp:
         hdul.writeto(tmp, overwrite=True, checksum=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

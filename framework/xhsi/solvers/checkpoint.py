@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_target
 from ..backend import to_numpy
 from ..errors import ConfigError, DataError
 
@@ -56,17 +56,11 @@ def save_checkpoint(path: str | Path, state: dict, meta: dict) -> Path:
             scalars[name] = value
     header = {"format": FORMAT_VERSION, "meta": meta, "scalars": scalars, "lists": lists}
     arrays["meta"] = np.asarray(json.dumps(header))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_target(path) as tmp:
+        with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
