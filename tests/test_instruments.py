@@ -440,3 +440,20 @@ def test_psf_image_cube_is_interpolated_in_energy(tmp_path):
     bad = edit(text, "image_pixel_arcsec = 1.0\nenergies_kev = [1.0, 3.0]", "image_pixel_arcsec = 1.0\nenergies_kev = [1.0]")
     with pytest.raises(ConfigError, match=r"`psf\.energies_kev`: .* has 2 planes"):
         load_instrument(toy(tmp_path, bad, "bad.toml")).psf_image(1.0, [1.0])
+
+
+def test_overlap_matrix_sparse_path_matches_the_dense_one():
+    from xhsi import instruments as mod
+
+    rng = np.random.default_rng(5)
+    src = np.cumsum(rng.uniform(0.001, 0.01, 3000))
+    dst = np.sort(rng.uniform(src[0] - 0.05, src[-1] + 0.05, 1500))
+    dense = mod.overlap_matrix(src[:300], dst[:200]).toarray()  # small: dense branch
+    brute = np.clip(np.minimum(dst[1:200, None], src[None, 1:300]) - np.maximum(dst[:199, None], src[None, :299]), 0, None)
+    np.testing.assert_allclose(dense, brute, atol=1e-15)
+    big = mod.overlap_matrix(src, dst)  # 3000 × 1500 > 4e6: sparse branch
+    brute = np.clip(np.minimum(dst[1:, None], src[None, 1:]) - np.maximum(dst[:-1, None], src[None, :-1]), 0, None)
+    np.testing.assert_allclose(big.toarray(), brute, atol=1e-15)
+    # Each destination bin inside the source range is fully covered.
+    inside = (dst[:-1] >= src[0]) & (dst[1:] <= src[-1])
+    np.testing.assert_allclose(np.asarray(big.sum(axis=1)).ravel()[inside], np.diff(dst)[inside], rtol=1e-12)

@@ -59,7 +59,7 @@ class ObservationSection:
     counts: Path | None = option(None, doc="counts cube FITS; omit to simulate it from [simulate]")
     background: Path | None = option(None, doc="background counts cube FITS (same grid as counts)")
     spatial_rebin: int = option(1, min=1, doc="detector pixel = rebin x model pixel")
-    spectral_rebin: int = option(1, min=1, doc="channel = rebin x model energy bin (gaussian responses)")
+    spectral_rebin: int = option(1, min=1, doc="channel = rebin x model energy bin (RMF instruments: edges snapped to RMF channels)")
 
 
 @dataclass

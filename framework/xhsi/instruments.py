@@ -286,11 +286,10 @@ def _edges(edges_kev, what: str = "model_energy_edges_kev") -> np.ndarray:
 
 def overlap_matrix(src_edges: np.ndarray, dst_edges: np.ndarray) -> sp.csr_matrix:
     """Sparse (n_dst, n_src) matrix of overlap lengths between the bins of two edge lists."""
-    lo = np.maximum(dst_edges[:-1, None], src_edges[None, :-1])
-    hi = np.minimum(dst_edges[1:, None], src_edges[None, 1:])
-    width = np.clip(hi - lo, 0.0, None) if dst_edges.size * src_edges.size < 4e6 else None
-    if width is not None:
-        return sp.csr_matrix(width)
+    if dst_edges.size * src_edges.size < 4e6:
+        lo = np.maximum(dst_edges[:-1, None], src_edges[None, :-1])
+        hi = np.minimum(dst_edges[1:, None], src_edges[None, 1:])
+        return sp.csr_matrix(np.clip(hi - lo, 0.0, None))
     # Large grids: only the few source bins each destination bin touches.
     first = np.searchsorted(src_edges, dst_edges[:-1], side="right") - 1
     last = np.searchsorted(src_edges, dst_edges[1:], side="left")
@@ -712,7 +711,8 @@ class Instrument:
         does not depend on energy (or ``energies_kev`` is None: then at the middle of the band),
         else (n_e, ky, kx) at ``energies_kev`` (keV). Odd sizes, centred, each plane summing to 1.
 
-        Analytic profiles are integrated over each pixel on a 5 × 5 sub-grid; images are
+        Analytic profiles are integrated over each pixel on a 5 × 5 sub-grid (within 10
+        pixels of the centre; sampled at pixel centres beyond); images are
         resampled with exact pixel overlaps (flux-conserving). The kernel extends to
         ``[psf] radius_arcsec``. ``max_half = (hy, hx)`` crops it to (2 hy + 1, 2 hx + 1)
         pixels after normalisation (the flux beyond is lost, not put back in the core)."""
