@@ -7,6 +7,7 @@ checkpoint that ``--resume`` continues from.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -132,7 +133,7 @@ def simulate(cfg: Config, out: Path) -> list[Path]:
 
     if cfg.simulate is None:
         raise XhsiError(f"{cfg.source}: `xhsi simulate` needs a [simulate] table naming a scene.")
-    cfg_no_counts = cfg
+    cfg_no_counts = copy.deepcopy(cfg)  # simulate every observation, whatever counts files it names
     for obs in cfg_no_counts.observations:
         obs.counts = None
     prep = prepare(cfg_no_counts)

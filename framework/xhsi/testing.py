@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import array_namespace, to_numpy
+from .operators import LinearOperator
 
 
 def rtol_for(dtype) -> float:
@@ -26,3 +27,17 @@ def assert_close(actual, expected, *, rtol=None, atol=0.0, xp=None, dtype=None):
     assert a.shape == e.shape, f"shape {a.shape} != {e.shape}"
     tol = rtol if rtol is not None else rtol_for(getattr(actual, "dtype", "float64"))
     np.testing.assert_allclose(a, e, rtol=tol, atol=atol)
+
+
+class DenseOperator(LinearOperator):
+    """A dense matrix acting on flattened arrays of ``shape_in`` (for small test problems)."""
+
+    def __init__(self, matrix, shape_in, shape_out):
+        super().__init__(shape_in, shape_out)
+        self.matrix, self.xp, self.dtype = matrix, array_namespace(matrix), matrix.dtype
+
+    def _apply(self, x):
+        return self.xp.reshape(self.xp.matmul(self.matrix, self.xp.reshape(x, (-1,))), self.shape_out)
+
+    def _adjoint(self, y):
+        return self.xp.reshape(self.xp.matmul(self.matrix.T, self.xp.reshape(y, (-1,))), self.shape_in)

@@ -20,7 +20,7 @@ from xhsi.backend import Backend, to_numpy
 from xhsi.errors import DataError, ShapeError
 from xhsi.likelihoods import DataTerm, Gaussian, Poisson, SumOfLikelihoods, check_data
 from xhsi.operators import LinearOperator
-from xhsi.testing import assert_close
+from xhsi.testing import DenseOperator, assert_close
 
 LIKELIHOOD_NAMES = xhsi.available("likelihood")
 SHAPE = (3, 4, 5)  # (energy, y, x)
@@ -191,18 +191,7 @@ def test_sum_of_likelihoods(xp):
         total.check_data([-y1 - 1.0, y2])
 
 
-class Dense(LinearOperator):
-    """A dense matrix acting on flattened arrays of ``shape_in``."""
-
-    def __init__(self, matrix, shape_in, shape_out):
-        super().__init__(shape_in, shape_out)
-        self.matrix, self.xp, self.dtype = matrix, array_namespace(matrix), matrix.dtype
-
-    def _apply(self, x):
-        return self.xp.reshape(self.xp.matmul(self.matrix, self.xp.reshape(x, (-1,))), self.shape_out)
-
-    def _adjoint(self, y):
-        return self.xp.reshape(self.xp.matmul(self.matrix.T, self.xp.reshape(y, (-1,))), self.shape_in)
+Dense = DenseOperator  # a dense matrix as a LinearOperator
 
 
 @pytest.mark.parametrize("name", ["poisson", "gaussian"])

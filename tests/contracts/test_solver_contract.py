@@ -26,23 +26,13 @@ from xhsi.backend import Backend, to_numpy
 from xhsi.config import SolverSection
 from xhsi.likelihoods import DataTerm, Gaussian, Poisson
 from xhsi.operators import LinearOperator
+from xhsi.testing import DenseOperator
 from xhsi.solvers import PALM, Block, NonNegative, Solver, SolverResult
 
 SOLVER_NAMES = xhsi.available("solver")
 
 
-class Dense(LinearOperator):
-    """A dense matrix acting on flattened arrays of ``shape_in``."""
-
-    def __init__(self, matrix, shape_in, shape_out):
-        super().__init__(shape_in, shape_out)
-        self.matrix, self.xp, self.dtype = matrix, array_namespace(matrix), matrix.dtype
-
-    def _apply(self, x):
-        return self.xp.reshape(self.xp.matmul(self.matrix, self.xp.reshape(x, (-1,))), self.shape_out)
-
-    def _adjoint(self, y):
-        return self.xp.reshape(self.xp.matmul(self.matrix.T, self.xp.reshape(y, (-1,))), self.shape_in)
+Dense = DenseOperator  # a dense matrix as a LinearOperator
 
 
 class L1:

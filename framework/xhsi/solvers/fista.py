@@ -211,12 +211,7 @@ class FISTA(_ProximalGradient):
     accelerated = True
 
     @dataclass
-    class Options:
-        step: float | None = _common_options()["step"]
-        backtracking: bool = _common_options()["backtracking"]
-        eta: float = _common_options()["eta"]
-        grow: float = _common_options()["grow"]
-        max_backtracks: int = _common_options()["max_backtracks"]
+    class Options(ISTA.Options):
         restart: str = option("adaptive", choices=("adaptive", "none"),
                               doc="adaptive: gradient restart of O'Donoghue & Candès 2015; none: plain FISTA")
         monotone: bool = option(False, doc="MFISTA: keep the better of the new and the old iterate")
