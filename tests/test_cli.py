@@ -77,6 +77,11 @@ def test_plugins_json_lists_builtins():
     listing = {p["name"]: p for p in json.loads(out.stdout)}
     assert {"operators", "regularizers", "solvers", "problems", "instruments"} <= set(listing)
     assert listing["solvers"]["distribution"] == "xhsi"
+    # each plugin's options schema, with defaults and units, is part of the listing
+    fista = {f["name"]: f for f in listing["solvers"]["options"]["solver"]["fista"]}
+    assert fista["restart"]["default"] == "adaptive"
+    starlet = {f["name"]: f for f in listing["regularizers"]["options"]["regularizer"]["starlet2d1d_l1"]}
+    assert starlet["k"]["default"] == 3.0 and starlet["k"]["unit"]
 
 
 def test_plugins_text(capsys):

@@ -17,8 +17,8 @@ def toy_registry(monkeypatch):
     monkeypatch.setitem(plugins._CACHE, "reg", fake_registries())
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "run.toml"
+def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
+    path = tmp_path / name
     path.write_text(text)
     return path
 
@@ -60,15 +60,9 @@ def test_bare_word_override_is_a_string(tmp_path):
 
 def test_round_trip_through_resolved_toml(tmp_path):
     cfg = load_config(write(tmp_path, TOY_CONFIG))
-    again = load_config(_write_other(tmp_path, cfg.to_toml()))
+    again = load_config(write(tmp_path, cfg.to_toml(), "resolved.toml"))
     assert again.to_dict() == cfg.to_dict()
     assert again.digest() == cfg.digest()
-
-
-def _write_other(tmp_path, text):
-    path = tmp_path / "resolved.toml"
-    path.write_text(text)
-    return path
 
 
 BAD = [

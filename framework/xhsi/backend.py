@@ -144,11 +144,12 @@ class Backend:
     def asarray(self, x, dtype=None):
         """Move ``x`` (numpy, list, scalar or a backend array) to the backend, as the run's
         float dtype unless ``dtype`` says otherwise."""
-        xp = self.xp
         dtype = self.dtype if dtype is None else dtype
-        if self.name == "cupy" or self.name == "numpy":
-            return xp.asarray(x, dtype=dtype)
-        return xp.asarray(np.asarray(to_numpy(x) if not isinstance(x, (list, tuple, float, int)) else x), dtype=dtype)
+        if self.name in ("numpy", "cupy"):
+            return self.xp.asarray(x, dtype=dtype)
+        # array_api_strict takes only its own arrays and Python values: go through numpy.
+        host = to_numpy(x) if hasattr(x, "shape") else np.asarray(x)
+        return self.xp.asarray(host, dtype=dtype)
 
     def to_numpy(self, x) -> np.ndarray:
         return to_numpy(x)

@@ -90,9 +90,10 @@ def cmd_validate(args) -> int:
 def cmd_plugins(args) -> int:
     from .plugins import registries
 
-    plugins = registries().plugins
+    reg = registries()
+    plugins = reg.plugins
     if args.json:
-        print(json.dumps(plugins, indent=2))
+        print(json.dumps([dict(p, options=_options_of(reg, p)) for p in plugins], indent=2, default=str))
         return 0
     for p in plugins:
         origin = f"{p.get('distribution') or '?'} {p.get('version') or ''}".strip()
@@ -100,6 +101,15 @@ def cmd_plugins(args) -> int:
         for kind, names in sorted(p["registers"].items()):
             print(f"    {kind}: {', '.join(names)}")
     return 0
+
+
+def _options_of(reg, plugin: dict) -> dict:
+    """{kind: {name: [option fields]}} for what a plugin registers (instruments have none)."""
+    from .config import options_schema
+    from .schema import describe_fields
+
+    return {kind: {name: describe_fields(options_schema(reg.by_kind[kind][name])) for name in names}
+            for kind, names in plugin["registers"].items() if kind in reg.by_kind}
 
 
 def cmd_instruments(args) -> int:

@@ -8,7 +8,6 @@ checkpoint that ``--resume`` continues from.
 from __future__ import annotations
 
 import copy
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from .errors import DataError, RunStopped, XhsiError
 from .problems.base import ObservationData
 from .results import Result, atomic_write_text, check_output_folder, write_history, write_json
 
-log = logging.getLogger("xhsi")
 SKY_UNIT = "photon / (s cm2)"  # per true-energy bin and sky pixel
 
 
