@@ -123,6 +123,10 @@ class ImagingProblem(Problem):
         for reg in self.regularizers:
             reg.setup(tuple(x0.shape), xp, dtype)
             (smooth_terms if reg.smooth else prox_terms).append(reg)
+        if prox_terms:
+            data_gradient = Composite(smooth_terms[: len(self.observations)]).gradient(x0)
+            for reg in prox_terms:
+                reg.calibrate_noise(data_gradient)
         if self.parametrisation is None:
             prox_terms.append(NonNegative())
         prox = ProxChain(prox_terms) if prox_terms else Zero()

@@ -211,7 +211,7 @@ class Solver:
     Subclasses set ``name`` and ``Options``, implement ``setup`` (which sets ``self.state``
     and ``self.xp``), ``step`` (one iteration: replaces ``self.state``), ``objective()``
     (the cost at the current iterate, a float), ``current_step()`` (the step size to
-    report), ``relative_change()`` (‖x_k − x_{k−1}‖ / ‖x_k‖) and the ``x`` property.
+    report) and the ``x`` property.
 
     Generic run options come from the config's ``[solver]`` table (``SolverSection``):
     ``max_iter`` (total, resumed iterations included), ``tol``, ``max_time_s`` (wall
@@ -255,9 +255,6 @@ class Solver:
     def current_step(self) -> float:
         raise NotImplementedError
 
-    def relative_change(self) -> float:
-        raise NotImplementedError
-
     @property
     def x(self):
         raise NotImplementedError
@@ -281,16 +278,30 @@ class Solver:
         x = self.x
         return x[0] if isinstance(x, (list, tuple)) else x
 
-    def _stop_rule(self, cost: float, previous_cost: float | None) -> str | None:
+    def relative_change(self, reference) -> float:
+        """‖x − x_ref‖ / ‖x‖ between the current iterate and ``reference`` (an iterate of
+        the same structure: one array or a list of blocks)."""
+        x = self.x
+        if isinstance(x, (list, tuple)):
+            diff = tree_norm([a - b for a, b in zip(x, reference)])
+        else:
+            diff = tree_norm(x - reference)
+        norm = tree_norm(x)
+        return diff / norm if norm > 0 else diff
+
+    def _stop_rule(self, cost: float, previous_cost: float | None, x_report) -> str | None:
+        """Both changes are measured between two reports (``report_every`` iterations), not
+        over one iteration: a single short step (e.g. after a momentum reset) must not
+        pass for convergence."""
         if self.tol <= 0:
             return None
         if previous_cost is not None:
             change = abs(cost - previous_cost) / max(abs(cost), 1e-300)
             if change <= self.tol:
-                return f"relative cost change {change:.3g} <= tol {self.tol:g}"
-        change = self.relative_change()
+                return f"relative cost change {change:.3g} over {self.report_every} iterations <= tol {self.tol:g}"
+        change = self.relative_change(x_report)
         if change <= self.tol:
-            return f"relative iterate change {change:.3g} <= tol {self.tol:g}"
+            return f"relative iterate change {change:.3g} over {self.report_every} iterations <= tol {self.tol:g}"
         return None
 
     # -- the loop ---------------------------------------------------------------------
@@ -346,6 +357,7 @@ class Solver:
             previous_cost = cost
         stop_reason, converged = "max_iter", False
         reported_at = self.iteration
+        x_report = self.x
         while self.iteration < self.max_iter:
             try:
                 self.step()
@@ -366,8 +378,8 @@ class Solver:
             reported_at = k
             reason = None
             if report:
-                reason = self._stop_rule(cost, previous_cost)
-                previous_cost = cost
+                reason = self._stop_rule(cost, previous_cost, x_report)
+                previous_cost, x_report = cost, self.x
             if checkpoint_now:
                 save(cost)
             if reason is not None:

@@ -20,6 +20,12 @@ shrinkage-thresholding algorithm for linear inverse problems").
   Math. 15, 715, "Adaptive restart for accelerated gradient schemes"): when
   ⟨y_k − x_{k+1}, x_{k+1} − x_k⟩ > 0 the momentum is reset (t_k = 1). It is evaluated
   on the device (``where`` on a 0-d array), so it costs no host sync.
+* Momentum safeguard: when the extrapolated point y_k is much worse than x_k (backtracking
+  from y_k would shrink the step by more than ``eta^restart_after``, as happens when y_k
+  leaves the domain where a Poisson model is positive and its curvature explodes), the
+  momentum is reset (y_k = x_k, t_k = 1) and the iteration backtracks from x_k with the
+  previous step. Without it one bad extrapolation collapses the step by ~1e10, and the
+  ``grow`` factor needs hundreds of iterations to recover.
 * ``monotone``: MFISTA (Beck & Teboulle 2009, IEEE Trans. Image Process. 18(11) 2419,
   "Fast gradient-based algorithms for constrained total variation image denoising and
   deblurring problems"): x_{k+1} is the better of z_{k+1} and x_k, and
@@ -102,7 +108,11 @@ class _ProximalGradient(Solver):
         k = s.iteration + 1
         monotone = self.accelerated and getattr(opts, "monotone", False)
         if opts.backtracking:
-            z, f_z, step = self._backtrack(s, k)
+            z, f_z, step = self._backtrack(s, k, s.y, opts.max_backtracks if not self.accelerated else
+                                           min(opts.restart_after, opts.max_backtracks))
+            if z is None:  # the extrapolated point is bad: reset the momentum (see the module)
+                s = FistaState(s.iteration, s.x, s.x_prev, s.x, self.xp.ones_like(s.t), s.step, s.cost_x, s.z)
+                z, f_z, step = self._backtrack(s, k, s.x, opts.max_backtracks)
         else:
             step = s.step
             g = self.smooth.gradient(s.y)
@@ -133,15 +143,20 @@ class _ProximalGradient(Solver):
             y = y + (t / t_next) * (z - x_new)
         self.state = FistaState(k, x_new, s.x, y, t_next, step, cost_x, z if monotone else None)
 
-    def _backtrack(self, s: FistaState, k: int):
+    def _backtrack(self, s: FistaState, k: int, y, trials: int):
+        """(z, f(z), step) of an accepted step from ``y`` within ``trials`` shrinks; when the
+        trials run out, (None, None, None) if they were limited below ``max_backtracks``
+        (the caller then restarts from x), else RunStopped."""
         xp, opts = self.xp, self.options
-        f_y, g = value_and_gradient(self.smooth, s.y)
+        f_y, g = value_and_gradient(self.smooth, y)
         if not math.isfinite(f_y):
-            raise RunStopped(f"{self.name}: the smooth cost is {f_y} at the extrapolated point of iteration {k}.")
+            if trials < opts.max_backtracks:
+                return None, None, None
+            raise RunStopped(f"{self.name}: the smooth cost is {f_y} at the point of iteration {k}.")
         step = s.step * opts.grow
-        for _ in range(opts.max_backtracks):
-            z = self.prox.prox(s.y - step * g, step)
-            d = z - s.y
+        for _ in range(trials):
+            z = self.prox.prox(y - step * g, step)
+            d = z - y
             f_z = float(self.smooth.value(z))
             # <g, d> + ‖d‖²/(2τ) in one reduction: one host sync.
             model_gap = float(xp.sum(d * (g + d / (2.0 * step))))
@@ -149,6 +164,8 @@ class _ProximalGradient(Solver):
             if math.isfinite(f_z) and f_z <= f_y + model_gap + slack:
                 return z, f_z, step
             step *= opts.eta
+        if trials < opts.max_backtracks:
+            return None, None, None
         raise RunStopped(
             f"{self.name}: backtracking found no step at iteration {k} after {opts.max_backtracks} trials "
             f"(last step {step:.3g}); the smooth term may be non-finite or its gradient wrong."
@@ -164,14 +181,6 @@ class _ProximalGradient(Solver):
 
     def current_step(self) -> float:
         return float(self.state.step)
-
-    def relative_change(self) -> float:
-        """‖x_k − x_{k−1}‖/‖x_k‖; MFISTA, whose x_k may equal x_{k−1} when it keeps the old
-        iterate, uses its prox-gradient point z_k instead of x_k in the difference."""
-        s = self.state
-        norm = tree_norm(s.x)
-        diff = tree_norm((s.z if s.z is not None else s.x) - s.x_prev)
-        return diff / norm if norm > 0 else diff
 
     @property
     def x(self):
@@ -212,6 +221,8 @@ class FISTA(_ProximalGradient):
 
     @dataclass
     class Options(ISTA.Options):
+        restart_after: int = option(10, min=1, doc="shrinks of the step from the extrapolated point after which "
+                                    "the momentum is reset and the iteration starts again from x_k")
         restart: str = option("adaptive", choices=("adaptive", "none"),
                               doc="adaptive: gradient restart of O'Donoghue & Candès 2015; none: plain FISTA")
         monotone: bool = option(False, doc="MFISTA: keep the better of the new and the old iterate")

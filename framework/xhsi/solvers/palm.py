@@ -182,12 +182,6 @@ class PALM(Solver):
         """The smallest block step 1/τ_i (history reports one number)."""
         return min(1.0 / (self._tau_factor * L) for L in self.state.lipschitz)
 
-    def relative_change(self) -> float:
-        s = self.state
-        norm = tree_norm(s.x)
-        diff = tree_norm([a - b for a, b in zip(s.x, s.x_prev)])
-        return diff / norm if norm > 0 else diff
-
     @property
     def x(self) -> list:
         return self.state.x
