@@ -171,3 +171,26 @@ def test_cli_run_exit_codes(tmp_path, capsys):
     assert main(["run", str(path), "--quiet"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(["run", str(path), "--quiet", "--overwrite", "--out", str(tmp_path / "other")]) == 0
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_continues(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    path = tiny(tmp_path, max_iter=100000)
+    text = path.read_text().replace("report_every = 5", "report_every = 1")
+    path.write_text(text)
+    proc = subprocess.Popen([sys.executable, "-m", "xhsi", "run", str(path)], stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # progress lines (no terminal): wait until the solver is iterating
+        if line.startswith("iteration") and int(line.split()[1]) >= 3:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    assert "checkpoint written" in rest and "--resume" in rest
+    out = tmp_path / "out"
+    assert (out / "checkpoint.npz").is_file() and not (out / "result.fits").exists()
+    stopped_at = read_history(out / "history.csv")[-1]["iteration"]
+    resumed = run(load_config(path, [f"solver.max_iter={stopped_at + 3}"]), resume=True, quiet=True)
+    assert resumed.metadata["n_iter"] == stopped_at + 3

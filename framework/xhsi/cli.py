@@ -10,9 +10,10 @@ import textwrap
 from pathlib import Path
 
 from . import __version__
-from .errors import XhsiError
+from .errors import Interrupted, XhsiError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -185,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         return args.func(args)
+    except Interrupted as exc:
+        print(f"xhsi {args.command}: {_paragraph(exc)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except XhsiError as exc:
         if args.debug:
             raise
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"xhsi {args.command}: interrupted.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

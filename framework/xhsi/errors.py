@@ -32,6 +32,10 @@ class RunStopped(XhsiError):
     """A run was stopped before it finished (non-finite cost, interruption)."""
 
 
+class Interrupted(RunStopped):
+    """The user interrupted a run (Ctrl-C); its checkpoint was written. Exit code 130."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean `x`?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)

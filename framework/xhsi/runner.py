@@ -19,7 +19,7 @@ import numpy as np
 from . import plugins
 from .backend import Backend, to_numpy
 from .config import Config
-from .errors import DataError, RunStopped, XhsiError
+from .errors import DataError, Interrupted, XhsiError
 from .problems.base import ObservationData
 from .results import Result, atomic_write_text, check_output_folder, write_history, write_json
 
@@ -211,7 +211,7 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
             save_checkpoint(checkpoint_path, solver.state_dict(), meta)
             write_history(out / "history.csv", [dict(zip(("iteration", "cost", "step", "time_s"), r))
                                                 for r in solver.history])
-        raise RunStopped(f"interrupted at iteration {solver.iteration if solver.state is not None else 0}; "
+        raise Interrupted(f"interrupted at iteration {solver.iteration if solver.state is not None else 0}; "
                          f"checkpoint written to {checkpoint_path}. Continue with: xhsi run {cfg.source} "
                          f"--resume") from None
     finally:
