@@ -194,3 +194,11 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_continues(tmp_path):
     stopped_at = read_history(out / "history.csv")[-1]["iteration"]
     resumed = run(load_config(path, [f"solver.max_iter={stopped_at + 3}"]), resume=True, quiet=True)
     assert resumed.metadata["n_iter"] == stopped_at + 3
+
+
+def test_gaussian_likelihood_runs_end_to_end(tmp_path):
+    result = run(load_config(tiny(tmp_path, max_iter=20), ['run.likelihood="gaussian"']), quiet=True)
+    costs = [row["cost"] for row in result.history]
+    assert costs[-1] < costs[0]
+    for base in result.metrics["baselines"].values():
+        assert result.metrics["result"]["rel_error_voxel"] < base["rel_error_voxel"]

@@ -68,6 +68,11 @@ class Likelihood:
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
 
+    @classmethod
+    def for_counts(cls, counts) -> "Likelihood":
+        """The likelihood of one observation's counts cube, as problems build it."""
+        return cls()
+
     def check_data(self, data, what: str = "counts") -> None:
         """Raise DataError for NaN/inf (and, for counts, negative) voxels."""
         check_data(data, nonnegative=self.nonnegative_data, what=what)
@@ -183,6 +188,13 @@ class Gaussian(Likelihood):
     def __init__(self, options: Any = None, variance=None):
         super().__init__(options)
         self.variance = variance
+
+    @classmethod
+    def for_counts(cls, counts) -> "Gaussian":
+        """Neyman's χ² for counts: σ² = max(counts, 1) per voxel (the Poisson variance
+        estimated by the data, floored at one count so empty voxels keep a finite weight)."""
+        xp = array_namespace(counts)
+        return cls(variance=xp.clip(counts, min=1.0))
 
     def _inv_var(self):
         if self.variance is None:

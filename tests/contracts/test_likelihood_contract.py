@@ -218,3 +218,11 @@ def test_data_term_gradient_and_lipschitz(backend_name, name):
         DataTerm(Poisson(), op, be.asarray(np.ones(11)))
     with pytest.raises(DataError, match="negative"):
         DataTerm(Poisson(), op, -counts - 1.0)
+
+
+def test_likelihoods_built_for_counts(xp):
+    counts = xp.asarray([0.0, 1.0, 4.0, 9.0])
+    assert isinstance(Poisson.for_counts(counts), Poisson)
+    g = Gaussian.for_counts(counts)  # Neyman chi²: variance max(counts, 1)
+    model = xp.asarray([1.0, 1.0, 2.0, 3.0])
+    assert g.value(model, counts) == pytest.approx(0.5 * (1.0 + 0.0 + 4.0 / 4.0 + 36.0 / 9.0))

@@ -116,8 +116,8 @@ class ImagingProblem(Problem):
             to_cube = scaling
             x0 = z0
         operators = [obs.forward @ to_cube for obs in self.observations]
-        likelihood = self.likelihood_cls()
-        smooth_terms: list[Any] = [DataTerm(likelihood, op, obs.counts, obs.background, what=f"counts of `{obs.name}`")
+        smooth_terms: list[Any] = [DataTerm(self.likelihood_cls.for_counts(obs.counts), op, obs.counts, obs.background,
+                                            what=f"counts of `{obs.name}`")
                                    for op, obs in zip(operators, self.observations)]
         prox_terms: list[Any] = []
         for reg in self.regularizers:
