@@ -87,8 +87,8 @@ class ComponentTruth:
     ``model`` names the spectral shape in ``xhsi.spectra`` (``"thermal"``, ``"powerlaw"``);
     ``amplitude`` is the component's photon flux per pixel over the grid band
     (photons / s / cm², ``(ny, nx)``); ``parameters`` maps each varying spectral parameter
-    (``kT_keV``, ``z``, ``index``) to its ``(ny, nx)`` map; ``fixed`` holds the parameters
-    that are constant over the field (``abundance``, ``nh_1e22``); ``cube`` is the
+    (named as the spectral model's parameters: ``kT`` in keV, ``z``, ``index``) to its ``(ny, nx)``
+    map; ``fixed`` holds the parameters that are constant over the field (``abundance``, ``nh``); ``cube`` is the
     component's contribution to the sky cube, ``(n_e, ny, nx)``. All numpy, float64 for
     maps, the backend dtype for ``cube``."""
 

@@ -94,7 +94,7 @@ class CasALike(Scene):
     ``index_end`` along the arc (Cas A rim filaments: Γ ≈ 2.5–3.2, Helder & Vink 2008,
     ApJ 686, 1094).
 
-    Truth: components ``thermal`` (parameters ``kT_keV``, ``z``; fixed ``abundance``,
+    Truth: components ``thermal`` (parameters ``kT`` (keV), ``z``; fixed ``abundance``,
     ``nh_1e22``) and ``synchrotron`` (parameter ``index``; fixed ``nh_1e22``)."""
 
     name = "casa_like"
@@ -177,9 +177,9 @@ class CasALike(Scene):
         s_th = _absorbed(edges, spectra.thermal(edges, b["kT_keV"], b["z"], o.abundance), o.nh_1e22, xp)
         s_pl = _absorbed(edges, spectra.powerlaw(edges, b["index"]), o.nh_1e22, xp)
         thermal = _component("thermal", "thermal", b["thermal_amplitude"], s_th,
-                             {"kT_keV": m["kT_keV"], "z": m["z"]}, {"abundance": o.abundance, "nh_1e22": o.nh_1e22})
+                             {"kT": m["kT_keV"], "z": m["z"]}, {"abundance": o.abundance, "nh": o.nh_1e22})
         sync = _component("synchrotron", "powerlaw", b["synchrotron_amplitude"], s_pl,
-                          {"index": m["index"]}, {"nh_1e22": o.nh_1e22})
+                          {"index": m["index"]}, {"nh": o.nh_1e22})
         return SceneTruth(cube=thermal.cube + sync.cube, components=[thermal, sync])
 
 
@@ -196,7 +196,7 @@ class ClusterBeta(Scene):
     the core. Constant redshift ``redshift`` and abundance (ICM metallicity ≈ 0.3 solar,
     e.g. De Grandi & Molendi 2001, ApJ 551, 153).
 
-    Truth: one component ``thermal`` (parameters ``kT_keV``, ``z``; fixed ``abundance``,
+    Truth: one component ``thermal`` (parameters ``kT`` (keV), ``z``; fixed ``abundance``,
     ``nh_1e22``)."""
 
     name = "cluster_beta"
@@ -235,7 +235,7 @@ class ClusterBeta(Scene):
         edges, b = _on_backend(backend, grid, m)
         s = _absorbed(edges, spectra.thermal(edges, b["kT_keV"], b["z"], o.abundance), o.nh_1e22, backend.xp)
         thermal = _component("thermal", "thermal", b["thermal_amplitude"], s,
-                             {"kT_keV": m["kT_keV"], "z": m["z"]}, {"abundance": o.abundance, "nh_1e22": o.nh_1e22})
+                             {"kT": m["kT_keV"], "z": m["z"]}, {"abundance": o.abundance, "nh": o.nh_1e22})
         return SceneTruth(cube=thermal.cube, components=[thermal])
 
 
