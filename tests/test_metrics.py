@@ -97,6 +97,21 @@ def test_ssim_needs_7x7_images():
         metrics.ssim_per_bin(np.ones((2, 6, 9)), np.ones((2, 6, 9)))
 
 
+def test_asam_bright_keeps_only_pixels_above_the_flux_fraction(xp):
+    truth = np.zeros((2, 1, 3))
+    truth[:, 0, 0] = [1, 0]      # flux 1: the brightest
+    truth[:, 0, 1] = [0, 0.05]   # flux 0.05: kept at f = 0.05, dropped at f = 0.1
+    truth[:, 0, 2] = [0.001, 0]  # flux 0.001: dropped
+    est = truth.copy()
+    est[:, 0, 1] = [0.05, 0]     # orthogonal: 90°
+    est[:, 0, 2] = [0, 0.001]    # orthogonal: 90°
+    e, t = xp.asarray(est), xp.asarray(truth)
+    assert metrics.asam(e, t) == pytest.approx(60.0)
+    assert metrics.asam(e, t, min_flux_fraction=0.05) == pytest.approx(45.0)
+    assert metrics.asam(e, t, min_flux_fraction=0.1) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.BRIGHT_FRACTION == 0.01
+
+
 # -- relative errors ------------------------------------------------------------------
 def test_relative_errors_by_hand(xp):
     truth = np.zeros((2, 1, 3))
@@ -118,10 +133,11 @@ def test_all_metrics_layout_and_values(xp):
     truth = rng.uniform(0.5, 1.0, (3, 8, 8))
     est = truth * 1.1
     out = metrics.all_metrics(xp.asarray(est), xp.asarray(truth))
-    assert list(out) == ["psnr_db", "asam_deg", "mean_ssim", "acssim", "rel_error_pixel_median",
+    assert list(out) == ["psnr_db", "asam_deg", "asam_bright_deg", "mean_ssim", "acssim", "rel_error_pixel_median",
                          "rel_error_pixel_p90", "rel_error_voxel"]
     assert all(isinstance(v, float) for v in out.values())
     assert out["asam_deg"] == pytest.approx(0.0, abs=1e-5)          # a scaled spectrum has the same direction
+    assert out["asam_bright_deg"] == pytest.approx(0.0, abs=1e-5)
     assert out["rel_error_pixel_median"] == pytest.approx(0.1)
     assert out["rel_error_pixel_p90"] == pytest.approx(0.1)
     assert out["rel_error_voxel"] == pytest.approx(0.1)

@@ -202,3 +202,46 @@ def test_gaussian_likelihood_runs_end_to_end(tmp_path):
     assert costs[-1] < costs[0]
     for base in result.metrics["baselines"].values():
         assert result.metrics["result"]["rel_error_voxel"] < base["rel_error_voxel"]
+
+
+# -- fusion start and noise calibration (framework/xhsi/problems/imaging.py) ----------------
+def test_fusion_starts_from_spectrometer_spectra_and_imager_band_image(tmp_path):
+    from xhsi import plugins
+    from xhsi.metrics import asam
+    from xhsi.runner import prepare
+
+    cfg = load_config(tiny(tmp_path))
+    prep = prepare(cfg)
+    problem = plugins.get("problem", "fusion")(cfg, prep.backend, prep.grid, prep.observations, [],
+                                                plugins.get("likelihood", "poisson"))
+    z0 = np.asarray(problem.initial_cube(), dtype=np.float64)
+    base = {k: np.asarray(v, dtype=np.float64) for k, v in problem.baselines().items()}
+    # every pixel: the Resolve-only spectral shape ...
+    assert asam(z0, base["xrism"]) == pytest.approx(0.0, abs=0.05)
+    # ... carrying the pn-only broad-band flux
+    np.testing.assert_allclose(z0.sum(axis=0), base["xmm"].sum(axis=0), rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradient_noise_is_the_counting_noise_of_the_gradient(dtype):
+    from types import SimpleNamespace
+
+    from xhsi.backend import Backend
+    from xhsi.likelihoods import Gaussian, Poisson
+    from xhsi.operators import Identity
+    from xhsi.problems.imaging import Fusion, data_noise_std
+
+    backend = Backend("numpy", dtype, seed=0)
+    shape = (4, 50, 50)
+    counts = backend.asarray(np.full(shape, 100.0))
+    assert float(data_noise_std(Poisson(), counts)[0, 0, 0]) == pytest.approx(10.0)
+    assert float(data_noise_std(Poisson(), counts * 0.0)[0, 0, 0]) == pytest.approx(1.0)  # floored at 1 count
+    assert float(data_noise_std(Gaussian(variance=counts * 4.0), counts)[0, 0, 0]) == pytest.approx(20.0)
+    problem = Fusion.__new__(Fusion)
+    problem.backend, problem.config = backend, SimpleNamespace(run=SimpleNamespace(seed=3))
+    term = SimpleNamespace(operator=Identity(shape), data=counts, likelihood=Poisson())
+    noise = problem.gradient_noise([term, term])
+    assert noise.dtype == backend.dtype and tuple(noise.shape) == shape
+    # two independent draws through the identity: σ = √2 / √100 — whatever the misfit of any estimate
+    assert float(np.std(np.asarray(noise))) == pytest.approx(np.sqrt(2.0) / 10.0, rel=0.03)
+    np.testing.assert_array_equal(np.asarray(problem.gradient_noise([term, term])), np.asarray(noise))  # seeded

@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy-range", type=float, nargs=2, metavar=("LO_KEV", "HI_KEV"), help="keep channels inside")
     p.add_argument("--exposure", type=float, help="exposure in s (default: the event file's EXPOSURE)")
     p.set_defaults(func=cmd_bin)
+
+    p = sub.add_parser("train-model", help="train a surrogate (PCA + small network) of a spectral model")
+    p.add_argument("config", type=Path, help="training TOML ([model.energy], [surrogate], optional [response])")
+    p.add_argument("--out", type=Path, required=True, help="surrogate NAME.npz to write (NAME.json is written beside it)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_train_model)
     return parser
 
 
@@ -170,6 +176,19 @@ def cmd_bin(args) -> int:
     n, ny, nx = cube.data.shape
     print(f"{args.out}: {int(cube.data.sum())} counts in {n} planes x {ny} x {nx} pixels "
           f"({cube.e_min[0]:.4g}-{cube.e_max[-1]:.4g} keV)")
+    return 0
+
+
+def cmd_train_model(args) -> int:
+    from .surrogate import train_from_config
+
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    surrogate = train_from_config(args.config, args.out, log=log)
+    meta, net, pca = surrogate.metadata, surrogate.validation["network"], surrogate.validation["pca_only"]
+    print(f"{args.out}: surrogate of {meta['emulated_model']} ({', '.join(p['name'] for p in meta['parameters'])}; "
+          f"{meta['n_out']} output bins; trained in {meta['training']['seconds']:.3g} s)")
+    print(f"validation relative L2 error per spectrum: median {net['median']:.3g}, 95% {net['p95']:.3g}, "
+          f"max {net['max']:.3g} (PCA truncation alone: median {pca['median']:.3g}, max {pca['max']:.3g})")
     return 0
 
 

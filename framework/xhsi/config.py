@@ -92,6 +92,25 @@ class SimulateSection:
 
 
 @dataclass
+class ComponentSection:
+    """One component of an unmixing problem: Z = Σ_c a_c(y, x) · S_c(E; θ_c(y, x))."""
+
+    name: str = option(doc="label of the component in outputs (maps.fits, metrics)")
+    model: str = option(doc="spectral model, or a product such as \"absorption * thermal\"")
+    options: dict = option({}, doc="the spectral model's options (for a product: keyed by model name)")
+    init: dict = option({}, doc="initial value per parameter, in the parameter's unit (default: its default)")
+    bounds: dict = option({}, doc="[lower, upper] per parameter, narrowing the model's own bounds")
+    link: dict = option({}, doc="parameter -> \"component.parameter\": share that component's map")
+    fixed: list[str] = option([], doc="parameters held at their init value instead of fitted as maps")
+    fixed_amplitude: bool = option(False, doc="hold the amplitude map at its initial value (e.g. a background)")
+    amplitude_k: float | None = option(None, min=0.0, unit="σ",
+                                       doc="starlet sparsity of the amplitude map, threshold k·σ (omit: none)")
+    parameter_k: float | None = option(3.0, min=0.0, unit="σ",
+                                       doc="starlet sparsity of each parameter map, threshold k·σ (omit: none)")
+    scales: int = option(2, min=1, doc="starlet scales of the map regularisers")
+
+
+@dataclass
 class MetricsSection:
     truth: Path | None = option(None, doc="true sky cube FITS; when simulating, the simulated truth is used")
 
@@ -102,6 +121,7 @@ class Config:
     model: ModelSection | None = option(None)
     observations: list[ObservationSection] = option([])
     regularizers: list[RegularizerSection] = option([])
+    components: list[ComponentSection] = option([])
     solver: SolverSection = option(SolverSection())
     simulate: SimulateSection | None = option(None)
     metrics: MetricsSection | None = option(None)

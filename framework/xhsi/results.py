@@ -21,7 +21,7 @@ RUN_MARKERS = ("config.resolved.toml", "result.fits", "checkpoint.npz", "history
 
 @dataclass
 class Result:
-    """What a problem returns: named numpy arrays, the solver history and metadata.
+    """What a problem returns: named numpy arrays, the solver history, metadata, metrics.
 
     ``arrays["cube"]`` is the sky cube (n_e, ny, nx) in photons / s / cm² per energy bin
     per pixel; other problems add their own arrays (maps, components)."""
@@ -30,6 +30,12 @@ class Result:
     history: list[dict] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: unmixing: parameter and amplitude maps (ny, nx) by "component.parameter", their
+    #: units, optional 1-σ error maps, and each component's cube.
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    map_units: dict[str, str] = field(default_factory=dict)
+    map_errors: dict[str, np.ndarray] = field(default_factory=dict)
+    components: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:

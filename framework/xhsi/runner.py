@@ -221,6 +221,10 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
                             "backend": cfg.run.backend, "dtype": cfg.run.dtype})
     if prep.truth is not None:
         result.metrics = compute_metrics(result, prep.truth, problem)
+    if result.maps and prep.scene_truth is not None:
+        from .problems.unmixing import map_metrics
+
+        result.metrics["maps"] = map_metrics(result.maps, prep.scene_truth)
     write_outputs(out, cfg, prep, result)
     pm.hook.xhsi_run_end(config=cfg, result=result)
     if not quiet:
@@ -248,6 +252,11 @@ def write_outputs(out: Path, cfg: Config, prep: Prepared, result: Result) -> Non
               "CFGHASH": cfg.digest()}
     write_cube(out / "result.fits", result.arrays["cube"], grid.energy_edges_kev, pixel_arcsec=grid.pixel_arcsec,
                bunit=SKY_UNIT, header=header)
+    if result.maps:
+        from .io.maps import write_components, write_maps
+
+        write_maps(out / "maps.fits", result.maps, result.map_units, grid.pixel_arcsec, result.map_errors or None)
+        write_components(out / "components.fits", result.components, grid.energy_edges_kev, grid.pixel_arcsec)
     write_history(out / "history.csv", result.history)
     write_json(out / "run.json", result.metadata)
     if result.metrics:

@@ -7,7 +7,7 @@ edges when every parameter is a Python number). No Python loop runs over energie
 pixels; the only loops are over the handful of emission lines and of Morrison & McCammon
 energy intervals. The functions are pure array expressions so that a later
 ``spectral_model`` plugin can add a vjp; where the derivative is simple it is given
-(``powerlaw_derivatives``, ``absorption_derivatives``).
+(``powerlaw_derivatives``, ``thermal_derivatives``, ``absorption_derivatives``).
 
 Units: emission shapes (``powerlaw``, ``thermal``) are **photons per bin**, normalised so
 that they sum to 1 over the grid (an amplitude map then carries the photon flux in
@@ -31,7 +31,7 @@ from .backend import array_namespace
 from .errors import DataError
 
 __all__ = [
-    "powerlaw", "powerlaw_derivatives", "thermal", "absorption", "absorption_derivatives",
+    "powerlaw", "powerlaw_derivatives", "thermal", "thermal_derivatives", "absorption", "absorption_derivatives",
     "morrison_mccammon_cross_section", "gaunt_factor_born", "redshift_from_velocity",
     "velocity_from_redshift", "Line", "LINES", "SPEED_OF_LIGHT_KMS",
 ]
@@ -114,18 +114,42 @@ def _dlog_exprel(xp, u):
     return xp.where(small, 0.5 + u / 12.0 - u * u * u / 720.0, 1.0 / (-xp.expm1(-safe)) - 1.0 / safe)
 
 
+def _horner(t, coeffs):
+    """c0 + t (c1 + t (c2 + ...)): the nested form the sources print, evaluated innermost first."""
+    p = coeffs[-1]
+    for c in reversed(coeffs[:-1]):
+        p = c + t * p
+    return p
+
+
+def _horner_derivative(t, coeffs):
+    """d/dt of ``_horner(t, coeffs)``."""
+    return _horner(t, tuple(k * c for k, c in enumerate(coeffs))[1:]) if len(coeffs) > 1 else 0.0 * t
+
+
+# Press et al., Numerical Recipes (2nd ed., 1992), §6.2, ``erfcc``: erfc(z) ≈ t exp(-z² + P(t)).
+_ERFCC = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398,
+          1.48851587, -0.82215223, 0.17087277)
+
+
 def _erfc_abs(xp, z):
     """erfc(z) for z >= 0, fractional error < 1.2e-7.
 
     Chebyshev-fitted approximation of Press et al., *Numerical Recipes* (2nd ed., 1992,
     §6.2, ``erfcc``). Written with array operations only so that every namespace gives the
     same numbers (the array API has no erf) and so that it differentiates trivially
-    (d erfc/dx = -2/√π e^{-x²})."""
+    (``_erfc_abs_derivative``)."""
     t = 1.0 / (1.0 + 0.5 * z)
-    poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
-            -0.82215223 + t * 0.17087277))))))))
-    return t * xp.exp(-z * z + poly)
+    return t * xp.exp(-z * z + _horner(t, _ERFCC))
+
+
+def _erfc_abs_derivative(xp, z):
+    """d/dz of ``_erfc_abs`` — the exact derivative of the approximation (≈ -2/√π e^{-z²}),
+    so that gradients agree with finite differences of the function actually evaluated."""
+    t = 1.0 / (1.0 + 0.5 * z)
+    value = t * xp.exp(-z * z + _horner(t, _ERFCC))
+    # d/dz [t e^{-z² + P(t)}] with dt/dz = -t²/2.
+    return value * (-0.5 * t * (1.0 + t * _horner_derivative(t, _ERFCC)) - 2.0 * z)
 
 
 def _erfc(xp, x):
@@ -147,6 +171,13 @@ def _gauss_bin_fraction(xp, x):
     left = lower[1:, ...] - lower[:-1, ...]
     middle = 1.0 - lower[:-1, ...] - upper[1:, ...]
     return xp.where(a >= 0, right, xp.where(b <= 0, left, middle))
+
+
+def _gauss_bin_density(xp, x):
+    """-d P(X > x)/dx of the tail probabilities ``_gauss_bin_fraction`` uses (the unit
+    Gaussian density, to the accuracy of ``_erfc_abs``): every branch of that function is
+    P(X > a) - P(X > b), so d fraction_i = density(b) db - density(a) da."""
+    return (-0.5 / math.sqrt(2.0)) * _erfc_abs_derivative(xp, xp.abs(x) * (1.0 / math.sqrt(2.0)))
 
 
 # -- power law ------------------------------------------------------------------------
@@ -239,19 +270,46 @@ def gaunt_factor_born(xp, x):
     return (math.sqrt(3.0) / math.pi) * _k0e(xp, 0.5 * x)
 
 
+# Abramowitz & Stegun (1964): 9.8.1 I₀(y) in t = (y/3.75)²; 9.8.5 K₀(y) + ln(y/2) I₀(y) in
+# q = y²/4 (0 < y ≤ 2); 9.8.6 √y e^y K₀(y) in w = 2/y (y ≥ 2).
+_AS_I0 = (1.0, 3.5156229, 3.0899424, 1.2067492, 0.2659732, 0.0360768, 0.0045813)
+_AS_K0_SMALL = (-0.57721566, 0.42278420, 0.23069756, 0.03488590, 0.00262698, 0.00010750, 0.00000740)
+_AS_K0_LARGE = (1.25331414, -0.07832358, 0.02189568, -0.01062446, 0.00587872, -0.00251540, 0.00053208)
+
+
 def _k0e(xp, y):
     """e^y K₀(y) for y > 0 (Abramowitz & Stegun 9.8.1, 9.8.5, 9.8.6)."""
     ys = xp.minimum(y, 2.0)  # each branch sees only its own domain: no overflow, no NaN
     yl = xp.maximum(y, 2.0)
     t = (ys / 3.75) ** 2
-    i0 = 1.0 + t * (3.5156229 + t * (3.0899424 + t * (1.2067492 + t * (0.2659732 + t * (0.0360768 + t * 0.0045813)))))
+    i0 = _horner(t, _AS_I0)
     q = ys * ys / 4.0
-    k0_small = -xp.log(ys / 2.0) * i0 + (-0.57721566 + q * (0.42278420 + q * (0.23069756 + q * (
-        0.03488590 + q * (0.00262698 + q * (0.00010750 + q * 0.00000740))))))
+    k0_small = -xp.log(ys / 2.0) * i0 + _horner(q, _AS_K0_SMALL)
     w = 2.0 / yl
-    k0e_large = (1.25331414 + w * (-0.07832358 + w * (0.02189568 + w * (-0.01062446 + w * (
-        0.00587872 + w * (-0.00251540 + w * 0.00053208)))))) / xp.sqrt(yl)
+    k0e_large = _horner(w, _AS_K0_LARGE) / xp.sqrt(yl)
     return xp.where(y <= 2.0, xp.exp(ys) * k0_small, k0e_large)
+
+
+def _k0e_and_derivative(xp, y):
+    """``_k0e(y)`` and its exact derivative d/dy (of the same polynomial approximations)."""
+    ys = xp.minimum(y, 2.0)
+    yl = xp.maximum(y, 2.0)
+    t = (ys / 3.75) ** 2
+    i0 = _horner(t, _AS_I0)
+    q = ys * ys / 4.0
+    log_half = xp.log(ys / 2.0)
+    k0_small = -log_half * i0 + _horner(q, _AS_K0_SMALL)
+    dk0_small = (-i0 / ys - log_half * _horner_derivative(t, _AS_I0) * (2.0 * ys / 3.75 ** 2)
+                 + _horner_derivative(q, _AS_K0_SMALL) * (ys / 2.0))
+    w = 2.0 / yl
+    root = xp.sqrt(yl)
+    large = _horner(w, _AS_K0_LARGE)
+    k0e_large = large / root
+    dk0e_large = _horner_derivative(w, _AS_K0_LARGE) * (-2.0 / (yl * yl)) / root - 0.5 * k0e_large / yl
+    small = y <= 2.0
+    exp_ys = xp.exp(ys)
+    return (xp.where(small, exp_ys * k0_small, k0e_large),
+            xp.where(small, exp_ys * (k0_small + dk0_small), dk0e_large))
 
 
 def redshift_from_velocity(v_kms):
@@ -321,6 +379,73 @@ def thermal(edges_kev, kT_keV, z=0.0, abundance=1.0, sigma_v_kms=0.0, lines: tup
         sigma = line.energy_kev * xp.sqrt(kt / (line.mass_u * _AMU_C2_KEV) + v_frac2)
         spectrum = spectrum + photons * _gauss_bin_fraction(xp, (e_rest - line.energy_kev) / sigma)
     return _normalise(xp, spectrum)
+
+
+def thermal_derivatives(edges_kev, kT_keV, z=0.0, abundance=1.0, sigma_v_kms=0.0,
+                        lines: tuple[Line, ...] = LINES) -> dict:
+    """The ``thermal`` spectrum and its exact derivatives with respect to its parameters:
+    ``{"spectrum": N, "kT_keV": ∂N/∂kT (per keV), "z": ∂N/∂z, "abundance": ∂N/∂A}``,
+    each ``(n_e, *S)`` (the turbulent dispersion ``sigma_v_kms`` is held fixed).
+
+    The derivatives are those of the functions ``thermal`` evaluates — Simpson continuum
+    with the Abramowitz & Stegun Gaunt factor, line fractions from the Numerical Recipes
+    erfc — differentiated analytically (chain rule through E_rest = E (1+z), the line
+    strengths, widths and standardised edges, then the quotient rule of the normalisation
+    N = F/ΣF: ∂N = (∂F - N Σ∂F)/ΣF), so they match finite differences of ``thermal`` to
+    rounding."""
+    xp, _, e, (kt, zz, ab, sv) = _setup(edges_kev, kT_keV, z, abundance, sigma_v_kms)
+    opz = 1.0 + zz
+    e_rest = e * opz
+    e_ref = e[0:1, ...]
+
+    def continuum(energy):
+        """C, ∂C/∂kT and ∂C/∂E of C(E) = ḡ(E/kT) e^{-(E - E_ref)/kT} / E."""
+        x = energy / kt
+        k, dk = _k0e_and_derivative(xp, 0.5 * x)
+        dlog_g = 0.5 * dk / k  # d ln ḡ / dx
+        c = (math.sqrt(3.0) / math.pi) * k * xp.exp(-(energy - e_ref) / kt) / energy
+        return c, c * ((energy - e_ref) / kt - x * dlog_g) / kt, c * ((dlog_g - 1.0) / kt - 1.0 / energy)
+
+    mid_obs = 0.5 * (e[:-1, ...] + e[1:, ...])
+    width_obs = e[1:, ...] - e[:-1, ...]
+    width = width_obs * opz
+    c_e, ct_e, cE_e = continuum(e_rest)
+    c_m, ct_m, cE_m = continuum(mid_obs * opz)
+    average = _simpson(xp, c_e, c_m)
+    f = average * width
+    df_dkt = _simpson(xp, ct_e, ct_m) * width
+    df_dz = _simpson(xp, cE_e * e, cE_m * mid_obs) * width + average * width_obs  # ∂E_rest/∂z = E
+    df_dab = xp.zeros_like(f)
+    v_frac2 = (sv / SPEED_OF_LIGHT_KMS) ** 2
+    for line in lines:
+        log_ratio = xp.log(kt / line.kT_peak_kev)
+        s = xp.exp(-(log_ratio ** 2) / (2.0 * LINE_LOG_WIDTH ** 2))
+        ds = -s * log_ratio / (LINE_LOG_WIDTH ** 2 * kt)
+        c_line, ct_line, _ = continuum(line.energy_kev)
+        per_abundance = line.ew_peak_kev * s * c_line
+        photons = ab * per_abundance
+        dphotons_dkt = ab * line.ew_peak_kev * (ds * c_line + s * ct_line)
+        mc2 = line.mass_u * _AMU_C2_KEV
+        sigma = line.energy_kev * xp.sqrt(kt / mc2 + v_frac2)
+        dsigma_dkt = line.energy_kev ** 2 / (2.0 * sigma * mc2)
+        x = (e_rest - line.energy_kev) / sigma
+        frac = _gauss_bin_fraction(xp, x)
+        density = _gauss_bin_density(xp, x)
+        dx_dkt = -x * dsigma_dkt / sigma
+        dx_dz = e / sigma
+        dfrac_dkt = density[1:, ...] * dx_dkt[1:, ...] - density[:-1, ...] * dx_dkt[:-1, ...]
+        dfrac_dz = density[1:, ...] * dx_dz[1:, ...] - density[:-1, ...] * dx_dz[:-1, ...]
+        f = f + photons * frac
+        df_dkt = df_dkt + dphotons_dkt * frac + photons * dfrac_dkt
+        df_dz = df_dz + photons * dfrac_dz
+        df_dab = df_dab + per_abundance * frac
+    total = xp.sum(f, axis=0, keepdims=True)
+    n = f / total
+
+    def normalised(df):
+        return (df - n * xp.sum(df, axis=0, keepdims=True)) / total
+
+    return {"spectrum": n, "kT_keV": normalised(df_dkt), "z": normalised(df_dz), "abundance": normalised(df_dab)}
 
 
 # -- absorption -----------------------------------------------------------------------

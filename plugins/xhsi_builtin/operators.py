@@ -1,7 +1,7 @@
 """Built-in operators plugin: the physical building blocks of forward models."""
 from xhsi import hookimpl
 from xhsi.operators import (
-    Crop, Diagonal, Identity, Pad, SpatialConvolution, SpatialRebin, SpectralConvolution, SpectralRebin,
+    BlurRebin, Crop, Diagonal, Identity, Pad, SpatialConvolution, SpatialRebin, SpectralConvolution, SpectralRebin,
     SpectralResponse,
 )
 
@@ -9,4 +9,4 @@ from xhsi.operators import (
 @hookimpl
 def xhsi_register_operators():
     return [Identity, Diagonal, SpatialConvolution, SpectralConvolution, SpectralResponse,
-            SpatialRebin, SpectralRebin, Crop, Pad]
+            SpatialRebin, SpectralRebin, Crop, Pad, BlurRebin]

@@ -1,8 +1,8 @@
-"""Built-in problem plugin: deconvolution and fusion."""
+"""Built-in problem plugin: deconvolution, fusion and unmixing."""
 from xhsi import hookimpl
-from xhsi.problems import Deconvolution, Fusion
+from xhsi.problems import Deconvolution, Fusion, Unmixing
 
 
 @hookimpl
 def xhsi_register_problems():
-    return [Deconvolution, Fusion]
+    return [Deconvolution, Fusion, Unmixing]

@@ -1,14 +1,16 @@
 """Linear operators: algebra in ``base``, physical building blocks in their own modules
-(``diagonal``, ``convolution``, ``response``, ``rebin``, ``crop``). See docs/operators.md."""
+(``diagonal``, ``convolution``, ``response``, ``rebin``, ``crop``; ``fused`` for the
+PSF + response + rebin chain in one Fourier-space pass). See docs/operators.md."""
 from .base import BlockDiagonal, Composition, Identity, LinearOperator, Scaled, Sum, VStack, vdot
 from .convolution import SpatialConvolution, SpectralConvolution
 from .crop import Crop, Pad
 from .diagonal import Diagonal
+from .fused import BlurRebin
 from .rebin import SpatialRebin, SpectralRebin
 from .response import SpectralResponse
 
 __all__ = [
     "LinearOperator", "Identity", "Composition", "Sum", "Scaled", "VStack", "BlockDiagonal", "vdot",
     "Diagonal", "SpatialConvolution", "SpectralConvolution", "SpectralResponse",
-    "SpatialRebin", "SpectralRebin", "Crop", "Pad",
+    "SpatialRebin", "SpectralRebin", "Crop", "Pad", "BlurRebin",
 ]

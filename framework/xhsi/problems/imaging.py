@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..backend import Backend, to_numpy
+from ..backend import Backend, array_namespace, to_numpy
 from ..errors import ConfigError
 from ..operators import Identity, LinearOperator, Scaled
 from ..regularizers import Parametrisation
@@ -67,6 +67,44 @@ def backprojection(observations: list[ObservationData], xp, floor: float = 0.0):
         num, den = (n, d) if num is None else (num + n, den + d)
     tiny = float(xp.max(den)) * 1e-12 + 1e-30
     return xp.clip(num / xp.clip(den, min=tiny), min=floor)
+
+
+def ratio_fusion(observations: list[ObservationData], xp):
+    """A data-only fused estimate: z(e, p) = b_s(e, p) · Σ_e b_i(e, p) / Σ_e b_s(e, p), with
+    b_k the back-projection of observation k alone (``backprojection``), s the observation
+    with the most channels (finest spectra) and i the one with the most detector pixels
+    (finest image); ties go to the first in config order. The spectral shape of every
+    pixel is the spectrometer's, its broad-band flux the imager's: the ratio (Brovey) form
+    of component substitution in pansharpening (Gillespie, Kahle & Walker 1987, Remote
+    Sens. Environ. 22, 343). Pixels where the spectrometer's band flux is below 1e-6 of its
+    maximum keep the joint back-projection. When one observation is finest in both, this
+    is its own back-projection."""
+    spectral = max(observations, key=lambda o: o.counts.shape[0])
+    spatial = max(observations, key=lambda o: o.counts.shape[-2] * o.counts.shape[-1])
+    b_spec = backprojection([spectral], xp)
+    if spatial is spectral:
+        return b_spec
+    image = xp.sum(backprojection([spatial], xp), axis=0)
+    band = xp.sum(b_spec, axis=0)
+    tiny = float(xp.max(band)) * 1e-6
+    ok = band > tiny
+    ratio = xp.where(ok, image / xp.where(ok, band, xp.ones_like(band)), xp.zeros_like(band))
+    return xp.where(ok, b_spec * ratio, backprojection(observations, xp))
+
+
+def data_noise_std(likelihood, data):
+    """Standard deviation of the noise of every data voxel, for ``gradient_noise``: the
+    Gaussian likelihood's own σ (its ``variance`` array, else ``options.sigma``); for
+    Poisson (and any other counts likelihood) √max(y, 1), the Poisson σ estimated by the
+    counts and floored at one count (as Neyman's χ², ``Gaussian.for_counts``)."""
+    from ..likelihoods import Gaussian
+
+    xp = array_namespace(data)
+    if isinstance(likelihood, Gaussian):
+        if likelihood.variance is not None:
+            return xp.sqrt(xp.astype(likelihood.variance, data.dtype)) * xp.ones_like(data)
+        return xp.full_like(data, likelihood.options.sigma)
+    return xp.sqrt(xp.clip(data, min=1.0))
 
 
 class ImagingProblem(Problem):
@@ -124,13 +162,37 @@ class ImagingProblem(Problem):
             reg.setup(tuple(x0.shape), xp, dtype)
             (smooth_terms if reg.smooth else prox_terms).append(reg)
         if prox_terms:
-            data_gradient = Composite(smooth_terms[: len(self.observations)]).gradient(x0)
+            noise = self.gradient_noise(smooth_terms[: len(self.observations)])
             for reg in prox_terms:
-                reg.calibrate_noise(data_gradient)
+                reg.calibrate_noise(noise)
         if self.parametrisation is None:
             prox_terms.append(NonNegative())
         prox = ProxChain(prox_terms) if prox_terms else Zero()
         return x0, Composite(smooth_terms), prox, to_cube
+
+    def gradient_noise(self, data_terms):
+        """One seeded realisation of the counting-noise part of the data term's gradient,
+        Σ_k A_kᵀ(ε_k / σ_k), with ε_k standard normal and σ_k the noise standard deviation of
+        each data voxel (``data_noise_std``), in the units of the solver's variable.
+
+        This is what the prox thresholds of noise-calibrated regularisers (starlet: λ = k·σ)
+        must be measured on: at a model that fits the data, ∇f is exactly this fluctuation.
+        The gradient *at the initial point* is not a noise proxy: it also holds the misfit
+        of the initial estimate, which on bright sources is tens of times the noise (on the
+        CasA-like fusion example its deviance is ~700× the number of voxels), so MAD
+        thresholds taken from it over-smooth by that factor. The draw uses its own
+        generator, seeded by ``[run] seed``, so it does not shift any other random draw."""
+        import numpy as np
+
+        xp, dtype = self.backend.xp, self.backend.dtype
+        seed = getattr(getattr(self.config, "run", None), "seed", 0) or 0
+        rng = np.random.default_rng([int(seed), 0x6E6F6973])  # a stream of its own ("nois")
+        total = None
+        for term in data_terms:
+            eps = self.backend.asarray(rng.standard_normal(tuple(term.data.shape)))
+            g = term.operator.adjoint(eps / data_noise_std(term.likelihood, term.data))
+            total = g if total is None else total + g
+        return xp.astype(total, dtype)
 
     # -- solving -----------------------------------------------------------------------
     def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
@@ -173,4 +235,18 @@ class Fusion(ImagingProblem):
 
     name = "fusion"
     observations_allowed = (2, None)
+
+    def initial_cube(self):
+        """``ratio_fusion``: the spectra of the observation with the most channels, scaled
+        pixel by pixel to the broad-band image of the one with the most detector pixels.
+
+        The start matters more in fusion than in deconvolution: the sky components that
+        neither instrument sees (fine spectral detail at scales finer than the
+        spectrometer's pixels) lie in the null space of every A_k, where gradient steps do
+        not move them, so the solver keeps whatever the start holds there. The joint
+        back-projection mixes the imager's smeared spectra into every pixel (ASAM of the
+        start 42° on configs/fusion_xmm_xrism_small.toml, vs 24° for the Resolve-only
+        baseline); this start has the spectrometer's spectral angles and the imager's
+        broad-band image (ASAM 24°, PSNR 40.3 dB vs 38.7 dB for either baseline)."""
+        return ratio_fusion(self.observations, self.backend.xp)
 

@@ -1,0 +1,343 @@
+"""Semi-blind spectral unmixing (SUSHI, Lascar, Bobin & Acero 2024, A&A 686, A259).
+
+The sky cube is a mixture of components, each a spectral model S_c with parameter maps θ_c
+and an amplitude map a_c (photon flux per pixel over the model band, photons / s / cm²):
+
+    Z(E, y, x) = Σ_c a_c(y, x) · S_c(E; θ_c(y, x)),
+
+observed through each instrument's forward operator: counts_k ~ Poisson(A_k Z + B_k). The
+unknowns are solved by PALM (Bolte, Sabach & Teboulle 2014) with one block per amplitude map
+and one block per fitted parameter map, so that each map gets its own step size (a
+temperature in keV and a redshift of order 1e-3 have curvatures many decades apart).
+Amplitudes are projected on a ≥ 0, parameters on their bounds; optional starlet sparsity of
+the maps (thresholds k·σ, σ from the MAD of each block's initial data gradient).
+
+Parameters may be *fixed* (a constant, e.g. the abundance) or *linked* to another
+component's map (one velocity map shared by two plasmas: one block, gradients summed).
+Amplitudes are solved in units of s = (mean initial flux per pixel) so that they are of
+order one; maps are written back in physical units.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..backend import Backend, to_numpy
+from ..errors import ConfigError
+from ..results import Result
+from .base import ObservationData, Problem
+from .imaging import backprojection
+
+
+class Box:
+    """Projection onto lo ≤ x ≤ hi (exact prox of the box indicator)."""
+
+    def __init__(self, lo: float, hi: float):
+        self.lo, self.hi = float(lo), float(hi)
+
+    def prox(self, x, step: float):
+        from ..backend import array_namespace
+
+        return array_namespace(x).clip(x, min=self.lo, max=self.hi)
+
+    def value(self, x) -> float:
+        return 0.0
+
+
+@dataclass
+class ResolvedComponent:
+    """A component with its spectral model set up and each parameter resolved to a block
+    index (``slots``), a constant (``constants``) or a link."""
+
+    name: str
+    model: Any
+    slots: dict[str, int] = field(default_factory=dict)
+    constants: dict[str, float] = field(default_factory=dict)
+    amplitude_slot: int | None = None
+    amplitude_init: Any = None
+
+
+@dataclass
+class MapBlock:
+    """One fitted map: its name, initial value, bounds (for the projection), unit and the
+    starlet sparsity it asked for."""
+
+    name: str
+    init: Any
+    bounds: tuple[float, float]
+    unit: str
+    sparsity_k: float | None
+    scales: int
+
+
+def resolve_components(sections, grid, backend: Backend, source: str) -> tuple[list[ResolvedComponent], list[MapBlock]]:
+    """Build the spectral models of ``[[components]]`` and assign blocks. Every user error
+    (unknown model or parameter, init out of bounds, bad links) is a ConfigError naming the
+    dotted key."""
+    from ..spectral_models import build_spectral_model
+
+    if not sections:
+        raise ConfigError(f"{source}: problem `unmixing` needs [[components]] (name, model, ...).")
+    ny, nx = grid.ny, grid.nx
+    xp = backend.xp
+    comps: list[ResolvedComponent] = []
+    blocks: list[MapBlock] = []
+    by_name: dict[str, tuple[ResolvedComponent, Any]] = {}
+    for i, sec in enumerate(sections):
+        where = f"{source}: `components[{i}]`"
+        if sec.name in by_name:
+            raise ConfigError(f"{where}.name: component names must be unique; `{sec.name}` is repeated.")
+        model = build_spectral_model(sec.model, sec.options, where=f"{where}.model").setup(
+            grid.energy_edges_kev, xp, backend.dtype)
+        params = {p.name: p for p in model.parameters}
+        for key in ("init", "bounds", "link"):
+            for pname in getattr(sec, key):
+                if pname not in params:
+                    from ..errors import did_you_mean
+
+                    raise ConfigError(f"{where}.{key}.{pname}: `{sec.model}` has no parameter `{pname}`"
+                                      f"{did_you_mean(pname, params)}; parameters: {', '.join(params)}.")
+        for pname in sec.fixed:
+            if pname not in params:
+                raise ConfigError(f"{where}.fixed: `{sec.model}` has no parameter `{pname}`; parameters: "
+                                  f"{', '.join(params)}.")
+        comp = ResolvedComponent(sec.name, model)
+        for pname, par in params.items():
+            lo, hi = par.bounds
+            if pname in sec.bounds:
+                b = sec.bounds[pname]
+                if not (isinstance(b, list) and len(b) == 2 and all(isinstance(v, (int, float)) for v in b)):
+                    raise ConfigError(f"{where}.bounds.{pname}: expected [lower, upper] in {par.unit or 'no unit'}.")
+                lo, hi = max(lo, float(b[0])), min(hi, float(b[1]))
+                if not lo < hi:
+                    raise ConfigError(f"{where}.bounds.{pname}: [{b[0]}, {b[1]}] leaves nothing inside the model's "
+                                      f"range {par.bounds}.")
+            value = sec.init.get(pname, par.default)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{where}.init.{pname}: expected a number in {par.unit or 'no unit'}.")
+            if not lo <= value <= hi:
+                raise ConfigError(f"{where}.init.{pname}: {value} {par.unit} is outside the bounds [{lo}, {hi}].")
+            if pname in sec.link:
+                continue  # resolved once every component is known
+            if pname in sec.fixed:
+                comp.constants[pname] = float(value)
+                continue
+            comp.slots[pname] = len(blocks)
+            blocks.append(MapBlock(f"{sec.name}.{pname}", xp.full((ny, nx), float(value), dtype=backend.dtype),
+                                   (lo, hi), par.unit, sec.parameter_k, sec.scales))
+        comps.append(comp)
+        by_name[sec.name] = (comp, params)
+    for i, sec in enumerate(sections):
+        comp, params = by_name[sec.name]
+        for pname, target in sec.link.items():
+            where = f"{source}: `components[{i}].link.{pname}`"
+            other, _, tparam = str(target).partition(".")
+            if other not in by_name or not tparam:
+                raise ConfigError(f"{where}: `{target}` must be \"component.parameter\" with a component among "
+                                  f"{', '.join(by_name)}.")
+            ocomp, oparams = by_name[other]
+            if tparam not in ocomp.slots:
+                raise ConfigError(f"{where}: `{target}` is not a fitted map (it is fixed, linked or unknown).")
+            if oparams[tparam].unit != params[pname].unit:
+                raise ConfigError(f"{where}: cannot link `{pname}` ({params[pname].unit or 'no unit'}) to `{target}` "
+                                  f"({oparams[tparam].unit or 'no unit'}): the units differ.")
+            comp.slots[pname] = ocomp.slots[tparam]
+    return comps, blocks
+
+
+class Mixture:
+    """Z = Σ_c s·â_c ⊙ S_c(θ_c) over the variables ``xs`` = [amplitude blocks..., map
+    blocks...], and the gradients of f(Z) with respect to each variable."""
+
+    def __init__(self, components: list[ResolvedComponent], n_amp: int, scale: float, shape, xp, dtype):
+        self.components, self.n_amp, self.scale = components, n_amp, float(scale)
+        self.shape, self.xp, self.dtype = tuple(shape), xp, dtype
+
+    def theta(self, comp: ResolvedComponent, xs):
+        xp = self.xp
+        ny, nx = self.shape[1:]
+        rows = []
+        for p in comp.model.parameters:
+            if p.name in comp.slots:
+                rows.append(xs[self.n_amp + comp.slots[p.name]])
+            else:
+                rows.append(xp.full((ny, nx), comp.constants[p.name], dtype=self.dtype))
+        return xp.stack(rows, axis=0)
+
+    def amplitude(self, comp: ResolvedComponent, xs):
+        return xs[comp.amplitude_slot] if comp.amplitude_slot is not None else comp.amplitude_init
+
+    def spectra(self, xs) -> list:
+        return [comp.model.evaluate(self.theta(comp, xs)) for comp in self.components]
+
+    def cube(self, xs, spectra=None):
+        spectra = self.spectra(xs) if spectra is None else spectra
+        z = None
+        for comp, s in zip(self.components, spectra):
+            term = (self.scale * self.amplitude(comp, xs))[None, :, :] * s
+            z = term if z is None else z + term
+        return z
+
+    def component_cubes(self, xs) -> dict:
+        return {comp.name: (self.scale * self.amplitude(comp, xs))[None, :, :] * s
+                for comp, s in zip(self.components, self.spectra(xs))}
+
+    def partial(self, i: int, xs, g_cube):
+        """∂f/∂xs[i] given g_cube = ∂f/∂Z."""
+        xp = self.xp
+        if i < self.n_amp:
+            comp = next(c for c in self.components if c.amplitude_slot == i)
+            return self.scale * xp.sum(g_cube * comp.model.evaluate(self.theta(comp, xs)), axis=0)
+        slot = i - self.n_amp
+        out = None
+        for comp in self.components:
+            names = [p.name for p in comp.model.parameters]
+            rows = [k for k, name in enumerate(names) if comp.slots.get(name) == slot]
+            if not rows:
+                continue
+            cot = (self.scale * self.amplitude(comp, xs))[None, :, :] * g_cube
+            grads = comp.model.vjp(self.theta(comp, xs), cot)
+            for k in rows:
+                out = grads[k, ...] if out is None else out + grads[k, ...]
+        return out
+
+
+class Unmixing(Problem):
+    """Semi-blind unmixing of one or several observations into ``[[components]]``."""
+
+    name = "unmixing"
+    observations_allowed = (1, None)
+
+    def __init__(self, config, backend: Backend, grid, observations: list[ObservationData], regularizers: list,
+                 likelihood_cls, pm=None):
+        if regularizers:
+            raise ConfigError(f"{config.source}: problem `unmixing` takes its regularisers per component "
+                              "(amplitude_k, parameter_k, scales in [[components]]), not [[regularizers]].")
+        self.config, self.backend, self.grid = config, backend, grid
+        self.observations, self.likelihood_cls, self.pm = observations, likelihood_cls, pm
+        self.components, self.map_blocks = resolve_components(config.components, grid, backend, str(config.source))
+        self.amp_names = [c.name for c, s in zip(self.components, config.components) if not s.fixed_amplitude]
+
+    # -- building -------------------------------------------------------------------------
+    def build(self):
+        """(x0 list, smooth value, PALM blocks, mixture)."""
+        from ..likelihoods import DataTerm
+        from ..solvers import Block, NonNegative, ProxChain
+        from .. import plugins
+
+        xp, dtype = self.backend.xp, self.backend.dtype
+        z0 = backprojection(self.observations, xp)
+        flux0 = xp.sum(z0, axis=0)  # photons / s / cm² per pixel over the band
+        n_comp = len(self.components)
+        mean = float(xp.mean(flux0)) / n_comp
+        scale = mean if mean > 0 else 1.0
+        amps = []
+        for comp, sec in zip(self.components, self.config.components):
+            init = flux0 / (n_comp * scale)
+            if sec.fixed_amplitude:
+                comp.amplitude_init = init
+            else:
+                comp.amplitude_slot = len(amps)
+                amps.append(init)
+        mixture = Mixture(self.components, len(amps), scale, self.grid.shape, xp, dtype)
+        terms = [DataTerm(self.likelihood_cls.for_counts(o.counts), o.forward, o.counts, o.background,
+                          what=f"counts of `{o.name}`") for o in self.observations]
+
+        def cube_gradient(xs):
+            z = mixture.cube(xs)
+            g = None
+            for t in terms:
+                gi = t.gradient(z)
+                g = gi if g is None else g + gi
+            return g
+
+        def value(xs) -> float:
+            z = mixture.cube(xs)
+            return sum(t.value(z) for t in terms)
+
+        x0 = amps + [b.init for b in self.map_blocks]
+        starlet = plugins.get("regularizer", "starlet2d_l1")
+        g0 = cube_gradient(x0)
+        blocks = []
+        specs = [(name, (0.0, None), self._amp_k(name), self._scales(name)) for name in self.amp_names]
+        specs += [(b.name, b.bounds, b.sparsity_k, b.scales) for b in self.map_blocks]
+        for i, (name, (lo, hi), k, scales) in enumerate(specs):
+            proxes: list[Any] = []
+            if k is not None and k > 0:
+                reg = starlet(starlet.Options(scales=scales, k=k), weight=1.0)
+                reg.setup((self.grid.ny, self.grid.nx), xp, dtype)
+                reg.calibrate_noise(mixture.partial(i, x0, g0))
+                proxes.append(reg)
+            proxes.append(NonNegative() if hi is None else Box(lo, hi))
+            blocks.append(Block(gradient=(lambda xs, i=i: mixture.partial(i, xs, cube_gradient(xs))),
+                                prox=ProxChain(proxes), name=name))
+        return x0, value, blocks, mixture
+
+    def _section(self, name):
+        return next(s for s in self.config.components if s.name == name)
+
+    def _amp_k(self, name):
+        return self._section(name).amplitude_k
+
+    def _scales(self, name):
+        return self._section(name).scales
+
+    # -- solving ---------------------------------------------------------------------------
+    def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
+              resume_from=None, config_digest: str | None = None) -> Result:
+        if getattr(solver, "name", "") != "palm":
+            raise ConfigError(f"{self.config.source}: problem `unmixing` has one block per map: use "
+                              "[solver] name = \"palm\".")
+        x0, value, blocks, mixture = self.build()
+        solver.setup(x0, value, blocks)
+        t0 = time.perf_counter()
+        out = solver.run(callback, checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+                         resume_from=resume_from, config_digest=config_digest)
+        xs = out.x
+        arrays: dict[str, np.ndarray] = {"cube": to_numpy(mixture.cube(xs))}
+        maps: dict[str, np.ndarray] = {}
+        units: dict[str, str] = {}
+        for comp in self.components:
+            maps[f"{comp.name}.amplitude"] = to_numpy(mixture.scale * mixture.amplitude(comp, xs))
+            units[f"{comp.name}.amplitude"] = "photon / (s cm2)"
+        for i, block in enumerate(self.map_blocks):
+            maps[block.name] = to_numpy(xs[mixture.n_amp + i])
+            units[block.name] = block.unit
+        components = {name: to_numpy(c) for name, c in mixture.component_cubes(xs).items()}
+        history = [dict(zip(("iteration", "cost", "step", "time_s"), row)) for row in out.history]
+        meta = {"problem": self.name, "solver": solver.name, "n_iter": out.n_iter, "stop_reason": out.stop_reason,
+                "converged": out.converged, "solve_wall_s": time.perf_counter() - t0,
+                "final_cost": history[-1]["cost"] if history else None}
+        return Result(arrays=arrays, history=history, metadata=meta, maps=maps, map_units=units,
+                      components=components)
+
+    def baselines(self) -> dict[str, Any]:
+        xp = self.backend.xp
+        return {obs.name: to_numpy(backprojection([obs], xp)) for obs in self.observations}
+
+
+def map_metrics(maps: dict[str, np.ndarray], truth) -> dict[str, dict[str, float]]:
+    """Median and flux-weighted relative error of each fitted parameter map against the
+    scene's component truth (``SceneTruth``), over the pixels where the component's true
+    amplitude is above 1 % of its maximum (elsewhere a parameter is not constrained)."""
+    out: dict[str, dict[str, float]] = {}
+    for comp in getattr(truth, "components", []):
+        amp = np.asarray(comp.amplitude, dtype=np.float64)
+        mask = amp > 0.01 * amp.max() if amp.size and amp.max() > 0 else np.zeros_like(amp, dtype=bool)
+        for pname, true_map in list(comp.parameters.items()) + [("amplitude", amp)]:
+            key = f"{comp.name}.{pname}"
+            if key not in maps or not mask.any():
+                continue
+            est = np.asarray(maps[key], dtype=np.float64)
+            t = np.asarray(true_map, dtype=np.float64)
+            denom = np.abs(t[mask])
+            floor = max(float(np.median(denom)) * 1e-3, 1e-12)
+            rel = np.abs(est[mask] - t[mask]) / np.maximum(denom, floor)
+            w = amp[mask] / amp[mask].sum()
+            out[key] = {"median_relative_error": float(np.median(rel)),
+                        "flux_weighted_relative_error": float(np.sum(w * rel)),
+                        "median_absolute_error": float(np.median(np.abs(est[mask] - t[mask])))}
+    return out

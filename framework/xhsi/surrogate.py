@@ -1,0 +1,544 @@
+"""Learnt emulators (surrogates) of spectral models, in the spirit of SUSHI (Lascar et al.
+2024, A&A 686, A259): spectra sampled over the parameter bounds — optionally folded through
+an instrument response — are compressed by a PCA, and a small fully connected network maps
+the parameters to the PCA coefficients. Everything is plain array code in the namespace of
+the run (numpy or cupy); no deep-learning framework is needed.
+
+Model of the emulator, for parameters θ (``n_params``) and output bins (``n_out``):
+
+    u = 2 (g(θ) - lo)/(hi - lo) - 1                    (inputs scaled to [-1, 1]; g = ln for
+                                                        the ``log_parameters``, else identity)
+    h_0 = u,  h_l = tanh(W_l h_{l-1} + b_l),  c = W_L h_{L-1} + b_L   (MLP)
+    y = mean + scale · Vᵀ c                            (V: the first principal components)
+    S = exp(y) - floor   ("log" transform)   or   S = y   ("linear")
+
+The log transform makes relative errors uniform across bins whose fluxes differ by decades
+(``floor`` = 1e-8 × the largest training value keeps empty channels finite). The weights are
+trained by Adam (Kingma & Ba 2015, ICLR, arXiv:1412.6980) on the mean squared error of the
+scaled coefficients — proportional to the squared error of y since V is orthonormal — with
+a cosine learning-rate decay (Loshchilov & Hutter 2017, ICLR, arXiv:1608.03983) to 1 % of
+the initial rate; Glorot-uniform initialisation (Glorot & Bengio 2010, AISTATS). Training
+samples are a Latin hypercube over the bounds (McKay, Beckman & Conover 1979,
+Technometrics 21, 239); a held-out fraction measures the validation error.
+
+Files: ``NAME.npz`` (arrays only, read with ``allow_pickle=False``) and ``NAME.json``
+(metadata: emulated model and options, parameters and training bounds, energy-grid hash,
+instrument-response identity, architecture, training settings, validation error, and the
+SHA-256 of the ``.npz`` so that a mismatched pair is refused). No pickle anywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_write_bytes
+from .backend import to_numpy
+from .config import EnergyGrid
+from .errors import ConfigError, DataError
+from .schema import Context, from_dict, option, to_dict
+from .spectral_models import Parameter, SpectralModel, build_spectral_model, check_energy_edges, edges_digest
+
+__all__ = ["Surrogate", "DeviceSurrogate", "TrainingConfig", "train_surrogate", "train_from_config",
+           "save_surrogate", "load_surrogate", "response_identity", "load_training_config"]
+
+FORMAT = "xhsi-surrogate"
+FORMAT_VERSION = 1
+_FLOOR_RELATIVE = 1e-8
+
+
+# -- the trained emulator (host arrays) --------------------------------------------------
+@dataclass
+class Surrogate:
+    """A trained emulator: numpy float64 arrays and its metadata (see the module docstring).
+    ``weights[l]`` is (n_out_l, n_in_l), ``biases[l]`` (n_out_l,), ``components`` (k, n_out)."""
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    components: np.ndarray
+    mean: np.ndarray
+    coef_scale: float
+    lower: np.ndarray
+    upper: np.ndarray
+    floor: float
+    transform: str
+    energy_edges_kev: np.ndarray
+    metadata: dict = field(default_factory=dict)
+    output_edges_kev: np.ndarray | None = None
+    #: 1 where the network's input is ln θ (``lower``/``upper`` are then bounds of ln θ).
+    log_inputs: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.log_inputs is None:
+            self.log_inputs = np.zeros(self.lower.size)
+
+    @property
+    def parameters(self) -> tuple[Parameter, ...]:
+        return tuple(Parameter.from_dict(p) for p in self.metadata["parameters"])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.mean.size)
+
+    @property
+    def response(self) -> dict | None:
+        return self.metadata.get("response")
+
+    @property
+    def validation(self) -> dict:
+        return self.metadata.get("validation", {})
+
+
+class DeviceSurrogate:
+    """A :class:`Surrogate` on an array namespace and dtype: forward pass, vjp (manual
+    back-propagation) and jvp (forward-mode tangents), on parameters ``(n_params, N)``."""
+
+    def __init__(self, surrogate: Surrogate, xp, dtype):
+        self.xp, self.dtype = xp, dtype
+        put = lambda a: xp.asarray(np.asarray(a, dtype=np.float64), dtype=dtype)  # noqa: E731
+        self.weights = [put(w) for w in surrogate.weights]
+        self.biases = [put(b[:, None]) for b in surrogate.biases]
+        self.basis = put(surrogate.components.T * surrogate.coef_scale)  # (n_out, k)
+        self.mean = put(surrogate.mean[:, None])
+        self.lower = put(surrogate.lower[:, None])
+        self.inv_half_range = put(2.0 / (surrogate.upper - surrogate.lower)[:, None])
+        self.any_log = bool(np.any(surrogate.log_inputs))
+        self.log_inputs = xp.asarray(np.asarray(surrogate.log_inputs)[:, None] > 0)
+        self.floor = float(surrogate.floor)
+        self.log = surrogate.transform == "log"
+
+    def _inputs(self, theta):
+        if self.any_log:
+            safe = self.xp.where(self.log_inputs, theta, self.xp.ones_like(theta))
+            theta = self.xp.where(self.log_inputs, self.xp.log(safe), theta)
+        return (theta - self.lower) * self.inv_half_range - 1.0
+
+    def _input_rate(self, theta):
+        """du/dθ per parameter."""
+        if not self.any_log:
+            return self.inv_half_range
+        safe = self.xp.where(self.log_inputs, theta, self.xp.ones_like(theta))
+        return self.xp.where(self.log_inputs, 1.0 / safe, self.xp.ones_like(theta)) * self.inv_half_range
+
+    def _output(self, c):
+        y = self.xp.matmul(self.basis, c) + self.mean
+        return self.xp.exp(y) - self.floor if self.log else y
+
+    def evaluate(self, theta):
+        acts = mlp_forward(self.xp, self.weights, self.biases, self._inputs(theta))
+        return self._output(acts[-1])
+
+    def vjp(self, theta, cotangent):
+        xp = self.xp
+        acts = mlp_forward(xp, self.weights, self.biases, self._inputs(theta))
+        g = cotangent
+        if self.log:
+            g = g * xp.exp(xp.matmul(self.basis, acts[-1]) + self.mean)
+        g_c = xp.matmul(self.basis.T, g)
+        g_u, _ = mlp_backward(xp, self.weights, acts, g_c, weights_too=False)
+        return g_u * self._input_rate(theta)
+
+    def jvp(self, theta, tangent):
+        xp = self.xp
+        h, dh = self._inputs(theta), tangent * self._input_rate(theta)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            z, dz = xp.matmul(w, h) + b, xp.matmul(w, dh)
+            if i < last:
+                h = xp.tanh(z)
+                dh = (1.0 - h * h) * dz
+            else:
+                h, dh = z, dz
+        dy = xp.matmul(self.basis, dh)
+        if self.log:
+            dy = dy * xp.exp(xp.matmul(self.basis, h) + self.mean)
+        return dy
+
+
+def mlp_forward(xp, weights, biases, u) -> list:
+    """Activations [u, h_1, ..., c] of the tanh MLP for inputs ``u`` (n_in, N)."""
+    acts = [u]
+    h = u
+    last = len(weights) - 1
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        z = xp.matmul(w, h) + b
+        h = xp.tanh(z) if i < last else z
+        acts.append(h)
+    return acts
+
+
+def mlp_backward(xp, weights, acts, g_out, weights_too: bool = True):
+    """Back-propagate ``g_out`` (n_last, N) through the MLP: (g_inputs, [(dW, db) per layer])."""
+    g = g_out
+    grads = []
+    for i in range(len(weights) - 1, -1, -1):
+        if i < len(weights) - 1:
+            g = g * (1.0 - acts[i + 1] * acts[i + 1])
+        if weights_too:
+            grads.append((xp.matmul(g, acts[i].T), xp.sum(g, axis=1, keepdims=True)))
+        g = xp.matmul(weights[i].T, g)
+    return g, grads[::-1]
+
+
+# -- training config ---------------------------------------------------------------------
+@dataclass
+class TrainModelSection:
+    energy: EnergyGrid = option(doc="true-energy grid of the emulated model (linear bins)")
+
+
+@dataclass
+class TrainResponseSection:
+    instrument: str = option(doc="fold the spectra through this instrument (shipped name or TOML path)")
+    spectral_rebin: int = option(1, min=1, doc="channel = rebin x model energy bin, as in run configs")
+    effective_area: bool = option(True, doc="fold the bin-averaged effective area (cm^2) in as well")
+
+
+@dataclass
+class TrainSurrogateSection:
+    model: str = option(doc="spectral model to emulate: a registered name or a product such as \"absorption * thermal\"")
+    options: dict = option({}, doc="the emulated model's options (keyed by model name for a product)")
+    bounds: dict = option({}, doc="training range per parameter, e.g. {z = [-0.01, 0.01]}; default: the model's bounds")
+    log_parameters: list[str] = option([], doc="parameters sampled log-uniformly and fed to the network as ln θ "
+                                               "(positive ranges spanning decades, e.g. kT)")
+    n_samples: int = option(4000, min=20, unit="spectra", doc="sampled spectra, training + validation")
+    validation_fraction: float = option(0.2, min=0.01, max=0.9, doc="share of the samples held out for validation")
+    n_components: int = option(12, min=1, doc="principal components kept")
+    hidden: list[int] = option([64, 64], min=1, doc="units of each hidden tanh layer")
+    epochs: int = option(300, min=0, unit="passes")
+    batch_size: int = option(128, min=1, unit="spectra")
+    learning_rate: float = option(3e-3, min=0.0, exclusive_min=True, doc="initial Adam step (cosine decay to 1 %)")
+    transform: str = option("log", choices=("log", "linear"), doc="emulate log spectra (relative accuracy) or spectra")
+    seed: int = option(0, min=0)
+    backend: str = option("numpy", choices=("numpy", "cupy"), doc="array library used for training")
+
+
+@dataclass
+class TrainingConfig:
+    model: TrainModelSection = option(doc="the true-energy grid")
+    surrogate: TrainSurrogateSection = option(doc="what to emulate and how to train")
+    response: TrainResponseSection | None = option(None, doc="fold through an instrument response (optional)")
+    _source: Path | None = field(default=None, repr=False, compare=False)
+
+
+def load_training_config(path: str | Path) -> TrainingConfig:
+    """Read and validate a ``train-model`` TOML."""
+    from .tomlio import load_toml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such training config.")
+    cfg = from_dict(TrainingConfig, load_toml(path), Context(file=str(path), base_dir=path.parent))
+    cfg._source = path
+    return cfg
+
+
+# -- the instrument response a surrogate may be folded through ---------------------------
+def _folding(response: TrainResponseSection | None, edges: np.ndarray):
+    """(matrix (n_e, n_out) host, output edges, identity) for a [response] section, or Nones."""
+    if response is None:
+        return None, None, None
+    return response_identity(response.instrument, edges, response.spectral_rebin, response.effective_area,
+                             with_matrix=True)
+
+
+def response_identity(instrument, energy_edges_kev, spectral_rebin: int = 1, effective_area: bool = True,
+                      with_matrix: bool = False):
+    """The identity of an instrument response on a model grid, as stored with a folded
+    surrogate: instrument name, rebinning, whether the area is folded in, and hashes of the
+    channel edges and of the folding matrix (n_e, n_chan) = diag(area) · R. A problem that
+    uses a folded surrogate computes this for its own response and passes it to
+    ``SpectralModel.check_response``. With ``with_matrix``: (matrix, channel edges, identity)."""
+    import scipy.sparse as sp
+
+    from .instruments import load_instrument
+
+    inst = load_instrument(instrument)
+    edges = check_energy_edges(energy_edges_kev)
+    matrix = inst.redistribution(edges, spectral_rebin)
+    matrix = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix, dtype=np.float64)
+    if effective_area:
+        matrix = inst.mean_effective_area(edges)[:, None] * matrix
+    channels = np.asarray(inst.detector_channels(edges, spectral_rebin), dtype=np.float64)
+    identity = {"instrument": inst.name, "spectral_rebin": int(spectral_rebin), "effective_area": bool(effective_area),
+                "channel_edges_sha256": edges_digest(channels),
+                "matrix_sha256": hashlib.sha256(np.ascontiguousarray(matrix).tobytes()).hexdigest()[:16]}
+    return (matrix, channels, identity) if with_matrix else identity
+
+
+# -- training ----------------------------------------------------------------------------
+def _training_bounds(model: SpectralModel, bounds: dict) -> tuple[np.ndarray, np.ndarray]:
+    unknown = [k for k in bounds if k not in model.parameter_names]
+    if unknown:
+        from .errors import did_you_mean
+
+        raise ConfigError(f"surrogate.bounds: `{unknown[0]}` is not a parameter of `{model.name}`"
+                          f"{did_you_mean(unknown[0], model.parameter_names)}; parameters: "
+                          f"{', '.join(model.parameter_names)}.")
+    lo = np.array([p.bounds[0] for p in model.parameters])
+    hi = np.array([p.bounds[1] for p in model.parameters])
+    for k, p in enumerate(model.parameters):
+        if p.name in bounds:
+            pair = bounds[p.name]
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)):
+                raise ConfigError(f"surrogate.bounds.{p.name}: expected [lower, upper], got {pair!r}.")
+            a, b = float(pair[0]), float(pair[1])
+            if not (p.bounds[0] <= a < b <= p.bounds[1]):
+                raise ConfigError(f"surrogate.bounds.{p.name}: [{a}, {b}] must be increasing and inside the "
+                                  f"model's bounds {list(p.bounds)} ({p.unit or 'dimensionless'}).")
+            lo[k], hi[k] = a, b
+    return lo, hi
+
+
+def _sample(lo: np.ndarray, hi: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_params, n) Latin-hypercube samples inside [lo, hi]."""
+    from scipy.stats import qmc
+
+    unit = qmc.LatinHypercube(d=lo.size, seed=rng).random(n)
+    return (lo[:, None] + (hi - lo)[:, None] * unit.T).astype(np.float64)
+
+
+def _evaluate_batched(model: SpectralModel, theta: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """(n_e, n) host spectra of ``model`` (set up on numpy float64) for host parameters."""
+    parts = [to_numpy(model.evaluate(model.xp.asarray(theta[:, i:i + chunk]))) for i in range(0, theta.shape[1], chunk)]
+    return np.concatenate(parts, axis=1)
+
+
+def _relative_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """‖pred - true‖₂ / ‖true‖₂ per spectrum (columns)."""
+    return np.linalg.norm(pred - true, axis=0) / np.maximum(np.linalg.norm(true, axis=0), 1e-300)
+
+
+def _summary(errors: np.ndarray) -> dict:
+    return {"median": float(np.median(errors)), "p95": float(np.quantile(errors, 0.95)), "max": float(np.max(errors))}
+
+
+def train_surrogate(model: SpectralModel, settings: TrainSurrogateSection, *, fold: np.ndarray | None = None,
+                    output_edges_kev: np.ndarray | None = None, response: dict | None = None,
+                    model_options: Any = None, log=None) -> Surrogate:
+    """Train an emulator of ``model`` (set up on its true-energy grid, numpy float64).
+
+    ``fold`` (n_e, n_out), when given, is applied to every sampled spectrum first (an
+    instrument response; ``response`` its identity, ``output_edges_kev`` the channel edges).
+    ``log`` (a callable taking a string) receives progress lines. The validation error
+    (relative L2 error per spectrum: median, 95th percentile, max; and the same for the PCA
+    truncation alone) is stored in ``metadata["validation"]``."""
+    from .backend import Backend
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(settings.seed)
+    lo, hi = _training_bounds(model, settings.bounds)
+    n = int(settings.n_samples)
+    n_val = max(1, int(round(settings.validation_fraction * n)))
+    if n - n_val < 2:
+        raise ConfigError("surrogate.n_samples is too small for the validation split; raise it.")
+    unknown = [name for name in settings.log_parameters if name not in model.parameter_names]
+    if unknown:
+        raise ConfigError(f"surrogate.log_parameters: `{unknown[0]}` is not a parameter of `{model.name}`; "
+                          f"parameters: {', '.join(model.parameter_names)}.")
+    log_inputs = np.array([float(name in settings.log_parameters) for name in model.parameter_names])
+    if np.any((log_inputs > 0) & (lo <= 0)):
+        bad = [name for name, flag, a in zip(model.parameter_names, log_inputs, lo) if flag and a <= 0]
+        raise ConfigError(f"surrogate.log_parameters: `{bad[0]}` has a training range reaching {lo[model.parameter_names.index(bad[0])]}"
+                          " <= 0; set surrogate.bounds for it above 0.")
+    glo = np.where(log_inputs > 0, np.log(np.where(log_inputs > 0, lo, 1.0)), lo)
+    ghi = np.where(log_inputs > 0, np.log(np.where(log_inputs > 0, hi, 1.0)), hi)
+    sample = _sample(glo, ghi, n, rng)
+    theta = np.where(log_inputs[:, None] > 0, np.exp(sample), sample)
+    theta = np.clip(theta, lo[:, None], hi[:, None])  # exp(ln x) may round past a bound
+    spectra = _evaluate_batched(model, theta)
+    if fold is not None:
+        spectra = fold.T @ spectra
+    if not np.all(np.isfinite(spectra)):
+        raise DataError(f"the spectral model `{model.name}` returned non-finite values inside the training bounds "
+                        f"{dict(zip(model.parameter_names, zip(lo.tolist(), hi.tolist())))}; narrow surrogate.bounds.")
+    if settings.transform == "log":
+        if np.any(spectra < 0):
+            raise DataError(f"`{model.name}` has negative values: use transform = \"linear\".")
+        floor = _FLOOR_RELATIVE * float(np.max(spectra))
+        y = np.log(spectra + floor)
+    else:
+        floor = 0.0
+        y = spectra
+    order = rng.permutation(n)
+    val, tr = order[:n_val], order[n_val:]
+    mean = y[:, tr].mean(axis=1)
+    _, sing, vt = np.linalg.svd((y[:, tr] - mean[:, None]).T, full_matrices=False)
+    k = min(int(settings.n_components), vt.shape[0])
+    components = vt[:k]
+    coeffs = components @ (y - mean[:, None])  # (k, n)
+    scale = float(np.std(coeffs[0, tr])) or 1.0
+    targets = coeffs / scale
+    # Training arrays on the chosen backend.
+    be = Backend(settings.backend, "float64", seed=settings.seed)
+    xp = be.xp
+    sizes = [lo.size, *[int(h) for h in settings.hidden], k]
+    weights, biases = [], []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        limit = math.sqrt(6.0 / (a + b))
+        weights.append(be.asarray(rng.uniform(-limit, limit, (b, a))))
+        biases.append(be.zeros((b, 1)))
+    params = weights + biases
+    m = [xp.zeros_like(p) for p in params]
+    v = [xp.zeros_like(p) for p in params]
+    u_all = be.asarray(2.0 * (sample - glo[:, None]) / (ghi - glo)[:, None] - 1.0)
+    t_all = be.asarray(targets)
+    n_tr = tr.size
+    batch = min(int(settings.batch_size), n_tr)
+    steps_per_epoch = max(1, n_tr // batch)
+    total_steps = max(1, settings.epochs * steps_per_epoch)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    step = 0
+    for epoch in range(settings.epochs):
+        perm = tr[rng.permutation(n_tr)]
+        for s in range(steps_per_epoch):
+            idx = be.asarray(perm[s * batch:(s + 1) * batch], dtype=xp.int64)
+            u, t = xp.take(u_all, idx, axis=1), xp.take(t_all, idx, axis=1)
+            acts = mlp_forward(xp, weights, biases, u)
+            g_out = (2.0 / batch) * (acts[-1] - t)
+            _, grads = mlp_backward(xp, weights, acts, g_out)
+            flat = [g for g, _ in grads] + [gb for _, gb in grads]
+            step += 1
+            lr = settings.learning_rate * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * (step - 1) / total_steps)))
+            corr1, corr2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+            for i, g in enumerate(flat):
+                m[i] = beta1 * m[i] + (1.0 - beta1) * g
+                v[i] = beta2 * v[i] + (1.0 - beta2) * (g * g)
+                params[i] = params[i] - (lr / corr1) * m[i] / (xp.sqrt(v[i] / corr2) + eps)
+            weights, biases = params[:len(weights)], params[len(weights):]
+        if log is not None and (epoch + 1) % max(1, settings.epochs // 10) == 0:
+            acts = mlp_forward(xp, weights, biases, u_all)
+            loss = float(xp.mean((acts[-1] - t_all) ** 2))
+            log(f"epoch {epoch + 1}/{settings.epochs}: mean squared coefficient error {loss:.3g}")
+    surrogate = Surrogate(
+        weights=[np.asarray(to_numpy(w), dtype=np.float64) for w in weights],
+        biases=[np.asarray(to_numpy(b), dtype=np.float64)[:, 0] for b in biases],
+        components=components, mean=mean, coef_scale=scale, lower=glo, upper=ghi, floor=floor,
+        transform=settings.transform, energy_edges_kev=model.energy_edges_kev, output_edges_kev=output_edges_kev,
+        log_inputs=log_inputs)
+    # Validation in the output space, for the network and for the PCA truncation alone.
+    dev = DeviceSurrogate(surrogate, np_namespace(), np.float64)
+    pred = to_numpy(dev.evaluate(theta[:, val]))
+    recon = mean[:, None] + components.T @ coeffs[:, val]
+    recon = np.exp(recon) - floor if settings.transform == "log" else recon
+    truth = spectra[:, val]
+    params_meta = [dict(p.to_dict(), bounds=[float(lo[i]), float(hi[i])],
+                        default=float(min(max(p.default, lo[i]), hi[i])))
+                   for i, p in enumerate(model.parameters)]
+    from . import __version__
+
+    surrogate.metadata = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "xhsi_version": __version__,
+        "emulated_model": model.name, "model_options": to_dict(model_options) if model_options is not None else {},
+        "additive": bool(model.additive), "parameters": params_meta,
+        "energy_grid": {"n_e": int(model.n_e), "min_kev": float(model.energy_edges_kev[0]),
+                        "max_kev": float(model.energy_edges_kev[-1]),
+                        "sha256": edges_digest(model.energy_edges_kev)},
+        "response": response, "n_out": int(mean.size),
+        "architecture": {"transform": settings.transform, "n_components": int(k), "hidden": list(sizes[1:-1]),
+                         "activation": "tanh", "explained_variance": float((sing[:k] ** 2).sum() / (sing ** 2).sum())},
+        "training": {"n_samples": n, "n_validation": int(n_val), "epochs": int(settings.epochs),
+                     "batch_size": int(batch), "learning_rate": float(settings.learning_rate),
+                     "seed": int(settings.seed), "backend": settings.backend,
+                     "sampling": "latin hypercube" + (f" (log-uniform in {', '.join(settings.log_parameters)})"
+                                                      if settings.log_parameters else ""),
+                     "seconds": round(time.perf_counter() - t0, 3)},
+        "validation": {"metric": "relative L2 error per spectrum", "network": _summary(_relative_errors(pred, truth)),
+                       "pca_only": _summary(_relative_errors(recon, truth))},
+    }
+    return surrogate
+
+
+def np_namespace():
+    import array_api_compat.numpy as xp
+
+    return xp
+
+
+def train_from_config(path: str | Path, out: str | Path, log=None) -> Surrogate:
+    """``xhsi train-model CONFIG --out FILE.npz``: train, save, return the surrogate."""
+    cfg = load_training_config(path)
+    s = cfg.surrogate
+    where = f"{path}: `surrogate.model`"
+    model = build_spectral_model(s.model, s.options, where=where)
+    grid = cfg.model.energy
+    edges = np.linspace(grid.min_kev, grid.max_kev, grid.bins + 1)
+    model.setup(edges, np_namespace(), np.float64)
+    fold, channels, identity = _folding(cfg.response, edges)
+    surrogate = train_surrogate(model, s, fold=fold, output_edges_kev=channels, response=identity,
+                                model_options=s.options, log=log)
+    save_surrogate(surrogate, out)
+    return surrogate
+
+
+# -- files -------------------------------------------------------------------------------
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    if path.suffix not in (".npz", ".json"):
+        raise ConfigError(f"{path}: a surrogate is a pair NAME.npz + NAME.json; give the .npz path.")
+    return path.with_suffix(".npz"), path.with_suffix(".json")
+
+
+def save_surrogate(surrogate: Surrogate, path: str | Path) -> Path:
+    """Write ``NAME.npz`` (arrays) and ``NAME.json`` (metadata with the npz's SHA-256),
+    each atomically. Returns the .npz path."""
+    npz_path, json_path = _paths(path)
+    arrays = {"components": surrogate.components, "mean": surrogate.mean, "lower": surrogate.lower,
+              "upper": surrogate.upper, "energy_edges_kev": surrogate.energy_edges_kev,
+              "coef_scale": np.asarray(surrogate.coef_scale), "floor": np.asarray(surrogate.floor),
+              "log_inputs": surrogate.log_inputs}
+    if surrogate.output_edges_kev is not None:
+        arrays["output_edges_kev"] = surrogate.output_edges_kev
+    for i, (w, b) in enumerate(zip(surrogate.weights, surrogate.biases)):
+        arrays[f"weight_{i}"], arrays[f"bias_{i}"] = w, b
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(a, dtype=np.float64) for k, a in arrays.items()})
+    data = buffer.getvalue()
+    meta = dict(surrogate.metadata, transform=surrogate.transform, n_layers=len(surrogate.weights),
+                npz_sha256=hashlib.sha256(data).hexdigest())
+    atomic_write_bytes(npz_path, data)
+    atomic_write_bytes(json_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    return npz_path
+
+
+def load_surrogate(path: str | Path) -> Surrogate:
+    """Read a surrogate pair (give either file); DataError for a missing, altered or
+    mismatched pair, or for a file of another format."""
+    npz_path, json_path = _paths(path)
+    for p in (npz_path, json_path):
+        if not p.is_file():
+            raise DataError(f"{p}: no such file; a surrogate is the pair {npz_path.name} + {json_path.name} "
+                            "written by `xhsi train-model`.")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{json_path}: not valid JSON ({exc}).") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{json_path}: not an xhsi surrogate (format {meta.get('format') if isinstance(meta, dict) else None!r}).")
+    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+        raise DataError(f"{json_path}: surrogate format {meta.get('format_version')} is newer than this xhsi reads "
+                        f"({FORMAT_VERSION}); upgrade xhsi.")
+    data = npz_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
+        raise DataError(f"{npz_path} does not match {json_path.name} (SHA-256 differs): the pair was mixed up or one "
+                        "file was changed. Retrain or restore both files.")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        n_layers = int(meta["n_layers"])
+        return Surrogate(
+            weights=[arrays[f"weight_{i}"] for i in range(n_layers)],
+            biases=[arrays[f"bias_{i}"] for i in range(n_layers)],
+            components=arrays["components"], mean=arrays["mean"], coef_scale=float(arrays["coef_scale"]),
+            lower=arrays["lower"], upper=arrays["upper"], floor=float(arrays["floor"]), transform=meta["transform"],
+            energy_edges_kev=arrays["energy_edges_kev"], metadata=meta,
+            output_edges_kev=arrays.get("output_edges_kev"), log_inputs=arrays.get("log_inputs"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{npz_path}: incomplete surrogate ({type(exc).__name__}: {exc}).") from None
