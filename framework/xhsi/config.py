@@ -120,6 +120,7 @@ class Config:
     run: RunSection = option(RunSection())
     model: ModelSection | None = option(None)
     observations: list[ObservationSection] = option([])
+    problem: dict = option({}, doc="options of the [run] problem plugin (e.g. pixelfit's bin)")
     regularizers: list[RegularizerSection] = option([])
     components: list[ComponentSection] = option([])
     solver: SolverSection = option(SolverSection())
@@ -174,6 +175,8 @@ def validate_plugins(cfg: Config, ctx: Context) -> None:
             plugins.get(kind, getattr(cfg.run, key))
         except PluginError as exc:
             raise ctx.error(f"run.{key}", str(exc)) from None
+    if isinstance(cfg.problem, dict):
+        cfg.problem = from_dict(options_schema(plugins.get("problem", cfg.run.problem)), cfg.problem, ctx, "problem")
     for path, kind, key, section in _plugin_tables(cfg):
         try:
             cls = plugins.get(kind, getattr(section, key))

@@ -138,9 +138,11 @@ class Poisson(Likelihood):
     @dataclass
     class Options:
         model_floor: float = option(
-            1e-10, unit="counts", min=0.0, exclusive_min=True,
-            doc="expected counts per voxel below which log(m) is linearised; far below one photon, "
-                "so it never changes a physical fit, and 1/floor = 1e10 stays finite in float32",
+            1e-3, unit="counts", min=0.0, exclusive_min=True,
+            doc="expected counts per voxel below which log(m) is linearised. A voxel holding counts "
+                "whose model is below 1e-3 counts is a 1-in-1000 event, so no physical fit sits there; "
+                "the floor bounds the curvature y/m² by y·1e6, which keeps backtracking (FISTA, PALM) "
+                "finite when a step drives a model to zero (1e-10 needed steps of 1e-20)",
         )
 
     def _floored(self, model, xp):

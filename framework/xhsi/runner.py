@@ -18,9 +18,10 @@ import numpy as np
 
 from . import plugins
 from .backend import Backend, to_numpy
-from .config import Config
+from .config import Config, options_schema
 from .errors import DataError, Interrupted, XhsiError
 from .problems.base import ObservationData
+from .schema import NoOptions
 from .results import Result, atomic_write_text, check_output_folder, write_history, write_json
 
 SKY_UNIT = "photon / (s cm2)"  # per true-energy bin and sky pixel
@@ -184,8 +185,10 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
     regularizers = [plugins.get("regularizer", r.name)(r.options, weight=r.weight) for r in cfg.regularizers]
     problem_cls = plugins.get("problem", cfg.run.problem)
     pm = plugins.get_plugin_manager()
+    # A problem that declares options gets the validated [problem] table.
+    extra = {} if options_schema(problem_cls) is NoOptions else {"options": cfg.problem}
     problem = problem_cls(cfg, prep.backend, prep.grid, prep.observations, regularizers,
-                          plugins.get("likelihood", cfg.run.likelihood), pm=pm)
+                          plugins.get("likelihood", cfg.run.likelihood), pm=pm, **extra)
     solver = plugins.get("solver", cfg.solver.name).from_config(cfg.solver)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,9 @@ The log transform makes relative errors uniform across bins whose fluxes differ 
 trained by Adam (Kingma & Ba 2015, ICLR, arXiv:1412.6980) on the mean squared error of the
 scaled coefficients — proportional to the squared error of y since V is orthonormal — with
 a cosine learning-rate decay (Loshchilov & Hutter 2017, ICLR, arXiv:1608.03983) to 1 % of
-the initial rate; Glorot-uniform initialisation (Glorot & Bengio 2010, AISTATS). Training
+the initial rate; Glorot-uniform initialisation (Glorot & Bengio 2010, AISTATS); after
+Adam, the linear output layer is refitted by least squares on the learnt hidden features
+(its exact optimum given them, a standard last step for small regression networks). Training
 samples are a Latin hypercube over the bounds (McKay, Beckman & Conover 1979,
 Technometrics 21, 239); a held-out fraction measures the validation error.
 
@@ -298,11 +300,12 @@ def _training_bounds(model: SpectralModel, bounds: dict) -> tuple[np.ndarray, np
 
 
 def _sample(lo: np.ndarray, hi: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_params, n) Latin-hypercube samples inside [lo, hi]."""
-    from scipy.stats import qmc
-
-    unit = qmc.LatinHypercube(d=lo.size, seed=rng).random(n)
-    return (lo[:, None] + (hi - lo)[:, None] * unit.T).astype(np.float64)
+    """(n_params, n) Latin-hypercube samples inside [lo, hi]: each parameter's range cut in
+    n equal strata, one sample drawn uniformly in each, strata shuffled independently per
+    parameter (McKay et al. 1979)."""
+    strata = np.argsort(rng.random((lo.size, n)), axis=1)
+    unit = (strata + rng.random((lo.size, n))) / n
+    return lo[:, None] + (hi - lo)[:, None] * unit
 
 
 def _evaluate_batched(model: SpectralModel, theta: np.ndarray, chunk: int = 2048) -> np.ndarray:
@@ -346,8 +349,9 @@ def train_surrogate(model: SpectralModel, settings: TrainSurrogateSection, *, fo
     log_inputs = np.array([float(name in settings.log_parameters) for name in model.parameter_names])
     if np.any((log_inputs > 0) & (lo <= 0)):
         bad = [name for name, flag, a in zip(model.parameter_names, log_inputs, lo) if flag and a <= 0]
-        raise ConfigError(f"surrogate.log_parameters: `{bad[0]}` has a training range reaching {lo[model.parameter_names.index(bad[0])]}"
-                          " <= 0; set surrogate.bounds for it above 0.")
+        reach = lo[model.parameter_names.index(bad[0])]
+        raise ConfigError(f"surrogate.log_parameters: `{bad[0]}` has a training range reaching {reach} <= 0; "
+                          "set surrogate.bounds for it above 0.")
     glo = np.where(log_inputs > 0, np.log(np.where(log_inputs > 0, lo, 1.0)), lo)
     ghi = np.where(log_inputs > 0, np.log(np.where(log_inputs > 0, hi, 1.0)), hi)
     sample = _sample(glo, ghi, n, rng)
@@ -417,6 +421,8 @@ def train_surrogate(model: SpectralModel, settings: TrainSurrogateSection, *, fo
             acts = mlp_forward(xp, weights, biases, u_all)
             loss = float(xp.mean((acts[-1] - t_all) ** 2))
             log(f"epoch {epoch + 1}/{settings.epochs}: mean squared coefficient error {loss:.3g}")
+    weights, biases = _refit_output_layer(xp, weights, biases, xp.take(u_all, be.asarray(tr, dtype=xp.int64), axis=1),
+                                          xp.take(t_all, be.asarray(tr, dtype=xp.int64), axis=1))
     surrogate = Surrogate(
         weights=[np.asarray(to_numpy(w), dtype=np.float64) for w in weights],
         biases=[np.asarray(to_numpy(b), dtype=np.float64)[:, 0] for b in biases],
@@ -454,6 +460,27 @@ def train_surrogate(model: SpectralModel, settings: TrainSurrogateSection, *, fo
                        "pca_only": _summary(_relative_errors(recon, truth))},
     }
     return surrogate
+
+
+def _refit_output_layer(xp, weights, biases, u, targets, ridge: float = 1e-10):
+    """Replace the last (linear) layer by the least-squares fit of the targets on the last
+    hidden activations of the training set (ridge-regularised normal equations, relative
+    ridge 1e-10 of the mean feature energy): the output layer's optimum given the features
+    Adam has learnt, which removes most of the residual optimisation error cheaply."""
+    if len(weights) < 2:
+        return weights, biases
+    h = mlp_forward(xp, weights, biases, u)[-2]
+    feats = xp.concat([h, xp.ones((1, h.shape[1]), dtype=h.dtype)], axis=0)  # (n_h + 1, N)
+    gram = to_numpy(xp.matmul(feats, feats.T))
+    rhs = to_numpy(xp.matmul(targets, feats.T))  # (k, n_h + 1)
+    lam = ridge * float(np.trace(gram)) / gram.shape[0]
+    try:
+        sol = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), rhs.T).T
+    except np.linalg.LinAlgError:
+        return weights, biases
+    new_w = xp.asarray(sol[:, :-1], dtype=weights[-1].dtype)
+    new_b = xp.asarray(sol[:, -1:], dtype=biases[-1].dtype)
+    return weights[:-1] + [new_w], biases[:-1] + [new_b]
 
 
 def np_namespace():
@@ -521,7 +548,8 @@ def load_surrogate(path: str | Path) -> Surrogate:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{json_path}: not valid JSON ({exc}).") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataError(f"{json_path}: not an xhsi surrogate (format {meta.get('format') if isinstance(meta, dict) else None!r}).")
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise DataError(f"{json_path}: not an xhsi surrogate (format {found!r}).")
     if int(meta.get("format_version", -1)) > FORMAT_VERSION:
         raise DataError(f"{json_path}: surrogate format {meta.get('format_version')} is newer than this xhsi reads "
                         f"({FORMAT_VERSION}); upgrade xhsi.")

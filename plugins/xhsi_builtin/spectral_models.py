@@ -39,7 +39,8 @@ class PowerLaw(SpectralModel):
 class ThermalOptions:
     fit_abundance: bool = option(True, doc="abundance is a parameter; false: held at `abundance`")
     abundance: float = option(1.0, min=0.0, unit="solar", doc="line abundance when not fitted")
-    sigma_v_kms: float = option(0.0, min=0.0, unit="km/s", doc="turbulent velocity dispersion added to thermal line broadening")
+    sigma_v_kms: float = option(0.0, min=0.0, unit="km/s",
+                                doc="turbulent velocity dispersion added to thermal line broadening")
 
 
 class Thermal(SpectralModel):
@@ -147,7 +148,8 @@ def read_table_model(path: str | Path) -> OgipTable:
         values = [np.asarray(raw_values[k], dtype=np.float64)[:numbvals[k]] for k in range(n_int)]
         initial = [float(v) for v in column(par, "INITIAL", path)][:n_int]
         frozen = [float(v) < 0 for v in column(par, "DELTA", path)][:n_int]
-        hard = list(zip((float(v) for v in column(par, "MINIMUM", path)), (float(v) for v in column(par, "MAXIMUM", path))))[:n_int]
+        hard = list(zip((float(v) for v in column(par, "MINIMUM", path)),
+                        (float(v) for v in column(par, "MAXIMUM", path))))[:n_int]
         ene = find_hdu(hdul, ("ENERGIES",), path, what)
         lo = np.asarray(column(ene, "ENERG_LO", path), dtype=np.float64)
         hi = np.asarray(column(ene, "ENERG_HI", path), dtype=np.float64)
@@ -236,8 +238,9 @@ class TableModel(SpectralModel):
         tol = 1e-6 * te[-1]
         if e[0] < te[0] - tol or e[-1] > te[-1] + tol:
             where = f"{t.path}" if t.path else "the table"
-            raise DataError(f"{where} covers {te[0]:.6g}–{te[-1]:.6g} keV, but the model grid spans {e[0]:.6g}–{e[-1]:.6g} "
-                            "keV: make the model energy grid fit inside the table's energies, or use a table that covers it.")
+            raise DataError(f"{where} covers {te[0]:.6g}–{te[-1]:.6g} keV, but the model grid spans "
+                            f"{e[0]:.6g}–{e[-1]:.6g} keV: make the model energy grid fit inside the table's energies, "
+                            "or use a table that covers it.")
         weights = overlap_matrix(te, e).toarray() / np.diff(te)[None, :]  # (n_e, n_table_e)
         n_grid = int(np.prod([v.size for v in t.values]))
         rebinned = t.spectra.reshape(n_grid, -1) @ weights.T  # (n_grid, n_e)
@@ -443,7 +446,8 @@ def _example_surrogate():
 
     model = Product([Absorption(), PowerLaw()]).setup(_EXAMPLE_EDGES)
     settings = TrainSurrogateSection(model="absorption * powerlaw", n_samples=200, n_components=4, hidden=[8],
-                                     epochs=20, batch_size=50, bounds={"nh": [0.0, 2.0], "index": [1.0, 3.0]})
+                                     epochs=20, batch_size=50, bounds={"nh": [0.05, 2.0], "index": [1.0, 3.0]},
+                                     log_parameters=["nh"])
     return train_surrogate(model, settings)
 
 

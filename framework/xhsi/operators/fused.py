@@ -25,6 +25,7 @@ ones), which is what makes the separated transforms cheaper than ``rfftn`` with 
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -76,7 +77,7 @@ class BlurRebin(LinearOperator):
     name = "blur_rebin"
 
     def __init__(self, psf, shape: Sequence[int], factor: int | Sequence[int] = 1, boundary: str = "zero",
-                 response=None):
+                 response=None, method: str = "auto"):
         shape = _shape(shape)
         if boundary not in BOUNDARIES:
             raise ConfigError(f"BlurRebin: boundary must be one of {', '.join(BOUNDARIES)}, got `{boundary}`.")
@@ -110,10 +111,45 @@ class BlurRebin(LinearOperator):
             self._hold_response(xp, response)
         super().__init__(shape, (n_out, ny // fy, nx // fx))
         self.xp, self.dtype, self.boundary, self.psf_shape = xp, psf.dtype, boundary, psf_shape
+        self.psf = psf  # kept for the low-rank variant (xhsi.operators.lowrank)
         self._fft = fft_namespace(xp)
         self._grid = (_grid_length(ny, ky // 2, fy, boundary), _grid_length(nx, kx // 2, fx, boundary))
-        n1, n2 = self._grid
-        nd = len(psf_shape)
+        if method not in METHODS:
+            raise ConfigError(f"BlurRebin: method must be one of {', '.join(METHODS)}, got `{method}`.")
+        factors = _separable_factors(psf, psf.dtype) if method != "fourier" else None
+        self.rank = None if factors is None else int(factors[0].shape[1])
+        if factors is not None and (method == "separable" or self._separable_is_cheaper()):
+            self.method = "separable"
+            self._hold_separable(xp, *factors)
+        else:
+            self.method = "fourier"
+            self._hold_fourier(xp, psf)
+
+    def _separable_is_cheaper(self) -> bool:
+        """Flop estimates per slice: the 2·rank small matrix products vs a forward and an
+        inverse real FFT (≈ 2.5·N·log2 N each; Cooley & Tukey 1965)."""
+        (ny, nx), (my, mx), r = self.shape_in[1:], self.shape_out[1:], self.rank
+        n = self._grid[0] * self._grid[1]
+        return 2 * r * (ny * nx * mx + ny * mx * my) < 5 * n * math.log2(n)
+
+    def _hold_separable(self, xp, u, v) -> None:
+        """psf = Σ_t u_t ⊗ v_t: along each axis the blur, box sum, decimation and boundary of
+        every term as one (coarse × fine) matrix, ``y = Σ_t B_y,t · x · B_x,tᵀ`` per slice,
+        held concatenated over t: B_y as (my, r·ny), B_x as (r·mx, nx) (per plane for a
+        stack), so a product is two matrix multiplications."""
+        (ny, nx), (my, mx), (fy, fx) = self.shape_in[1:], self.shape_out[1:], self.factor
+        planes, r = u.shape[:2]
+        by = _axis_matrix(u.reshape(planes * r, -1), ny, fy, self.boundary).reshape(planes, r, my, ny)
+        bx = _axis_matrix(v.reshape(planes * r, -1), nx, fx, self.boundary).reshape(planes, r * mx, nx)
+        by = np.transpose(by, (0, 2, 1, 3)).reshape(planes, my, r * ny)
+        if len(self.psf_shape) == 2:
+            by, bx = by[0], bx[0]
+        self._by = PerDtype.of(xp, xp.asarray(by, dtype=self.dtype))
+        self._bx = PerDtype.of(xp, xp.asarray(bx, dtype=self.dtype))
+
+    def _hold_fourier(self, xp, psf) -> None:
+        (n1, n2), (fy, fx), nd = self._grid, self.factor, psf.ndim
+        ky, kx = self.psf_shape[-2:]
         # Kernel = box ⊛ psf; the box sums s[i] = Σ_{a<f} c[i + a] (offsets −(f−1)..0, so
         # its centre is its last sample) and every kept output reads only the first ny rows.
         kernel = self._fft.rfftn(wrap_kernel(xp, wrap_kernel(xp, psf, nd - 2, n1, ky // 2), nd - 1, n2, kx // 2),
@@ -163,42 +199,117 @@ class BlurRebin(LinearOperator):
         out = xp.astype(re, cdtype) + xp.astype(im, cdtype) * xp.asarray(1j, dtype=cdtype)
         return xp.reshape(out, (n_out,) + rest)
 
+    # -- the passes shared with the low-rank variant (xhsi.operators.lowrank) ------------
+    def _spectrum(self, x):
+        """Input slices → spectra on the fine grid (n, N1, N2 // 2 + 1). The x transform
+        runs on the ny input rows only, the y transform pads them to N1."""
+        spectrum = self._fft.rfft(x, n=self._grid[1], axis=-1)
+        return self._fft.fftn(spectrum, s=(self._grid[0],), axes=(-2,))
+
+    def _alias(self, spectrum):
+        """Fine → coarse spectrum along y: Σ_q S[k + q·N1/fy] (the 1/fy is in the kernel)."""
+        fy = self.factor[0]
+        if fy == 1:
+            return spectrum
+        n, n1, n2h = spectrum.shape
+        return self.xp.sum(self.xp.reshape(spectrum, (n, fy, n1 // fy, n2h)), axis=1)
+
+    def _image(self, spectrum):
+        """Coarse spectra (n_out, N1/fy, N2 // 2 + 1) → output images (n_out, my, mx):
+        inverse along y on the coarse grid, keep my rows, inverse along x, every fx-th."""
+        (n1, n2), (fy, fx) = self._grid, self.factor
+        rows = self._fft.ifftn(spectrum, s=(n1 // fy,), axes=(-2,))[:, :self.shape_out[1], :]
+        return self._fft.irfft(rows, n=n2, axis=-1)[:, :, :self.shape_in[2]:fx]
+
+    def _image_adjoint(self, y):
+        """Transpose of ``_image``: zero insertion along x, transforms on the coarse grid."""
+        xp, (n1, n2), (fy, fx) = self.xp, self._grid, self.factor
+        n_out, my, mx = y.shape
+        if fx > 1:
+            zeros = xp.zeros((n_out, my, mx, fx - 1), dtype=y.dtype)
+            y = xp.reshape(xp.concat([xp.reshape(y, (n_out, my, mx, 1)), zeros], axis=-1), (n_out, my, mx * fx))
+        spectrum = self._fft.rfft(y, n=n2, axis=-1)
+        return self._fft.fftn(spectrum, s=(n1 // fy,), axes=(-2,))
+
+    def _tile(self, spectrum):
+        """Transpose of ``_alias``: the coarse spectrum repeated fy times along y."""
+        fy = self.factor[0]
+        return spectrum if fy == 1 else self.xp.concat([spectrum] * fy, axis=-2)
+
+    def _spectrum_adjoint(self, spectrum):
+        """Transpose of ``_spectrum`` followed by the crop to the input rows and columns."""
+        ny, nx = self.shape_in[1:]
+        rows = self._fft.ifftn(spectrum, s=(self._grid[0],), axes=(-2,))[:, :ny, :]
+        return self._fft.irfft(rows, n=self._grid[1], axis=-1)[:, :, :nx]
+
     # -- apply / adjoint ----------------------------------------------------------------
     def _apply(self, x):
-        xp, fft = self.xp, self._fft
-        (n1, n2), (fy, fx) = self._grid, self.factor
-        my, nx = self.shape_out[1], self.shape_in[2]
+        if self.method == "separable":
+            return self._apply_separable(x)
+        xp = self.xp
         real_dtype = real_float(xp, x.dtype, self.dtype)
-        # x first: its transform runs on the ny input rows only.
-        spectrum = fft.rfft(x, n=n2, axis=-1)
-        spectrum = fft.fftn(spectrum, s=(n1,), axes=(-2,))
+        spectrum = self._spectrum(x)
         spectrum *= self._kernel(complex_of(xp, real_dtype))
-        if fy > 1:
-            n = spectrum.shape[0]
-            spectrum = xp.sum(xp.reshape(spectrum, (n, fy, n1 // fy, spectrum.shape[-1])), axis=1)
+        spectrum = self._alias(spectrum)
         if self._response_t is not None:
             spectrum = self._spectral(self._response_t, spectrum, real_dtype)
-        rows = fft.ifftn(spectrum, s=(n1 // fy,), axes=(-2,))[:, :my, :]
-        return fft.irfft(rows, n=n2, axis=-1)[:, :, :nx:fx]
+        return self._image(spectrum)
 
     def _adjoint(self, y):
-        xp, fft = self.xp, self._fft
-        (n1, n2), (fy, fx) = self._grid, self.factor
-        n_out, my, mx = self.shape_out
-        ny, nx = self.shape_in[1:]
+        if self.method == "separable":
+            return self._adjoint_separable(y)
+        xp = self.xp
         real_dtype = real_float(xp, y.dtype, self.dtype)
-        if fx > 1:  # zero insertion: the transpose of keeping every fx-th column
-            zeros = xp.zeros((n_out, my, mx, fx - 1), dtype=y.dtype)
-            y = xp.reshape(xp.concat([xp.reshape(y, (n_out, my, mx, 1)), zeros], axis=-1), (n_out, my, nx))
-        spectrum = fft.rfft(y, n=n2, axis=-1)
-        spectrum = fft.fftn(spectrum, s=(n1 // fy,), axes=(-2,))
+        spectrum = self._image_adjoint(y)
         if self._response is not None:
             spectrum = self._spectral(self._response, spectrum, real_dtype)
-        if fy > 1:  # the transpose of the alias sum: the coarse spectrum repeated fy times
-            spectrum = xp.concat([spectrum] * fy, axis=-2)
-        spectrum = spectrum * self._kernel_conj(complex_of(xp, real_dtype))
-        rows = fft.ifftn(spectrum, s=(n1,), axes=(-2,))[:, :ny, :]
-        return fft.irfft(rows, n=n2, axis=-1)[:, :, :nx]
+        spectrum = self._tile(spectrum) * self._kernel_conj(complex_of(xp, real_dtype))
+        return self._spectrum_adjoint(spectrum)
+
+    # -- separable PSFs: two small matrix products per slice ---------------------------
+    def _along_y(self, b, t):
+        """``b`` (p × q) applied along axis 1 of ``t`` (n, q, m): one matrix product over
+        all slices (axis 1 moved first), or a batched one for per-slice matrices."""
+        xp = self.xp
+        if b.ndim == 3:
+            return xp.matmul(b, t)
+        n, q, m = t.shape
+        flat = xp.reshape(xp.permute_dims(t, (1, 0, 2)), (q, n * m))
+        return xp.permute_dims(xp.reshape(xp.matmul(b, flat), (b.shape[0], n, m)), (1, 0, 2))
+
+    def _real_response(self, held, x):
+        xp = self.xp
+        m = held(real_float(xp, x.dtype, self.dtype))
+        flat = xp.reshape(x, (x.shape[0], -1))
+        out = m @ flat if self.sparse else xp.matmul(m, flat)
+        return xp.reshape(out, (int(m.shape[0]),) + tuple(x.shape[1:]))
+
+    def _terms_to_rows(self, t, forward: bool):
+        """(n, ny, r·mx) ↔ (n, r·ny, mx): the r terms moved from the x axis to the y axis."""
+        xp, r = self.xp, self.rank
+        if r == 1:
+            return t
+        n, ny, mx = t.shape[0], self.shape_in[1], self.shape_out[2]
+        if forward:
+            t = xp.permute_dims(xp.reshape(t, (n, ny, r, mx)), (0, 2, 1, 3))
+            return xp.reshape(t, (n, r * ny, mx))
+        t = xp.permute_dims(xp.reshape(t, (n, r, ny, mx)), (0, 2, 1, 3))
+        return xp.reshape(t, (n, ny, r * mx))
+
+    def _apply_separable(self, x):
+        xp = self.xp
+        dtype = real_float(xp, x.dtype, self.dtype)
+        by, bx = self._by(dtype), self._bx(dtype)
+        y = self._along_y(by, self._terms_to_rows(xp.matmul(x, xp.matrix_transpose(bx)), True))
+        return y if self._response_t is None else self._real_response(self._response_t, y)
+
+    def _adjoint_separable(self, y):
+        xp = self.xp
+        dtype = real_float(xp, y.dtype, self.dtype)
+        if self._response is not None:
+            y = self._real_response(self._response, y)
+        by, bx = self._by(dtype), self._bx(dtype)
+        return xp.matmul(self._terms_to_rows(self._along_y(xp.matrix_transpose(by), y), False), bx)
 
     @classmethod
     def example(cls, xp, dtype) -> "BlurRebin":
@@ -213,6 +324,43 @@ class BlurRebin(LinearOperator):
         resp = f", response({self.shape_in[0]}, {self.shape_out[0]})" if self._response is not None else ""
         return (f"BlurRebin(psf{self.psf_shape}, {self.shape_in} -> {self.shape_out}, factor={self.factor}, "
                 f"boundary={self.boundary!r}{resp})")
+
+
+METHODS = ("auto", "fourier", "separable")
+
+
+def _separable_factors(psf, dtype):
+    """psf = Σ_t u_t ⊗ v_t (per plane for a stack): (U (planes, r, ky), V (planes, r, kx)),
+    host float64, r the largest numerical rank of a plane in ``dtype`` (singular values above
+    4·eps·the first; the others are below the rounding of the PSF itself). A Gaussian is
+    rank 1; pixel integration of its core only (the shipped PSFs) makes it rank ~3."""
+    host = np.asarray(to_numpy(psf), dtype=np.float64)
+    planes = host.reshape((-1,) + host.shape[-2:])
+    u, s, vt = np.linalg.svd(planes)
+    eps = float(np.finfo("float32" if "float32" in str(dtype) else "float64").eps)
+    rank = max(1, int(np.max(np.sum(s > 4 * eps * s[:, :1], axis=1))))
+    root = np.sqrt(s[:, :rank])
+    uu = np.transpose(u[:, :, :rank], (0, 2, 1)) * root[:, :, None]
+    return uu, vt[:, :rank, :] * root[:, :, None]
+
+
+def _axis_matrix(kernel, n: int, factor: int, boundary: str) -> np.ndarray:
+    """Along one axis: 'same' convolution with the centred odd ``kernel`` (zero or periodic
+    boundary) followed by sums over blocks of ``factor`` samples, as a (n / factor, n)
+    matrix; a (m, k) stack of kernels gives (m, n / factor, n)."""
+    single = np.ndim(kernel) == 1
+    kernel = np.atleast_2d(kernel)
+    k = kernel.shape[-1]
+    out_idx, in_idx = np.arange(n)[:, None], np.arange(n)[None, :]
+    offsets = out_idx - in_idx + k // 2  # kernel index linking output m to input j
+    conv = np.zeros((kernel.shape[0], n, n))
+    wraps = range(-(k // n) - 1, k // n + 2) if boundary == "periodic" else (0,)
+    for q in wraps:  # periodic: every image of the input on the torus
+        idx = offsets + q * n
+        ok = (idx >= 0) & (idx < k)
+        conv += np.where(ok, kernel[:, np.clip(idx, 0, k - 1)], 0.0)
+    blocks = conv.reshape(kernel.shape[0], n // factor, factor, n).sum(axis=2)
+    return blocks[0] if single else blocks
 
 
 #: Above this fraction of non-zero entries a dense product (BLAS) beats a sparse one on CPU

@@ -14,8 +14,8 @@ the maps (thresholds k·σ, σ from the MAD of each block's initial data gradien
 
 Parameters may be *fixed* (a constant, e.g. the abundance) or *linked* to another
 component's map (one velocity map shared by two plasmas: one block, gradients summed).
-Amplitudes are solved in units of s = (mean initial flux per pixel) so that they are of
-order one; maps are written back in physical units.
+Amplitudes are solved relative to a per-pixel flux scale (the mean initial amplitude of the
+pixel), which evens out their curvatures; maps are written back in physical units.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import numpy as np
 from ..backend import Backend, to_numpy
 from ..errors import ConfigError
 from ..results import Result
+from ..schema import option
 from .base import ObservationData, Problem
 from .imaging import backprojection
 
@@ -152,8 +153,8 @@ class Mixture:
     """Z = Σ_c s·â_c ⊙ S_c(θ_c) over the variables ``xs`` = [amplitude blocks..., map
     blocks...], and the gradients of f(Z) with respect to each variable."""
 
-    def __init__(self, components: list[ResolvedComponent], n_amp: int, scale: float, shape, xp, dtype):
-        self.components, self.n_amp, self.scale = components, n_amp, float(scale)
+    def __init__(self, components: list[ResolvedComponent], n_amp: int, scale, shape, xp, dtype):
+        self.components, self.n_amp, self.scale = components, n_amp, scale
         self.shape, self.xp, self.dtype = tuple(shape), xp, dtype
 
     def theta(self, comp: ResolvedComponent, xs):
@@ -205,14 +206,23 @@ class Mixture:
         return out
 
 
+@dataclass
+class UnmixingOptions:
+    init_bin: int = option(2, min=0, doc="initialise the maps by per-pixel fits of the first observation binned "
+                                          "bin × bin (0: start from the [[components]] init values)")
+    init_iter: int = option(30, min=1, unit="iterations", doc="Levenberg–Marquardt iterations of that fit")
+
+
 class Unmixing(Problem):
     """Semi-blind unmixing of one or several observations into ``[[components]]``."""
 
     name = "unmixing"
+    Options = UnmixingOptions
     observations_allowed = (1, None)
 
     def __init__(self, config, backend: Backend, grid, observations: list[ObservationData], regularizers: list,
-                 likelihood_cls, pm=None):
+                 likelihood_cls, pm=None, options: UnmixingOptions | None = None):
+        self.options = options if options is not None else UnmixingOptions()
         if regularizers:
             raise ConfigError(f"{config.source}: problem `unmixing` takes its regularisers per component "
                               "(amplitude_k, parameter_k, scales in [[components]]), not [[regularizers]].")
@@ -229,14 +239,27 @@ class Unmixing(Problem):
         from .. import plugins
 
         xp, dtype = self.backend.xp, self.backend.dtype
-        z0 = backprojection(self.observations, xp)
-        flux0 = xp.sum(z0, axis=0)  # photons / s / cm² per pixel over the band
         n_comp = len(self.components)
-        mean = float(xp.mean(flux0)) / n_comp
-        scale = mean if mean > 0 else 1.0
+        start = self.initial_maps()
+        if start is None:
+            flux0 = xp.sum(backprojection(self.observations, xp), axis=0)  # photons / s / cm² per pixel
+            start = {f"{c.name}.amplitude": flux0 / n_comp for c in self.components}
+        else:
+            for block in self.map_blocks:
+                block.init = xp.clip(self.backend.asarray(start[block.name]), min=block.bounds[0], max=block.bounds[1])
+        # Amplitudes are solved relative to a per-pixel flux scale s_p (the mean initial
+        # amplitude of the pixel, floored at 1e-3 of the image mean): the Poisson curvature
+        # of a_p scales like counts_p / a_p², so in absolute units faint pixels would set one
+        # tiny step for the whole map and a step sized for them empties bright ones.
+        total = None
+        for c in self.components:
+            a = self.backend.asarray(start[f"{c.name}.amplitude"])
+            total = a if total is None else total + a
+        mean = float(xp.mean(total)) / n_comp
+        scale = xp.clip(total / n_comp, min=1e-3 * mean if mean > 0 else 1e-30)
         amps = []
         for comp, sec in zip(self.components, self.config.components):
-            init = flux0 / (n_comp * scale)
+            init = self.backend.asarray(start[f"{comp.name}.amplitude"]) / scale
             if sec.fixed_amplitude:
                 comp.amplitude_init = init
             else:
@@ -275,6 +298,22 @@ class Unmixing(Problem):
             blocks.append(Block(gradient=(lambda xs, i=i: mixture.partial(i, xs, cube_gradient(xs))),
                                 prox=ProxChain(proxes), name=name))
         return x0, value, blocks, mixture
+
+    def initial_maps(self) -> dict | None:
+        """Maps from per-pixel fits of the binned first observation (SUSHI's coarse
+        initialisation), or None when ``init_bin = 0`` or the grid does not divide."""
+        from .pixelfit import PixelFit, PixelFitOptions
+
+        b = self.options.init_bin
+        counts = self.observations[0].counts
+        if b == 0 or counts.shape[1] % b or counts.shape[2] % b:
+            return None
+        fit = PixelFit(self.config, self.backend, self.grid, self.observations[:1], [], _Poisson,
+                       options=PixelFitOptions(bin=b))
+        fit.components, fit.map_blocks = self.components, self.map_blocks
+        u, _, _, _ = fit.fit(self.options.init_iter, 0.0)
+        maps, _ = fit.maps_from(u, None)
+        return maps
 
     def _section(self, name):
         return next(s for s in self.config.components if s.name == name)
@@ -317,6 +356,10 @@ class Unmixing(Problem):
     def baselines(self) -> dict[str, Any]:
         xp = self.backend.xp
         return {obs.name: to_numpy(backprojection([obs], xp)) for obs in self.observations}
+
+
+class _Poisson:
+    name = "poisson"
 
 
 def map_metrics(maps: dict[str, np.ndarray], truth) -> dict[str, dict[str, float]]:
