@@ -64,7 +64,8 @@ def test_unmixing_writes_maps_components_and_map_metrics(tmp_path):
     out = tmp_path / "out"
     with fits.open(out / "maps.fits") as hdul:
         names = {h.name for h in hdul[1:]}
-        assert names == {"THERMAL_AMPLITUDE", "THERMAL_KT", "THERMAL_Z", "SYNCHROTRON_AMPLITUDE", "SYNCHROTRON_INDEX"}
+        maps = {"THERMAL_AMPLITUDE", "THERMAL_KT", "THERMAL_Z", "SYNCHROTRON_AMPLITUDE", "SYNCHROTRON_INDEX"}
+        assert names == maps | {name + "_ERR" for name in maps}
         assert hdul["THERMAL_KT"].header["BUNIT"] == "keV" and hdul["THERMAL_KT"].data.shape == (8, 8)
         assert "CTYPE1" in hdul["THERMAL_KT"].header
     with fits.open(out / "components.fits") as hdul:
@@ -111,3 +112,11 @@ def test_component_errors(tmp_path, thermal_extra, sync_extra, fragment):
 def test_unmixing_needs_palm(tmp_path):
     with pytest.raises(ConfigError, match="palm"):
         run(load_config(tiny(tmp_path), ['solver.name="fista"', "solver.options={}"]), quiet=True)
+
+
+def test_unmixing_writes_error_maps(tmp_path):
+    result = run(load_config(tiny(tmp_path, max_iter=3)), quiet=True)
+    assert set(result.map_errors) == set(result.maps)
+    assert np.all(np.isfinite(result.map_errors["thermal.kT"])) and np.all(result.map_errors["thermal.kT"] > 0)
+    with fits.open(tmp_path / "out" / "maps.fits") as hdul:
+        assert "THERMAL_KT_ERR" in hdul and hdul["THERMAL_KT_ERR"].header["BUNIT"] == "keV"

@@ -1,27 +1,31 @@
-"""PSF blur followed by an integer spatial rebin, done in Fourier space: the spatial part of
-a forward model in one pass over the cube instead of three (blur, crop, rebin).
+"""PSF blur followed by an integer spatial rebin (and optionally the spectral redistribution)
+in one operator: the spatial part of a forward model in one pass over the cube instead of
+three (blur, crop, rebin). ``BlurRebin`` equals
+``SpatialRebin(f) ∘ SpectralResponse(R) ∘ SpatialConvolution(psf)`` (R optional) up to
+float rounding. Two exact methods, the cheaper chosen per PSF (flop estimate):
 
-``BlurRebin`` equals ``SpatialRebin(f) ∘ SpectralResponse(R) ∘ SpatialConvolution(psf)``
-(each factor optional) up to float rounding, with the costs of a forward and an inverse FFT
-of the *input* slices replaced as follows (n_e input slices of ny × nx on an N1 × N2 grid,
-n_out output slices of my × mx):
+**Separable** (small images, low-rank PSF). A PSF of numerical rank r (SVD; a Gaussian is
+rank 1, the shipped pixel-integrated ones rank ~3) is Σ_t u_t ⊗ v_t, so along each axis the
+blur, the zero or periodic boundary, the box sum and the decimation are one small
+(coarse × fine) matrix: ``y = Σ_t B_y,t · x · B_x,tᵀ`` per slice — 2r matrix products,
+no padding, no transform.
 
+**Fourier** (any PSF), with n_e input slices of ny × nx on an N1 × N2 FFT grid:
 - forward: real FFT of the n_e slices; product with the precomputed transform of
   ``box ⊛ psf`` (box: the fy × fx rebinning sum, a convolution too); along y the decimation
   by fy is an alias sum of the spectrum onto the coarse grid of N1 / fy frequencies
   (DFT decimation identity, Oppenheim & Schafer, *Discrete-Time Signal Processing*, 3rd
   ed. 2010, §4.6.1); the optional spectral matrix R (true energy → channels) acts in
-  Fourier space, so only n_out slices are transformed back, on the coarse grid along y;
+  Fourier space, so only n_chan slices are transformed back, on the coarse grid along y;
   along x the inverse is taken on the fine grid for those my rows only and sampled every
   fx pixels.
 - adjoint: the exact transpose (zero insertion along x, spectrum tiling along y, Rᵀ,
   correlation with the kernel, crop).
-
 Zero boundary as in ``SpatialConvolution``: the FFT grid holds ``n + k // 2`` samples per
 axis (rounded up to a fast length that the rebin factor divides), so the kept outputs never
-see wrap-around; ``"periodic"`` works on the ny × nx torus. Both 1-D passes per axis take
-only the rows they need (the x transform runs on the ny input rows, not the N1 padded
-ones), which is what makes the separated transforms cheaper than ``rfftn`` with padding.
+see wrap-around; ``"periodic"`` works on the ny × nx torus. Each 1-D pass takes only the
+rows it needs (the x transform runs on the ny input rows, not the N1 padded ones), which
+makes the separated transforms cheaper than ``rfftn`` with padding.
 """
 from __future__ import annotations
 
@@ -134,18 +138,17 @@ class BlurRebin(LinearOperator):
 
     def _hold_separable(self, xp, u, v) -> None:
         """psf = Σ_t u_t ⊗ v_t: along each axis the blur, box sum, decimation and boundary of
-        every term as one (coarse × fine) matrix, ``y = Σ_t B_y,t · x · B_x,tᵀ`` per slice,
-        held concatenated over t: B_y as (my, r·ny), B_x as (r·mx, nx) (per plane for a
-        stack), so a product is two matrix multiplications."""
+        term t as one (coarse × fine) matrix, ``y = Σ_t B_y,t · x · B_x,tᵀ`` per slice.
+        Held as (r, my, ny) and (r, mx, nx) (with a plane axis after r for a stack)."""
         (ny, nx), (my, mx), (fy, fx) = self.shape_in[1:], self.shape_out[1:], self.factor
         planes, r = u.shape[:2]
         by = _axis_matrix(u.reshape(planes * r, -1), ny, fy, self.boundary).reshape(planes, r, my, ny)
-        bx = _axis_matrix(v.reshape(planes * r, -1), nx, fx, self.boundary).reshape(planes, r * mx, nx)
-        by = np.transpose(by, (0, 2, 1, 3)).reshape(planes, my, r * ny)
+        bx = _axis_matrix(v.reshape(planes * r, -1), nx, fx, self.boundary).reshape(planes, r, mx, nx)
+        by, bx = np.swapaxes(by, 0, 1), np.swapaxes(bx, 0, 1)
         if len(self.psf_shape) == 2:
-            by, bx = by[0], bx[0]
-        self._by = PerDtype.of(xp, xp.asarray(by, dtype=self.dtype))
-        self._bx = PerDtype.of(xp, xp.asarray(bx, dtype=self.dtype))
+            by, bx = by[:, 0], bx[:, 0]
+        self._by = PerDtype.of(xp, xp.asarray(np.ascontiguousarray(by), dtype=self.dtype))
+        self._bx = PerDtype.of(xp, xp.asarray(np.ascontiguousarray(bx), dtype=self.dtype))
 
     def _hold_fourier(self, xp, psf) -> None:
         (n1, n2), (fy, fx), nd = self._grid, self.factor, psf.ndim
@@ -266,17 +269,7 @@ class BlurRebin(LinearOperator):
         spectrum = self._tile(spectrum) * self._kernel_conj(complex_of(xp, real_dtype))
         return self._spectrum_adjoint(spectrum)
 
-    # -- separable PSFs: two small matrix products per slice ---------------------------
-    def _along_y(self, b, t):
-        """``b`` (p × q) applied along axis 1 of ``t`` (n, q, m): one matrix product over
-        all slices (axis 1 moved first), or a batched one for per-slice matrices."""
-        xp = self.xp
-        if b.ndim == 3:
-            return xp.matmul(b, t)
-        n, q, m = t.shape
-        flat = xp.reshape(xp.permute_dims(t, (1, 0, 2)), (q, n * m))
-        return xp.permute_dims(xp.reshape(xp.matmul(b, flat), (b.shape[0], n, m)), (1, 0, 2))
-
+    # -- separable PSFs: two small matrix products per slice and term ------------------
     def _real_response(self, held, x):
         xp = self.xp
         m = held(real_float(xp, x.dtype, self.dtype))
@@ -284,23 +277,16 @@ class BlurRebin(LinearOperator):
         out = m @ flat if self.sparse else xp.matmul(m, flat)
         return xp.reshape(out, (int(m.shape[0]),) + tuple(x.shape[1:]))
 
-    def _terms_to_rows(self, t, forward: bool):
-        """(n, ny, r·mx) ↔ (n, r·ny, mx): the r terms moved from the x axis to the y axis."""
-        xp, r = self.xp, self.rank
-        if r == 1:
-            return t
-        n, ny, mx = t.shape[0], self.shape_in[1], self.shape_out[2]
-        if forward:
-            t = xp.permute_dims(xp.reshape(t, (n, ny, r, mx)), (0, 2, 1, 3))
-            return xp.reshape(t, (n, r * ny, mx))
-        t = xp.permute_dims(xp.reshape(t, (n, r, ny, mx)), (0, 2, 1, 3))
-        return xp.reshape(t, (n, ny, r * mx))
-
     def _apply_separable(self, x):
+        # Along y first (one small product per slice, no copy of the cube), then along x as
+        # one large product over all slices and rows; terms summed (rank r is small).
         xp = self.xp
         dtype = real_float(xp, x.dtype, self.dtype)
         by, bx = self._by(dtype), self._bx(dtype)
-        y = self._along_y(by, self._terms_to_rows(xp.matmul(x, xp.matrix_transpose(bx)), True))
+        y = None
+        for t in range(self.rank):
+            term = xp.matmul(xp.matmul(by[t, ...], x), xp.matrix_transpose(bx[t, ...]))
+            y = term if y is None else y + term
         return y if self._response_t is None else self._real_response(self._response_t, y)
 
     def _adjoint_separable(self, y):
@@ -309,7 +295,11 @@ class BlurRebin(LinearOperator):
         if self._response is not None:
             y = self._real_response(self._response, y)
         by, bx = self._by(dtype), self._bx(dtype)
-        return xp.matmul(self._terms_to_rows(self._along_y(xp.matrix_transpose(by), y), False), bx)
+        x = None
+        for t in range(self.rank):
+            term = xp.matmul(xp.matrix_transpose(by[t, ...]), xp.matmul(y, bx[t, ...]))
+            x = term if x is None else x + term
+        return x
 
     @classmethod
     def example(cls, xp, dtype) -> "BlurRebin":
@@ -322,8 +312,9 @@ class BlurRebin(LinearOperator):
 
     def __repr__(self) -> str:
         resp = f", response({self.shape_in[0]}, {self.shape_out[0]})" if self._response is not None else ""
+        how = f"separable rank {self.rank}" if self.method == "separable" else "fourier"
         return (f"BlurRebin(psf{self.psf_shape}, {self.shape_in} -> {self.shape_out}, factor={self.factor}, "
-                f"boundary={self.boundary!r}{resp})")
+                f"boundary={self.boundary!r}{resp}, {how})")
 
 
 METHODS = ("auto", "fourier", "separable")

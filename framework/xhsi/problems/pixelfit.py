@@ -168,8 +168,7 @@ class PixelFit(Problem):
         it = 0
         for it in range(1, max_iter + 1):
             mf = xp.clip(m, min=1e-10)
-            jt = xp.permute_dims(jac, (2, 0, 1))  # (npix, P, n_chan)
-            fisher = xp.matmul(jt / xp.permute_dims(mf, (1, 0))[:, None, :], xp.permute_dims(jt, (0, 2, 1)))
+            fisher = self._fisher(m, jac)
             grad = xp.sum(jac * (1.0 - y / mf)[None, ...], axis=1)  # (P, npix)
             diag = xp.sum(fisher * eye, axis=-1)
             system = fisher + (lam[:, None, None] * diag[:, :, None] + 1e-12 * xp.max(diag)) * eye
@@ -191,10 +190,43 @@ class PixelFit(Problem):
             if previous is not None and abs(previous - total) <= tol * max(abs(total), 1e-300):
                 break
             previous = total
-        mf = xp.clip(m, min=1e-10)
-        jt = xp.permute_dims(jac, (2, 0, 1))
-        fisher = xp.matmul(jt / xp.permute_dims(mf, (1, 0))[:, None, :], xp.permute_dims(jt, (0, 2, 1)))
-        return u, fisher, history, it
+        return u, self._fisher(m, jac), history, it
+
+    def _fisher(self, m, jac):
+        """Poisson Fisher information per pixel, Jᵀ diag(1/m) J: (npix, P, P)."""
+        xp = self.backend.xp
+        jt = xp.permute_dims(jac, (2, 0, 1))  # (npix, P, n_chan)
+        inv_m = 1.0 / xp.permute_dims(xp.clip(m, min=1e-10), (1, 0))
+        return xp.matmul(jt * inv_m[:, None, :], xp.permute_dims(jt, (0, 2, 1)))
+
+    def errors(self, fisher):
+        """1-σ errors √diag(F⁻¹), (npix, P)."""
+        xp = self.backend.xp
+        p = fisher.shape[-1]
+        eye = xp.eye(p, dtype=fisher.dtype)
+        cov = xp.linalg.inv(fisher + 1e-30 * eye)
+        return xp.sqrt(xp.clip(xp.sum(cov * eye, axis=-1), min=0.0))
+
+    def fisher_at_maps(self, maps: dict):
+        """Fisher information of each detector pixel (binned by ``bin``) at the model-grid
+        maps ``maps`` (as ``maps_from`` returns them): amplitudes summed, parameters averaged
+        over the model pixels of a fitted block. Returns (u, F)."""
+        xp = self.backend.xp
+        obs = self.observation
+        weight, matrix = spectral_response(obs, self.backend)
+        background = None if obs.background is None else self._binned(obs.background)
+        factor = self.options.bin * self.rebin
+        names = [f"{c.name}.amplitude" for c in self.components] + [b.name for b in self.map_blocks]
+        rows = []
+        for name in names:
+            image = np.asarray(maps[name], dtype=np.float64)
+            ny, nx = image.shape[0] // factor, image.shape[1] // factor
+            blocks = image.reshape(ny, factor, nx, factor)
+            reduced = blocks.sum(axis=(1, 3)) if name.endswith(".amplitude") else blocks.mean(axis=(1, 3))
+            rows.append(reduced.ravel())
+        u = self.backend.asarray(np.stack(rows))
+        m, jac = self._model_and_jacobian(u, weight, matrix, background)
+        return u, self._fisher(m, jac)
 
     def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
               resume_from=None, config_digest: str | None = None) -> Result:
@@ -203,11 +235,7 @@ class PixelFit(Problem):
         xp = self.backend.xp
         t0 = time.perf_counter()
         u, fisher, history, n_iter = self.fit(solver.max_iter, solver.tol, callback)
-        # 1-σ errors from the inverse Fisher information (pixels with a singular matrix: inf).
-        p = u.shape[0]
-        cov = xp.linalg.inv(fisher + 1e-30 * xp.eye(p, dtype=fisher.dtype))
-        sigma = xp.sqrt(xp.clip(xp.sum(cov * xp.eye(p, dtype=cov.dtype), axis=-1), min=0.0))  # (npix, P)
-        maps, errors = self.maps_from(u, sigma)
+        maps, errors = self.maps_from(u, self.errors(fisher))
         units = {f"{c.name}.amplitude": "photon / (s cm2)" for c in self.components}
         units.update({b.name: b.unit for b in self.map_blocks})
         cubes = self._component_cubes(maps)

@@ -346,12 +346,27 @@ class Unmixing(Problem):
             maps[block.name] = to_numpy(xs[mixture.n_amp + i])
             units[block.name] = block.unit
         components = {name: to_numpy(c) for name, c in mixture.component_cubes(xs).items()}
+        errors = self.error_maps(maps)
         history = [dict(zip(("iteration", "cost", "step", "time_s"), row)) for row in out.history]
         meta = {"problem": self.name, "solver": solver.name, "n_iter": out.n_iter, "stop_reason": out.stop_reason,
                 "converged": out.converged, "solve_wall_s": time.perf_counter() - t0,
                 "final_cost": history[-1]["cost"] if history else None}
         return Result(arrays=arrays, history=history, metadata=meta, maps=maps, map_units=units,
-                      components=components)
+                      map_errors=errors, components=components)
+
+    def error_maps(self, maps: dict) -> dict:
+        """1-σ error maps from the Poisson Fisher information of each detector pixel of the
+        first observation at the solution. Pixel-local: correlations through the PSF and the
+        sparsity regularisation are neglected, so they are the errors of a per-pixel fit at
+        the unmixing solution (documented approximation; none of the published codes gives
+        any)."""
+        from .pixelfit import PixelFit, PixelFitOptions
+
+        fit = PixelFit(self.config, self.backend, self.grid, self.observations[:1], [], _Poisson,
+                       options=PixelFitOptions(bin=1))
+        fit.components, fit.map_blocks = self.components, self.map_blocks
+        u, fisher = fit.fisher_at_maps(maps)
+        return fit.maps_from(u, fit.errors(fisher))[1]
 
     def baselines(self) -> dict[str, Any]:
         xp = self.backend.xp
