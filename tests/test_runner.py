@@ -60,7 +60,7 @@ def test_fusion_run_writes_every_output(tmp_path):
     result = run(cfg, quiet=True)
     out = tmp_path / "out"
     for name in ("result.fits", "metrics.json", "history.csv", "config.resolved.toml", "checkpoint.npz",
-                 "images.png", "spectra.png", "cost.png", "run.json"):
+                 "images.png", "spectra.png", "cost.png", "run.json", "residuals_xmm.fits", "residuals_xrism.fits"):
         assert (out / name).is_file(), name
     with fits.open(out / "result.fits") as hdul:
         assert hdul[0].data.shape == (40, 12, 12)
@@ -73,6 +73,9 @@ def test_fusion_run_writes_every_output(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["baselines"]) == {"xmm", "xrism"} and "psnr_db" in metrics["result"]
     assert result.metadata["n_iter"] == 20
+    with fits.open(out / "residuals_xrism.fits") as hdul:  # significance per detector pixel
+        assert hdul[1].data.shape == (4, 4) and hdul[1].header["BUNIT"] == "sigma"
+        assert np.all(np.abs(hdul[1].data) < 50)
     # the resolved config runs the same problem
     assert load_config(out / "config.resolved.toml").digest() == cfg.digest()
 

@@ -75,6 +75,7 @@ def test_unmixing_writes_maps_components_and_map_metrics(tmp_path):
     assert np.all(result.maps["synchrotron.amplitude"] >= 0)
     np.testing.assert_allclose(sum(result.components.values()), result.arrays["cube"], rtol=1e-10)
     assert set(result.metrics["maps"]) >= {"thermal.kT", "thermal.z", "synchrotron.index"}
+    assert set(result.metrics["maps_pixelfit"]) == set(result.metrics["maps"])  # the yardstick, side by side
     costs = [row["cost"] for row in result.history]
     assert costs[-1] < costs[0]
 

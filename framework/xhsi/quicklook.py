@@ -29,12 +29,16 @@ def _save(plt, fig, path: Path) -> Path:
     return path
 
 
-def plot_images(path: Path, images: Sequence[tuple[str, np.ndarray]], unit: str = "") -> Path:
-    """One panel per (title, 2-D image), each with its own colour bar."""
+def plot_images(path: Path, images: Sequence[tuple[str, np.ndarray]], unit: str = "",
+                columns: int | None = None) -> Path:
+    """One panel per (title, 2-D image), each with its own colour bar, in rows of
+    ``columns`` panels (default: one row)."""
     n = len(images)
-    plt, fig = _figure(figsize=(3.2 * n, 3.0))
+    cols = columns or n
+    rows = -(-n // cols)
+    plt, fig = _figure(figsize=(3.2 * cols, 3.0 * rows))
     for i, (title, image) in enumerate(images):
-        ax = fig.add_subplot(1, n, i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         im = ax.imshow(image, origin="lower", cmap="magma")
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])

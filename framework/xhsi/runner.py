@@ -228,6 +228,8 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
         from .problems.unmixing import map_metrics
 
         result.metrics["maps"] = map_metrics(result.maps, prep.scene_truth)
+        if hasattr(problem, "baseline_maps"):
+            result.metrics["maps_pixelfit"] = map_metrics(problem.baseline_maps(), prep.scene_truth)
     write_outputs(out, cfg, prep, result)
     pm.hook.xhsi_run_end(config=cfg, result=result)
     if not quiet:
@@ -260,12 +262,34 @@ def write_outputs(out: Path, cfg: Config, prep: Prepared, result: Result) -> Non
 
         write_maps(out / "maps.fits", result.maps, result.map_units, grid.pixel_arcsec, result.map_errors or None)
         write_components(out / "components.fits", result.components, grid.energy_edges_kev, grid.pixel_arcsec)
+    from .io.maps import write_maps
+
+    residuals = residual_significance(prep, result.arrays["cube"])
+    pixels = {o.name: o.pixel_arcsec or grid.pixel_arcsec for o in prep.observations}
+    for name, image in residuals.items():
+        write_maps(out / f"residuals_{name}.fits", {f"residual.{name}": image}, {f"residual.{name}": "sigma"},
+                   pixels[name])
     write_history(out / "history.csv", result.history)
     write_json(out / "run.json", result.metadata)
     if result.metrics:
         write_json(out / "metrics.json", result.metrics)
     if cfg.run.quicklook:
         write_quicklooks(out, prep, result)
+
+
+def residual_significance(prep: Prepared, cube) -> dict[str, np.ndarray]:
+    """Per observation and detector pixel, Σ_c (counts − model) / √(Σ_c model): the
+    signed significance (in σ) of what the result leaves unexplained in that pixel."""
+    out = {}
+    z = prep.backend.asarray(cube)
+    for obs in prep.observations:
+        model = obs.forward.apply(z)
+        if obs.background is not None:
+            model = model + obs.background
+        m = to_numpy(model).astype(np.float64).sum(axis=0)
+        y = to_numpy(obs.counts).astype(np.float64).sum(axis=0)
+        out[obs.name] = (y - m) / np.sqrt(np.clip(m, 1.0, None))
+    return out
 
 
 def write_quicklooks(out: Path, prep: Prepared, result: Result) -> None:
@@ -277,9 +301,13 @@ def write_quicklooks(out: Path, prep: Prepared, result: Result) -> None:
     if prep.truth is not None:
         images.append(("truth [ph/s/cm2/pix]", np.asarray(prep.truth, dtype=np.float64).sum(axis=0)))
     quicklook.plot_images(out / "images.png", images)
+    if result.maps:
+        panels = [(f"{name} [{result.map_units.get(name, '')}]", image) for name, image in result.maps.items()]
+        quicklook.plot_images(out / "maps.png", panels, columns=min(4, len(panels)))
     curves = {"result": cube}
     if prep.truth is not None:
         curves["truth"] = np.asarray(prep.truth, dtype=np.float64)
+    curves.update({f"component {name}": np.asarray(c, dtype=np.float64) for name, c in result.components.items()})
     ref = curves.get("truth", cube).sum(axis=0)
     quicklook.plot_spectra(out / "spectra.png", prep.grid.energy_mid_kev, curves, quicklook.pick_pixels(ref),
                            unit=SKY_UNIT + " per bin")

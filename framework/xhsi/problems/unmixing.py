@@ -302,18 +302,30 @@ class Unmixing(Problem):
     def initial_maps(self) -> dict | None:
         """Maps from per-pixel fits of the binned first observation (SUSHI's coarse
         initialisation), or None when ``init_bin = 0`` or the grid does not divide."""
-        from .pixelfit import PixelFit, PixelFitOptions
-
         b = self.options.init_bin
         counts = self.observations[0].counts
         if b == 0 or counts.shape[1] % b or counts.shape[2] % b:
             return None
+        maps = self._pixel_fit(b)
+        if b == 1:
+            self._pixelfit_maps = maps
+        return maps
+
+    def _pixel_fit(self, b: int) -> dict:
+        from .pixelfit import PixelFit, PixelFitOptions
+
         fit = PixelFit(self.config, self.backend, self.grid, self.observations[:1], [], _Poisson,
                        options=PixelFitOptions(bin=b))
         fit.components, fit.map_blocks = self.components, self.map_blocks
         u, _, _, _ = fit.fit(self.options.init_iter, 0.0)
-        maps, _ = fit.maps_from(u, None)
-        return maps
+        return fit.maps_from(u, None)[0]
+
+    def baseline_maps(self) -> dict:
+        """The conventional per-pixel fit (pixelfit, unbinned, ``init_iter`` iterations) of
+        the first observation, as maps: the yardstick of ``metrics.json``."""
+        if getattr(self, "_pixelfit_maps", None) is None:
+            self._pixelfit_maps = self._pixel_fit(1)
+        return self._pixelfit_maps
 
     def _section(self, name):
         return next(s for s in self.config.components if s.name == name)
