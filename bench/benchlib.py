@@ -47,14 +47,15 @@ LOWRANK = ("lowrank_sobolev", "lowrank_starlet2d")
 
 
 def fusion_config(regularizers: list[dict], bins: int = 2400, pixels: int = 45, xmm_rebin: int = 40,
-                  dtype: str = "float32", solver: dict | None = None, output: str | None = None):
+                  dtype: str = "float32", solver: dict | None = None, output: str | None = None,
+                  band_kev: tuple[float, float] = (0.5, 10.0)):
     """A validated fusion config at the published toy size (or a smaller grid)."""
     from xhsi.config import config_from_dict
 
     data = {
         "run": {"problem": "fusion", "output": output or str(HERE / "results" / "run"), "backend": "numpy",
                 "dtype": dtype, "seed": 0},
-        "model": {"energy": {"min_kev": 0.5, "max_kev": 10.0, "bins": bins}, "pixels": [pixels, pixels],
+        "model": {"energy": {"min_kev": band_kev[0], "max_kev": band_kev[1], "bins": bins}, "pixels": [pixels, pixels],
                   "pixel_arcsec": 4.1},
         "observations": [
             {"name": "xmm", "instrument": "xmm_epic_pn", "exposure_s": 1.0e5, "spectral_rebin": xmm_rebin},

@@ -37,6 +37,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from pathlib import Path
+
 import numpy as np
 
 from .backend import array_namespace, to_numpy
@@ -362,23 +364,26 @@ class Product(SpectralModel):
         return build_spectral_model("absorption * powerlaw").setup(np.linspace(0.5, 8.0, 31), xp, dtype)
 
 
-def _options_for(cls: type, table: Any, where: str):
+def _options_for(cls: type, table: Any, where: str, base_dir: Path):
     schema = getattr(cls, "Options", NoOptions)
     if table is None:
         return schema()
     if isinstance(table, dict):
-        return from_dict(schema, table, Context(file=where), "options")
+        return from_dict(schema, table, Context(file=where, base_dir=base_dir), "options")
     return table
 
 
-def build_spectral_model(expression: str, options: dict | None = None, *, where: str = "<spectral model>") -> SpectralModel:
+def build_spectral_model(expression: str, options: dict | None = None, *, where: str = "<spectral model>",
+                         base_dir: str | Path = ".") -> SpectralModel:
     """A model from a registered name (``"thermal"``) or a product of names
     (``"absorption * thermal"``, factors separated by ``*``).
 
     ``options``: for one name, that model's options table (a dict validated against its
     ``Options`` schema, or an ``Options`` instance); for a product, a dict keyed by model
     name, e.g. ``{"thermal": {"fit_abundance": false}}``. ``where`` names the config key
-    in error messages. The model still needs ``setup(energy_edges_kev, xp, dtype)``."""
+    in error messages; relative file options resolve against ``base_dir`` (the config's
+    folder). The model still needs ``setup(energy_edges_kev, xp, dtype)``."""
+    base_dir = Path(base_dir)
     from . import plugins
 
     names = [part.strip() for part in str(expression).split("*")]
@@ -390,7 +395,7 @@ def build_spectral_model(expression: str, options: dict | None = None, *, where:
     except PluginError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if len(names) == 1:
-        return classes[0](_options_for(classes[0], options, where))
+        return classes[0](_options_for(classes[0], options, where, base_dir))
     options = dict(options or {})
     unknown = [k for k in options if k not in names]
     if unknown:
@@ -400,4 +405,4 @@ def build_spectral_model(expression: str, options: dict | None = None, *, where:
                           f"{did_you_mean(unknown[0], names)}; key the options of a product by model name.")
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: `{expression}` repeats a model; each factor may appear once.")
-    return Product([cls(_options_for(cls, options.get(n), where)) for n, cls in zip(names, classes)])
+    return Product([cls(_options_for(cls, options.get(n), where, base_dir)) for n, cls in zip(names, classes)])

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem
-from .unmixing import resolve_components
+from .unmixing import _config_dir, resolve_components
 
 
 @dataclass
@@ -71,7 +71,8 @@ class PixelFit(Problem):
         self.config, self.backend, self.grid, self.pm = config, backend, grid, pm
         self.observation = observations[0]
         self.options = options if options is not None else PixelFitOptions()
-        self.components, self.map_blocks = resolve_components(config.components, grid, backend, str(config.source))
+        self.components, self.map_blocks = resolve_components(config.components, grid, backend, str(config.source),
+                                                              _config_dir(config))
         counts = self.observation.counts
         self.rebin = grid.ny // counts.shape[1]  # model pixels per detector pixel, per axis
         b = self.options.bin

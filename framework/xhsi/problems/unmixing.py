@@ -74,7 +74,8 @@ class MapBlock:
     scales: int
 
 
-def resolve_components(sections, grid, backend: Backend, source: str) -> tuple[list[ResolvedComponent], list[MapBlock]]:
+def resolve_components(sections, grid, backend: Backend, source: str,
+                       base_dir=".") -> tuple[list[ResolvedComponent], list[MapBlock]]:
     """Build the spectral models of ``[[components]]`` and assign blocks. Every user error
     (unknown model or parameter, init out of bounds, bad links) is a ConfigError naming the
     dotted key."""
@@ -91,7 +92,7 @@ def resolve_components(sections, grid, backend: Backend, source: str) -> tuple[l
         where = f"{source}: `components[{i}]`"
         if sec.name in by_name:
             raise ConfigError(f"{where}.name: component names must be unique; `{sec.name}` is repeated.")
-        model = build_spectral_model(sec.model, sec.options, where=f"{where}.model").setup(
+        model = build_spectral_model(sec.model, sec.options, where=f"{where}.model", base_dir=base_dir).setup(
             grid.energy_edges_kev, xp, backend.dtype)
         params = {p.name: p for p in model.parameters}
         for key in ("init", "bounds", "link"):
@@ -228,7 +229,8 @@ class Unmixing(Problem):
                               "(amplitude_k, parameter_k, scales in [[components]]), not [[regularizers]].")
         self.config, self.backend, self.grid = config, backend, grid
         self.observations, self.likelihood_cls, self.pm = observations, likelihood_cls, pm
-        self.components, self.map_blocks = resolve_components(config.components, grid, backend, str(config.source))
+        self.components, self.map_blocks = resolve_components(config.components, grid, backend, str(config.source),
+                                                              _config_dir(config))
         self.amp_names = [c.name for c, s in zip(self.components, config.components) if not s.fixed_amplitude]
 
     # -- building -------------------------------------------------------------------------
@@ -383,6 +385,12 @@ class Unmixing(Problem):
     def baselines(self) -> dict[str, Any]:
         xp = self.backend.xp
         return {obs.name: to_numpy(backprojection([obs], xp)) for obs in self.observations}
+
+
+def _config_dir(config):
+    from pathlib import Path
+
+    return Path(config.source).resolve().parent if config.source is not None else Path(".")
 
 
 class _Poisson:

@@ -1,0 +1,20 @@
+"""Peak resident memory of a fusion run at the published toy size (bench/memory.py, one
+fresh subprocess per set-up); the timing is the whole subprocess (start-up, prepare, build,
+two iterations) and is not the point — the memory figures go to the results file."""
+from __future__ import annotations
+
+import pytest
+
+from benchlib import record
+from memory import run_in_subprocess
+
+CASES = [("none", False), ("lowrank_sobolev", False), ("lowrank_sobolev", True), ("starlet2d1d", False)]
+
+
+@pytest.mark.parametrize("setup, collapse", CASES, ids=[f"{s}{'+collapse' if c else ''}" for s, c in CASES])
+def test_peak_memory(benchmark, setup, collapse):
+    result = benchmark.pedantic(run_in_subprocess, args=(setup, 2, collapse), rounds=1, iterations=1)
+    benchmark.group = "memory (subprocess wall time)"
+    benchmark.extra_info.update(result)
+    record(f"memory/{setup}{'+collapse' if collapse else ''}", result)
+    assert result["peak_run_mib"] > result["rss_imports_mib"]
