@@ -26,6 +26,13 @@ the Lyapunov function H(x) + Σ_i δ_i/2 ‖x_i − x_i^{prev}‖², δ_i = 2L_i
 does not increase; H itself need not be monotone. α = β = 0 gives PALM. Defaults
 α = β = 0.2 cost a factor 1.13 on the step for the inertia.
 
+Block metric: a block may carry a fixed positive array ``metric`` D_i (same shape as x_i):
+the step then is x_i ← prox(x_i − ∇_i f / (τ_i D_i)) and the descent inequality uses the
+norm ‖·‖²_{D_i} (variable-metric PALM with a fixed diagonal metric, i.e. PALM on
+u_i = D_i^{1/2} x_i). It lets pixels of very different curvature take steps of their own
+size. The projection proxes (box, x ≥ 0) are exact in any diagonal metric; for a
+thresholding prox the threshold is applied as for D = 1 (the usual approximation).
+
 L_i comes from ``Block.lipschitz(xs)`` when given, else by backtracking on the descent
 inequality f(x⁺) ≤ f(z) + ⟨∇_i f(z), x_i⁺ − z_i⟩ + L_i/2 ‖x_i⁺ − z_i‖² (+ float slack): L_i
 starts at the previous iteration's value divided by ``grow`` and is multiplied by 1/eta until
@@ -51,12 +58,14 @@ __all__ = ["PALM", "Block", "PalmState"]
 class Block:
     """One block of variables: ``gradient(xs)`` is ∂f/∂x_i at the list of all blocks ``xs``;
     ``prox`` its ProxTerm (None: g_i = 0); ``lipschitz(xs)`` a Lipschitz constant of that
-    partial gradient with the other blocks fixed at ``xs`` (None: backtracking)."""
+    partial gradient with the other blocks fixed at ``xs`` (None: backtracking), in the
+    metric ``metric`` (a fixed positive array like x_i, None: the identity)."""
 
     gradient: Callable[[list], Any]
     prox: Any = None
     lipschitz: Callable[[list], float] | None = None
     name: str = ""
+    metric: Any = None
 
 
 @dataclass
@@ -128,13 +137,17 @@ class PALM(Solver):
             if block.lipschitz is not None and not o.backtracking:
                 L = float(block.lipschitz(zs))
                 tau = self._tau_factor * L
-                x_new = self.proxes[i].prox(y_i - g / tau, 1.0 / tau)
+                x_new = self.proxes[i].prox(y_i - g / self._scaled(tau, block), 1.0 / tau)
             else:
                 L_known = float(block.lipschitz(zs)) if block.lipschitz is not None else None
                 x_new, L = self._backtrack(i, k, xs, zs, y_i, z_i, g, lipschitz[i] / o.grow, L_known)
             lipschitz[i] = L
             xs[i] = x_new
         self.state = PalmState(k, xs, list(s.x), lipschitz)
+
+    @staticmethod
+    def _scaled(tau: float, block: Block):
+        return tau if block.metric is None else tau * block.metric
 
     def _backtrack(self, i, k, xs, zs, y_i, z_i, g, L, L_known):
         xp, o = self.xp, self.options
@@ -143,13 +156,15 @@ class PALM(Solver):
             raise RunStopped(f"PALM: the smooth cost is {f_z} at block {i} of iteration {k}.")
         if L_known is not None:
             L = min(L, L_known)  # a known constant caps the search from above
+        metric = self.blocks[i].metric
         for _ in range(o.max_backtracks):
             tau = self._tau_factor * L
-            x_new = self.proxes[i].prox(y_i - g / tau, 1.0 / tau)
+            x_new = self.proxes[i].prox(y_i - g / self._scaled(tau, self.blocks[i]), 1.0 / tau)
             d = x_new - z_i
             trial = xs[:i] + [x_new] + xs[i + 1:]
             f_new = float(self.value(trial))
-            gap = float(xp.sum(d * (g + (0.5 * L) * d)))
+            curvature = 0.5 * L if metric is None else (0.5 * L) * metric
+            gap = float(xp.sum(d * (g + curvature * d)))
             slack = _SLACK_EPS * self.eps * (abs(f_z) + abs(f_new)) if math.isfinite(f_new) else 0.0
             if math.isfinite(f_new) and f_new <= f_z + gap + slack:
                 return x_new, L
