@@ -14,10 +14,6 @@ README table and the cost-vs-time plot.
 """
 from __future__ import annotations
 
-import json
-import os
-import platform
-import time
 from pathlib import Path
 from typing import Any
 

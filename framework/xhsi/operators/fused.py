@@ -36,7 +36,7 @@ import numpy as np
 
 from ..backend import FFT, array_namespace, fft_namespace, is_numpy_namespace, to_numpy
 from ..errors import ConfigError, ShapeError
-from ._held import PerDtype, complex_of, real_float
+from ._held import PerDtype, c_contiguous, complex_of, real_float
 from .base import LinearOperator, _shape
 from .convolution import BOUNDARIES, wrap_kernel
 from .rebin import _factors
@@ -178,8 +178,8 @@ class BlurRebin(LinearOperator):
                 return
         if array_namespace(response) is not xp:
             response = xp.asarray(to_numpy(response))
-        self._response = PerDtype.of(xp, response)
-        self._response_t = PerDtype(response.T, lambda m, dtype: xp.astype(m, dtype))
+        self._response = PerDtype.of(xp, c_contiguous(xp, response))
+        self._response_t = PerDtype(c_contiguous(xp, response.T), lambda m, dtype: xp.astype(m, dtype))
 
     def _spectral(self, held: PerDtype, spectrum, real_dtype):
         """``held`` (n_out × n_in) applied along axis 0 of a complex spectrum: on the real
@@ -354,9 +354,12 @@ def _axis_matrix(kernel, n: int, factor: int, boundary: str) -> np.ndarray:
     return blocks[0] if single else blocks
 
 
-#: Above this fraction of non-zero entries a dense product (BLAS) beats a sparse one on CPU
-#: (measured on 2 cores: the 34 %-full EPIC-pn 2400 × 60 matrix is 3× faster dense).
-DENSE_ABOVE = 0.10
+#: Above this fraction of non-zero entries the response is held dense (BLAS) on CPU, else
+#: as scipy.sparse CSR. Measured on the 2-core benchmark machine with its cores shared (the
+#: normal case there): the 34 %-full EPIC-pn 2400 × 60 matrix in BlurRebin is 15–30 % faster
+#: as CSR (single-threaded, immune to the BLAS threads' contention); on an idle machine
+#: dense BLAS wins by a few ms at that fill, and by far above one half.
+DENSE_ABOVE = 0.5
 
 
 def response_matrix(matrix, xp, dtype):

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..backend import array_namespace, is_numpy_namespace, to_numpy
 from ..errors import ShapeError
-from ._held import PerDtype, real_float
+from ._held import PerDtype, c_contiguous, real_float
 from .base import LinearOperator, _shape
 
 
@@ -63,9 +63,10 @@ class SpectralResponse(LinearOperator):
             elif xp is not None and array_namespace(matrix) is not xp:
                 matrix = xp.asarray(to_numpy(matrix))
             self.xp = array_namespace(matrix)
-            self._matrix = PerDtype.of(self.xp, matrix)
-            # The transpose is a view for numpy and cupy: BLAS reads it without a copy.
-            self._matrix_t = PerDtype(matrix.T, lambda m, dtype: self.xp.astype(m, dtype))
+            # Both orientations held in C order (see c_contiguous: BLAS is slow on
+            # transposed views with few rows); the matrices are small next to the cubes.
+            self._matrix = PerDtype.of(self.xp, c_contiguous(self.xp, matrix))
+            self._matrix_t = PerDtype(c_contiguous(self.xp, matrix.T), lambda m, dtype: self.xp.astype(m, dtype))
         self.dtype = matrix.dtype
 
     @property
