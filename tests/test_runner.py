@@ -248,3 +248,23 @@ def test_gradient_noise_is_the_counting_noise_of_the_gradient(dtype):
     # two independent draws through the identity: σ = √2 / √100 — whatever the misfit of any estimate
     assert float(np.std(np.asarray(noise))) == pytest.approx(np.sqrt(2.0) / 10.0, rel=0.03)
     np.testing.assert_array_equal(np.asarray(problem.gradient_noise([term, term])), np.asarray(noise))  # seeded
+
+
+def test_lowrank_fusion_folds_the_basis_into_the_operators(tmp_path):
+    # The solver's operators act on the rank maps without forming the cube, and equal A ∘ W.
+    from xhsi import plugins
+    from xhsi.problems.imaging import ParametrisedCube
+    from xhsi.runner import prepare
+
+    extra = '\n[[regularizers]]\nname = "lowrank_pca"\noptions = { rank = 3 }\n'
+    cfg = load_config(tiny(tmp_path, extra=extra))
+    prep = prepare(cfg)
+    regs = [plugins.get("regularizer", r.name)(r.options, weight=r.weight) for r in cfg.regularizers]
+    problem = plugins.get("problem", "fusion")(cfg, prep.backend, prep.grid, prep.observations, regs,
+                                               plugins.get("likelihood", "poisson"))
+    x0, smooth, prox, to_cube = problem.build()
+    h = np.random.default_rng(0).random(x0.shape)
+    for term, obs in zip(smooth.terms, prep.observations):
+        ops = getattr(term.operator, "ops", [term.operator])
+        assert not any(isinstance(op, ParametrisedCube) for op in ops)
+        np.testing.assert_allclose(term.operator.apply(h), obs.forward.apply(to_cube.apply(h)), rtol=1e-8)

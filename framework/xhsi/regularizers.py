@@ -39,11 +39,12 @@ class Regularizer:
         the regulariser acts on, before the first ``prox``/``gradient``."""
         self.shape, self.xp, self.dtype = tuple(shape), xp, dtype
 
-    def calibrate_noise(self, gradient) -> None:
-        """Called once by problems, before solving, with the data term's gradient ∇f at the
-        initial point. A gradient step x − τ∇f adds τ times that gradient's fluctuations,
-        so a regulariser whose strength is set in noise units (starlet: λ_j = k·σ_j) takes
-        σ_j from it; the prox threshold τ·weight·λ_j is then k noise σ of the gradient step,
+    def calibrate_noise(self, noise) -> None:
+        """Called once by problems, before solving, with one realisation of the counting
+        noise of the data term's gradient (``xhsi.problems.imaging.gradient_noise``), in the
+        units of the variable. A gradient step x − τ∇f adds τ times that noise, so a
+        regulariser whose strength is set in noise units (starlet: λ_j = k·σ_j) takes σ_j
+        from it; the prox threshold τ·weight·λ_j is then k noise σ of the gradient step,
         whatever the step size. Default: nothing to calibrate."""
 
     def value(self, x) -> float:

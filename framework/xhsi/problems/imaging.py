@@ -107,6 +107,30 @@ def data_noise_std(likelihood, data):
     return xp.sqrt(xp.clip(data, min=1.0))
 
 
+def gradient_noise(data_terms, backend: Backend, seed: int = 0):
+    """One seeded realisation of the counting-noise part of the data term's gradient,
+    Σ_k A_kᵀ(ε_k / σ_k), with ε_k standard normal and σ_k the noise standard deviation of
+    each data voxel (``data_noise_std``), in the units of the terms' variable.
+
+    This is what the prox thresholds of noise-calibrated regularisers (starlet: λ = k·σ)
+    must be measured on (``Regularizer.calibrate_noise``): at a model that fits the data,
+    ∇f is exactly this fluctuation. The gradient *at the initial point* is not a noise
+    proxy: it also holds the misfit of the initial estimate, which on bright sources is
+    tens of times the noise (on the CasA-like fusion example its deviance is ~700× the
+    number of voxels), so MAD thresholds taken from it over-smooth by that factor. The draw
+    uses its own generator, seeded by ``seed`` ([run] seed), so it shifts no other draw."""
+    import numpy as np
+
+    xp, dtype = backend.xp, backend.dtype
+    rng = np.random.default_rng([int(seed), 0x6E6F6973])  # a stream of its own ("nois")
+    total = None
+    for term in data_terms:
+        eps = backend.asarray(rng.standard_normal(tuple(term.data.shape)))
+        g = term.operator.adjoint(eps / data_noise_std(term.likelihood, term.data))
+        total = g if total is None else total + g
+    return xp.astype(total, dtype)
+
+
 class ImagingProblem(Problem):
     """Shared machinery of deconvolution and fusion (see the module docstring)."""
 
@@ -153,7 +177,7 @@ class ImagingProblem(Problem):
         else:
             to_cube = scaling
             x0 = z0
-        operators = [obs.forward @ to_cube for obs in self.observations]
+        operators = [self._variable_forward(obs, to_cube, x0) for obs in self.observations]
         smooth_terms: list[Any] = [DataTerm(self.likelihood_cls.for_counts(obs.counts), op, obs.counts, obs.background,
                                             what=f"counts of `{obs.name}`")
                                    for op, obs in zip(operators, self.observations)]
@@ -171,28 +195,21 @@ class ImagingProblem(Problem):
         return x0, Composite(smooth_terms), prox, to_cube
 
     def gradient_noise(self, data_terms):
-        """One seeded realisation of the counting-noise part of the data term's gradient,
-        Σ_k A_kᵀ(ε_k / σ_k), with ε_k standard normal and σ_k the noise standard deviation of
-        each data voxel (``data_noise_std``), in the units of the solver's variable.
+        """See :func:`gradient_noise`."""
+        return gradient_noise(data_terms, self.backend, getattr(getattr(self.config, "run", None), "seed", 0) or 0)
 
-        This is what the prox thresholds of noise-calibrated regularisers (starlet: λ = k·σ)
-        must be measured on: at a model that fits the data, ∇f is exactly this fluctuation.
-        The gradient *at the initial point* is not a noise proxy: it also holds the misfit
-        of the initial estimate, which on bright sources is tens of times the noise (on the
-        CasA-like fusion example its deviance is ~700× the number of voxels), so MAD
-        thresholds taken from it over-smooth by that factor. The draw uses its own
-        generator, seeded by ``[run] seed``, so it does not shift any other random draw."""
-        import numpy as np
+    def _variable_forward(self, obs: ObservationData, to_cube, x0):
+        """The operator from the solver's variable to ``obs``'s counts. With a low-rank
+        parametrisation and a forward operator whose parts commute with the spectral basis
+        (xhsi.operators.lowrank), the PSF and rebinning act on the rank maps and the full
+        cube is never formed; otherwise A ∘ (variable → cube)."""
+        if self.parametrisation is not None:
+            from ..operators.lowrank import spectral_basis_forward
 
-        xp, dtype = self.backend.xp, self.backend.dtype
-        seed = getattr(getattr(self.config, "run", None), "seed", 0) or 0
-        rng = np.random.default_rng([int(seed), 0x6E6F6973])  # a stream of its own ("nois")
-        total = None
-        for term in data_terms:
-            eps = self.backend.asarray(rng.standard_normal(tuple(term.data.shape)))
-            g = term.operator.adjoint(eps / data_noise_std(term.likelihood, term.data))
-            total = g if total is None else total + g
-        return xp.astype(total, dtype)
+            fast = spectral_basis_forward(obs.forward, self.parametrisation.basis)
+            if fast is not None:
+                return fast @ Scaled(Identity(tuple(x0.shape)), self.scale)
+        return obs.forward @ to_cube
 
     # -- solving -----------------------------------------------------------------------
     def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,

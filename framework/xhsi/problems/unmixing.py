@@ -10,7 +10,7 @@ unknowns are solved by PALM (Bolte, Sabach & Teboulle 2014) with one block per a
 and one block per fitted parameter map, so that each map gets its own step size (a
 temperature in keV and a redshift of order 1e-3 have curvatures many decades apart).
 Amplitudes are projected on a ≥ 0, parameters on their bounds; optional starlet sparsity of
-the maps (thresholds k·σ, σ from the MAD of each block's initial data gradient).
+the maps (thresholds k·σ, σ the MAD of the counting noise of each block's gradient).
 
 Parameters may be *fixed* (a constant, e.g. the abundance) or *linked* to another
 component's map (one velocity map shared by two plasmas: one block, gradients summed).
@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem
-from .imaging import backprojection
+from .imaging import backprojection, gradient_noise
 
 
 class Box:
@@ -289,7 +289,7 @@ class Unmixing(Problem):
         x0 = amps + map_starts
         metrics = self.block_metrics(mixture, x0) if self.options.precondition else [None] * len(x0)
         starlet = plugins.get("regularizer", "starlet2d_l1")
-        g0 = cube_gradient(x0)
+        noise = gradient_noise(terms, self.backend, self.config.run.seed)  # ∂f/∂Z noise, see imaging
         blocks = []
         specs = [(name, (0.0, None), self._amp_k(name), self._scales(name)) for name in self.amp_names]
         specs += [(b.name, b.bounds, b.sparsity_k, b.scales) for b in self.map_blocks]
@@ -298,7 +298,7 @@ class Unmixing(Problem):
             if k is not None and k > 0:
                 reg = starlet(starlet.Options(scales=scales, k=k), weight=1.0)
                 reg.setup((self.grid.ny, self.grid.nx), xp, dtype)
-                reg.calibrate_noise(mixture.partial(i, x0, g0))
+                reg.calibrate_noise(mixture.partial(i, x0, noise))
                 proxes.append(reg)
             proxes.append(NonNegative() if hi is None else Box(lo, hi))
             blocks.append(Block(gradient=(lambda xs, i=i: mixture.partial(i, xs, cube_gradient(xs))),

@@ -100,11 +100,12 @@ class _StarletL1(Regularizer):
         method, the first ``prox`` input whose estimate is not all zero is used."""
         self._lam = self._estimate(x, self._analysis(self._check_shape(x)))
 
-    def calibrate_noise(self, gradient) -> None:
-        """λ_b = k·σ_b with σ_b the MAD noise level of the data gradient's coefficients
-        (see ``Regularizer.calibrate_noise``), unless thresholds or noise_sigma are given."""
+    def calibrate_noise(self, noise) -> None:
+        """λ_b = k·σ_b with σ_b the MAD of the coefficients of a realisation of the
+        gradient's counting noise (see ``Regularizer.calibrate_noise``), unless thresholds
+        or noise_sigma are given."""
         if self.options.thresholds is None and self.options.noise_sigma is None:
-            self.calibrate(gradient)
+            self.calibrate(noise)
 
     def _check_shape(self, x):
         if not hasattr(self, "shape"):
