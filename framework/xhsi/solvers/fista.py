@@ -159,7 +159,7 @@ class _ProximalGradient(Solver):
             d = z - y
             f_z = float(self.smooth.value(z))
             # <g, d> + ‖d‖²/(2τ) in one reduction: one host sync.
-            model_gap = float(xp.sum(d * (g + d / (2.0 * step))))
+            model_gap = float(xp.sum(d * (g + d / (2.0 * step)), dtype=xp.float64))
             slack = _SLACK_EPS * self.eps * (abs(f_y) + abs(f_z)) if math.isfinite(f_z) else 0.0
             if math.isfinite(f_z) and f_z <= f_y + model_gap + slack:
                 return z, f_z, step

@@ -164,7 +164,7 @@ class PALM(Solver):
             trial = xs[:i] + [x_new] + xs[i + 1:]
             f_new = float(self.value(trial))
             curvature = 0.5 * L if metric is None else (0.5 * L) * metric
-            gap = float(xp.sum(d * (g + curvature * d)))
+            gap = float(xp.sum(d * (g + curvature * d), dtype=xp.float64))
             slack = _SLACK_EPS * self.eps * (abs(f_z) + abs(f_new)) if math.isfinite(f_new) else 0.0
             if math.isfinite(f_new) and f_new <= f_z + gap + slack:
                 return x_new, L
