@@ -28,6 +28,15 @@ class ObservationData:
         return getattr(self.forward, "detector_pixel_arcsec", None)
 
 
+def solver_report(problem_name: str, solver_name: str, out, wall_s: float) -> tuple[list[dict], dict]:
+    """(history rows as dicts, run metadata) of a finished solver run (a SolverResult)."""
+    history = [dict(zip(("iteration", "cost", "step", "time_s"), row)) for row in out.history]
+    meta = {"problem": problem_name, "solver": solver_name, "n_iter": out.n_iter, "stop_reason": out.stop_reason,
+            "converged": out.converged, "solve_wall_s": wall_s,
+            "final_cost": history[-1]["cost"] if history else None}
+    return history, meta
+
+
 class Problem:
     """Base class of problem plugins (kind ``problem``).
 

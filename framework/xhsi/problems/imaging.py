@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..operators import Identity, LinearOperator, Scaled
 from ..regularizers import Parametrisation
 from ..results import Result
-from .base import ObservationData, Problem
+from .base import ObservationData, Problem, solver_report
 
 
 class ParametrisedCube(LinearOperator):
@@ -226,10 +226,7 @@ class ImagingProblem(Problem):
         if self.parametrisation is not None:
             arrays["rank_maps"] = to_numpy(out.x) * self.scale
             arrays["basis"] = to_numpy(self.parametrisation.basis)
-        history = [dict(zip(("iteration", "cost", "step", "time_s"), row)) for row in out.history]
-        meta = {"problem": self.name, "solver": solver.name, "n_iter": out.n_iter, "stop_reason": out.stop_reason,
-                "converged": out.converged, "solve_wall_s": time.perf_counter() - t0,
-                "final_cost": history[-1]["cost"] if history else None}
+        history, meta = solver_report(self.name, solver.name, out, time.perf_counter() - t0)
         return Result(arrays=arrays, history=history, metadata=meta)
 
     def baselines(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from ..backend import Backend, to_numpy
 from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
-from .base import ObservationData, Problem
+from .base import ObservationData, Problem, solver_report
 from .imaging import backprojection, gradient_noise
 
 
@@ -405,10 +405,7 @@ class Unmixing(Problem):
             units[block.name] = block.unit
         components = {name: to_numpy(c) for name, c in mixture.component_cubes(xs).items()}
         errors = self.error_maps(maps)
-        history = [dict(zip(("iteration", "cost", "step", "time_s"), row)) for row in out.history]
-        meta = {"problem": self.name, "solver": solver.name, "n_iter": out.n_iter, "stop_reason": out.stop_reason,
-                "converged": out.converged, "solve_wall_s": time.perf_counter() - t0,
-                "final_cost": history[-1]["cost"] if history else None}
+        history, meta = solver_report(self.name, solver.name, out, time.perf_counter() - t0)
         return Result(arrays=arrays, history=history, metadata=meta, maps=maps, map_units=units,
                       map_errors=errors, components=components)
 
