@@ -3,22 +3,34 @@ subprocess (so nothing else of the benchmark session counts).
 
     .venv/bin/python bench/memory.py --setup none --iterations 3 [--collapse]
 
-prints one JSON object. The child reads /proc/self/status: VmRSS after the imports (the
-interpreter, numpy, scipy, xhsi), after ``runner.prepare`` (compiled operators, simulated
-counts, the true cube), then resets the peak (``echo 5 > /proc/self/clear_refs``, Linux ≥ 4.0)
-so that VmHWM covers exactly the fusion run: ``problem.build()``, ``--iterations`` solver
-steps and the output cube. Without /proc (not Linux) it falls back to
-``resource.getrusage`` (peak of the whole process, prepare included).
+prints one JSON object. The child reads /proc/self/status (VmRSS: resident now; VmHWM:
+the peak, reset with ``echo 5 > /proc/self/clear_refs``, Linux ≥ 4.0) at each phase:
 
-Reported, in MiB: ``rss_imports``, ``rss_prepared``, ``peak_run`` (VmHWM of the run; the
-peak is reset again after ``build()`` so that the build and the iterations are also
-reported apart: ``peak_build``, ``rss_built``, ``peak_iterations``,
-``full_cubes_during_iterations`` = (peak_iterations − rss_built) / one sky cube),
-``run_above_prepared = peak_run − rss_prepared`` (what the solve adds), the bytes of the
-inputs (counts of both observations) and of the output cube, and ``full_cubes_added`` =
-run_above_prepared / bytes of one sky cube. ``ratio_to_io`` = (peak_run − rss_imports) /
-(inputs + output) is the issue's criterion (target < 3); it counts everything the run holds
-above the libraries, compiled operators included.
+* ``rss_imports``: after importing the libraries a run uses (numpy, scipy.fft,
+  scipy.sparse, xhsi and its plug-ins), before any data exists;
+* ``prepare`` (``runner.prepare``: compiled operators with their precomputed transforms,
+  the simulated truth and counts): ``peak_prepare``, then ``rss_prepared``; peak reset;
+* ``build`` (``problem.build()`` — initial cube, low-rank fit, noise calibration of the
+  regularisers — and ``solver.setup``): ``peak_build``, then ``rss_built``; peak reset;
+* ``solve``: ``solver.run()`` for ``--iterations`` iterations (the real loop: it keeps the
+  last reported state for its rollback, reports every 2 iterations so that this state is
+  an older one, as in a long run) and the output cube: ``peak_solve``.
+
+Without /proc (not Linux) it falls back to ``resource.getrusage`` (one peak for the whole
+process). Reported, in MiB and as ratios to ``io`` = bytes of the inputs (counts and
+backgrounds of every observation) + the output cube:
+
+* (a) ``peak_mib`` = the highest VmHWM of all phases (absolute, libraries included) and
+  ``ratio_abs`` = peak / io;
+* (b) ``ratio_to_io`` = (peak − rss_imports) / io: everything the run holds above the
+  libraries (operators, simulation, solver);
+* (c) ``ratio_solve_to_io`` = (max(peak_build, peak_solve) − rss_prepared) / io: what the
+  fusion run itself (build + iterations + output) adds over the prepared inputs and
+  operators;
+
+plus ``full_cubes_build`` = (peak_build − rss_prepared) / one sky cube,
+``full_cubes_held`` = (rss_built − rss_prepared) / cube and
+``full_cubes_solve`` = (peak_solve − rss_built) / cube (the iterations' own peak).
 """
 from __future__ import annotations
 
@@ -62,17 +74,21 @@ def _peak_kib() -> float:
 def measure(setup: str, iterations: int, collapse: bool) -> dict:
     sys.path.insert(0, str(HERE))
     import numpy as np
+    import scipy.fft  # noqa: F401  (the libraries a run uses are part of the baseline)
+    import scipy.sparse  # noqa: F401
 
-    import xhsi  # noqa: F401  (imports counted in the baseline)
+    import xhsi  # noqa: F401
     from benchlib import SETUPS, build_fista, fusion_config
-    from xhsi import runner
+    from xhsi import plugins, runner
     from xhsi.backend import to_numpy
 
+    plugins.available("regularizer")  # load the plug-ins before the baseline
     gc.collect()
     rss_imports = _status_kib("VmRSS") or 0.0
     cfg = fusion_config(SETUPS[setup])
     prep = runner.prepare(cfg)
     gc.collect()
+    peak_prepare = _peak_kib()
     rss_prepared = _status_kib("VmRSS") or 0.0
     reset = _reset_peak()
 
@@ -81,26 +97,33 @@ def measure(setup: str, iterations: int, collapse: bool) -> dict:
     gc.collect()
     rss_built = _status_kib("VmRSS") or 0.0
     _reset_peak()
-    for _ in range(iterations):
-        solver.step()
+    solver.max_iter, solver.tol, solver.report_every = iterations, 0.0, 2
+    solver.run()
     cube = to_numpy(problem_cube(problem, solver))
-    peak = max(_peak_kib(), peak_build)
-    peak_iterations = _peak_kib()
+    peak_solve = _peak_kib()
 
     inputs = sum(int(np.asarray(to_numpy(o.counts)).nbytes) for o in prep.observations)
     inputs += sum(int(np.asarray(to_numpy(o.background)).nbytes) for o in prep.observations if o.background is not None)
     output = int(cube.nbytes)
+    io = inputs + output
+    peak = max(peak_prepare, peak_build, peak_solve)
+    peak_run = max(peak_build, peak_solve)
     return {
         "setup": setup, "collapse": collapse, "iterations": iterations, "peak_reset": reset,
-        "rss_imports_mib": rss_imports / 1024, "rss_prepared_mib": rss_prepared / 1024, "peak_run_mib": peak / 1024,
-        "run_above_prepared_mib": (peak - rss_prepared) / 1024,
-        "peak_build_mib": peak_build / 1024, "rss_built_mib": rss_built / 1024,
-        "peak_iterations_mib": peak_iterations / 1024,
-        "iterations_above_built_mib": (peak_iterations - rss_built) / 1024,
-        "full_cubes_during_iterations": (peak_iterations - rss_built) * 1024 / output,
-        "inputs_mib": inputs / MIB, "output_mib": output / MIB,
-        "full_cubes_added": (peak - rss_prepared) * 1024 / output,
-        "ratio_to_io": (peak - rss_imports) * 1024 / (inputs + output),
+        "rss_imports_mib": rss_imports / 1024, "peak_prepare_mib": peak_prepare / 1024,
+        "rss_prepared_mib": rss_prepared / 1024, "peak_build_mib": peak_build / 1024,
+        "rss_built_mib": rss_built / 1024, "peak_solve_mib": peak_solve / 1024,
+        "peak_mib": peak / 1024, "peak_run_mib": peak_run / 1024,
+        "inputs_mib": inputs / MIB, "output_mib": output / MIB, "io_mib": io / MIB,
+        "ratio_abs": peak * 1024 / io,
+        "ratio_to_io": (peak - rss_imports) * 1024 / io,
+        "ratio_solve_to_io": (peak_run - rss_prepared) * 1024 / io,
+        "full_cubes_build": (peak_build - rss_prepared) * 1024 / output,
+        "full_cubes_held": (rss_built - rss_prepared) * 1024 / output,
+        "full_cubes_solve": (peak_solve - rss_built) * 1024 / output,
+        # the names bench/report.py reads (earlier versions of this file)
+        "full_cubes_added": (peak_run - rss_prepared) * 1024 / output,
+        "full_cubes_during_iterations": (peak_solve - rss_built) * 1024 / output,
     }
 
 
@@ -117,7 +140,7 @@ def problem_cube(problem, solver):
     return op.apply(solver.x)
 
 
-def run_in_subprocess(setup: str, iterations: int = 2, collapse: bool = False, timeout: float = 600) -> dict:
+def run_in_subprocess(setup: str, iterations: int = 3, collapse: bool = False, timeout: float = 600) -> dict:
     """``measure`` in a fresh interpreter; returns its JSON result."""
     import subprocess
 
@@ -131,7 +154,7 @@ def run_in_subprocess(setup: str, iterations: int = 2, collapse: bool = False, t
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", default="none")
-    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--collapse", action="store_true", help="low-rank set-ups: operators on the rank maps")
     args = parser.parse_args(argv)
     print(json.dumps(measure(args.setup, args.iterations, args.collapse)))

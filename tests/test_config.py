@@ -43,6 +43,16 @@ def test_relative_paths_resolve_against_config_folder(tmp_path):
     assert cfg.run.output == sub.resolve() / "out"
 
 
+def test_instrument_paths_resolve_against_config_folder_names_stay_names(tmp_path):
+    sub = tmp_path / "deep"
+    sub.mkdir()
+    text = TOY_CONFIG.replace('instrument = "xmm_epic_pn"', 'instrument = "instruments/my_pn.toml"', 1)
+    assert text != TOY_CONFIG
+    cfg = load_config(write(sub, text))
+    assert cfg.observations[0].instrument == str(sub.resolve() / "instruments" / "my_pn.toml")
+    assert load_config(write(sub, TOY_CONFIG)).observations[0].instrument == "xmm_epic_pn"
+
+
 def test_overrides_parse_toml_values(tmp_path):
     path = write(tmp_path, TOY_CONFIG)
     cfg = load_config(path, ["solver.max_iter=50", "solver.tol=1e-3", "run.dtype=\"float32\"",
@@ -89,6 +99,7 @@ BAD = [
      ["observations", "unique", "xmm"]),
     ("table expected", ("[solver]\nname", "solver_x = 1\n[solver]\nname"), ["solver_x", "unknown key"]),
     ("nan", ("exposure_s = 1.0e5", "exposure_s = nan"), ["observations[0].exposure_s", "finite"]),
+    ("even psf_size", ("exposure_s = 1.0e5", "exposure_s = 1.0e5\npsf_size = 28"), ["observations[0]", "psf_size", "odd"]),
 ]
 
 

@@ -337,6 +337,25 @@ def test_forward_operator_conserves_a_point_source(tmp_path):
     assert op.detector_pixel_arcsec == 1.0 and op.parts[0].__class__.__name__ == "Diagonal"
 
 
+def test_psf_size_crops_the_kernel_of_the_forward_operator(tmp_path):
+    inst = load_instrument(toy(tmp_path))  # FWHM 4 arcsec: a kernel wider than 5 x 5 pixels of 0.5 arcsec
+    edges = np.linspace(1.8, 2.2, 5)
+    full = compile_forward(inst, edges, (41, 41), 0.5, 1000.0)
+    cut = compile_forward(inst, edges, (41, 41), 0.5, 1000.0, psf_size=5)
+    x = np.zeros(full.shape_in)
+    x[2, 20, 20] = 1.0
+    image_full, image_cut = to_numpy(full.apply(x)).sum(axis=0), to_numpy(cut.apply(x)).sum(axis=0)
+    assert np.count_nonzero(image_cut > 1e-12 * image_cut.max()) == 25  # 5 x 5 pixels, nothing outside
+    kernel = inst.psf_image(0.5)
+    c = kernel.shape[0] // 2
+    assert c > 2
+    core = kernel[c - 2: c + 3, c - 2: c + 3]
+    # the flux outside the 5 x 5 core is dropped, not renormalised into it
+    assert image_cut.sum() / image_full.sum() == pytest.approx(core.sum(), rel=1e-6) and core.sum() < 0.99
+    with pytest.raises(ShapeError, match="odd"):
+        compile_forward(inst, edges, (41, 41), 0.5, 1000.0, psf_size=4)
+
+
 # ----------------------------------------------------------------------------- line fit
 @pytest.mark.parametrize("name", ["chandra_acis_s", "xmm_epic_pn"])
 def test_gaussian_line_is_recovered_through_a_real_rmf_and_arf(name):

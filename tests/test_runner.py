@@ -268,3 +268,27 @@ def test_lowrank_fusion_folds_the_basis_into_the_operators(tmp_path):
         ops = getattr(term.operator, "ops", [term.operator])
         assert not any(isinstance(op, ParametrisedCube) for op in ops)
         np.testing.assert_allclose(term.operator.apply(h), obs.forward.apply(to_cube.apply(h)), rtol=1e-8)
+
+
+def test_start_file_continues_from_an_earlier_result(tmp_path):
+    first = run(load_config(tiny(tmp_path, max_iter=10)), quiet=True)
+    path = tiny(tmp_path, max_iter=3, extra='\n[problem]\nstart_file = "out/result.fits"\n')
+    again = run(load_config(path), out=tmp_path / "again", quiet=True)
+    # the second run starts where the first stopped (its cost at iteration 0 is the first's last)
+    assert again.history[0]["cost"] == pytest.approx(first.history[-1]["cost"], rel=1e-6)
+    assert again.history[0]["cost"] < first.history[0]["cost"]
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"pixels = [12, 12]": "pixels = [24, 24]"}, "shape"),
+    ({"min_kev = 5.5": "min_kev = 5.0"}, "energy bins differ"),
+])
+def test_start_file_on_another_grid_is_refused_before_solving(tmp_path, edit, match):
+    run(load_config(tiny(tmp_path, max_iter=2)), quiet=True)
+    path = tiny(tmp_path, max_iter=2, extra='\n[problem]\nstart_file = "out/result.fits"\n')
+    text = path.read_text()
+    for old, new in edit.items():
+        text = text.replace(old, new)
+    path.write_text(text)
+    with pytest.raises(XhsiError, match=match):
+        run(load_config(path), out=tmp_path / "other", quiet=True)

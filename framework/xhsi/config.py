@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,12 +55,19 @@ class ModelSection:
 @dataclass
 class ObservationSection:
     name: str = option(doc="label used in outputs and messages")
-    instrument: str = option(doc="a shipped instrument name or a path to an instrument TOML")
+    instrument: str = option(doc="a shipped instrument name or a path to an instrument TOML (relative to the config file)")
     exposure_s: float = option(unit="s", min=0.0, exclusive_min=True)
     counts: Path | None = option(None, doc="counts cube FITS; omit to simulate it from [simulate]")
     background: Path | None = option(None, doc="background counts cube FITS (same grid as counts)")
     spatial_rebin: int = option(1, min=1, doc="detector pixel = rebin x model pixel")
     spectral_rebin: int = option(1, min=1, doc="channel = rebin x model energy bin (RMF instruments: edges snapped to RMF channels)")
+    psf_size: int | None = option(None, min=1, unit="model pixels",
+                                  doc="crop the PSF kernel to psf_size x psf_size model pixels (odd; the part outside "
+                                      "is dropped, not renormalised); default: the instrument's [psf] radius_arcsec")
+
+    def check(self):
+        if self.psf_size is not None and self.psf_size % 2 == 0:
+            raise ValueError(f"`psf_size` must be odd (a kernel centred on a pixel), got {self.psf_size}.")
 
 
 @dataclass
@@ -242,6 +250,17 @@ def _list_item(node: list, part, assignment: str):
     raise ConfigError(f"--set `{assignment}`: no item named `{part}`; names: {', '.join(names) or 'none'}.")
 
 
+def instrument_reference(value: str, base_dir: Path) -> str:
+    """A shipped instrument's name as it is; a path to an instrument TOML (it ends in
+    .toml or holds a /) made absolute against the config file's folder, like every other
+    path of a run config."""
+    text = str(value)
+    if not (text.lower().endswith(".toml") or "/" in text or os.sep in text):
+        return text
+    path = Path(text).expanduser()
+    return str(path if path.is_absolute() else base_dir / path)
+
+
 def config_from_dict(data: dict, file: str = "<config>", base_dir: Path = Path("."), check_plugins: bool = True) -> Config:
     ctx = Context(file=file, base_dir=base_dir)
     cfg = from_dict(Config, data, ctx)
@@ -251,6 +270,8 @@ def config_from_dict(data: dict, file: str = "<config>", base_dir: Path = Path("
         raise ctx.error("observations", f"observation names must be unique; repeated: {', '.join(sorted(dup))}.")
     output = Path(cfg.run.output)
     cfg.run.output = output if output.is_absolute() else base_dir / output
+    for obs in cfg.observations:
+        obs.instrument = instrument_reference(obs.instrument, base_dir)
     if check_plugins:
         validate_plugins(cfg, ctx)
     return cfg

@@ -993,7 +993,7 @@ _FORWARD_CACHE_SIZE = 16
 def compile_forward(instrument: str | Path | Instrument, model_energy_edges_kev, model_pixels: Sequence[int],
                     model_pixel_arcsec: float, exposure_s: float, spatial_rebin: int = 1,
                     spectral_rebin: int | None = 1, backend=None, channel_edges_kev=None,
-                    boundary: str = "zero"):
+                    boundary: str = "zero", psf_size: int | None = None, cache: bool = True):
     """The forward operator of one observation,
 
         A = SpatialRebin(r) ∘ SpectralResponse(R) ∘ SpatialConvolution(PSF) ∘ Diagonal(exposure × area),
@@ -1011,7 +1011,11 @@ def compile_forward(instrument: str | Path | Instrument, model_energy_edges_kev,
       nearest RMF channel edges); None: the instrument's own channels in its band (see
       :meth:`Instrument.detector_channels`);
     - ``channel_edges_kev``: explicit channel edges instead (e.g. a counts cube's EBOUNDS);
-    - ``backend``: an :class:`xhsi.backend.Backend` (default numpy float64).
+    - ``psf_size``: crop the PSF kernel to psf_size × psf_size model pixels (odd; the flux
+      outside is dropped, as the instrument's ``[psf] radius_arcsec`` cut does), e.g. the
+      29 × 29 kernels of Lascar et al. 2025; default: the instrument's own cut;
+    - ``backend``: an :class:`xhsi.backend.Backend` (default numpy float64);
+    - ``cache``: keep the operator for later calls with the same arguments (default).
 
     The redistribution matrix R is computed directly on the output channels (one
     ``SpectralResponse``; for Gaussian responses this is exact where SpectralRebin ∘
@@ -1033,9 +1037,11 @@ def compile_forward(instrument: str | Path | Instrument, model_energy_edges_kev,
     if not model_pixel_arcsec > 0 or not exposure_s > 0:
         raise ShapeError(f"model_pixel_arcsec ({model_pixel_arcsec}) and exposure_s ({exposure_s}) must be > 0.")
     ch_key = None if channel_edges_kev is None else tuple(_edges(channel_edges_kev, "channel_edges_kev"))
+    if psf_size is not None and (int(psf_size) < 1 or int(psf_size) % 2 == 0):
+        raise ShapeError(f"psf_size must be a positive odd number of model pixels, got {psf_size}.")
     key = (inst.path, id(inst), tuple(edges), ny, nx, float(model_pixel_arcsec), float(exposure_s), spatial_rebin,
-           spectral_rebin, backend.name, backend.dtype_name, ch_key, boundary)
-    if key in _FORWARD_CACHE:
+           spectral_rebin, backend.name, backend.dtype_name, ch_key, boundary, psf_size)
+    if cache and key in _FORWARD_CACHE:
         return _FORWARD_CACHE[key]
 
     from .operators.diagonal import Diagonal
@@ -1047,7 +1053,8 @@ def compile_forward(instrument: str | Path | Instrument, model_energy_edges_kev,
     ops = [Diagonal(backend.asarray(weight.reshape(n_e, 1, 1)), shape)]
     centres = 0.5 * (edges[:-1] + edges[1:])
     # A kernel wider than twice the image cannot reach any pixel from any other: crop it.
-    psf = inst.psf_image(model_pixel_arcsec, centres, max_half=(ny - 1, nx - 1))
+    half = (ny - 1, nx - 1) if psf_size is None else (min(ny - 1, psf_size // 2), min(nx - 1, psf_size // 2))
+    psf = inst.psf_image(model_pixel_arcsec, centres, max_half=half)
     matrix = inst.redistribution(edges, spectral_rebin, channel_edges_kev)
     out_edges = inst.detector_channels(edges, spectral_rebin, channel_edges_kev)
     # PSF, redistribution and rebin fused and ordered so the FFTs run on the fewest slices
@@ -1059,6 +1066,8 @@ def compile_forward(instrument: str | Path | Instrument, model_energy_edges_kev,
     forward = ForwardOperator(chain, instrument=inst, model_energy_edges_kev=edges, channel_edges_kev=out_edges,
                                model_pixel_arcsec=float(model_pixel_arcsec),
                                detector_pixel_arcsec=float(model_pixel_arcsec) * spatial_rebin, exposure_s=float(exposure_s))
+    if not cache:
+        return forward
     if len(_FORWARD_CACHE) >= _FORWARD_CACHE_SIZE:
         _FORWARD_CACHE.pop(next(iter(_FORWARD_CACHE)))
     _FORWARD_CACHE[key] = forward

@@ -17,13 +17,18 @@ The objective solvers minimise uses ``value`` (the NLL convention of Lascar et a
 Background is the caller's business because the gradient w.r.t. the model is the same with
 or without it (B is constant), and because the operator engineer knows where B lives
 (counts per detector voxel, same grid as the data).
+
+Memory: on numpy the per-voxel terms and the gradient are formed in place in at most
+three (Poisson) or two (Gaussian) arrays of the data's size, with the same operations in
+the same order as the generic array-API expressions (same bits); ``model`` and ``data``
+are never written to.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .backend import array_namespace
+from .backend import array_namespace, is_numpy_namespace
 from .errors import DataError, ShapeError
 from .schema import NoOptions, option
 
@@ -112,6 +117,26 @@ class Likelihood:
         return f"{type(self).__name__}({self.options})"
 
 
+def _native_numpy(xp, model=None, data=None):
+    """numpy itself when ``xp`` is numpy (in-place ufuncs with ``out=``) and ``model`` and
+    ``data`` (when given) share dtype and shape, so that scratch arrays made from either
+    can hold every intermediate; else None (the generic path)."""
+    if model is not None and (model.dtype != data.dtype or tuple(model.shape) != tuple(data.shape)):
+        return None
+    if is_numpy_namespace(xp):
+        import numpy
+
+        return numpy
+    return None
+
+
+def _writable_result(np_, out, other) -> bool:
+    """Whether ``out op other`` can be written into ``out`` (an array allocated by the
+    caller) without changing the result's dtype or shape."""
+    return (np_.result_type(out, other) == out.dtype
+            and np_.broadcast_shapes(out.shape, np_.shape(other)) == out.shape)
+
+
 def _check_shapes(model, data) -> None:
     if tuple(model.shape) != tuple(data.shape):
         raise ShapeError(f"model has shape {tuple(model.shape)} but the data have {tuple(data.shape)}.")
@@ -156,7 +181,22 @@ class Poisson(Likelihood):
         y_pos = xp.where(data > 0, data, xp.ones_like(data))  # log argument safe at y = 0
         # y·log(y/m_f) is 0 where y = 0 because data is 0 there; the last term is the
         # tangent continuation below the floor (0 where model >= floor).
-        return model - data + data * xp.log(y_pos / m_f) - data * (model - m_f) / m_f
+        np_ = _native_numpy(xp, model, data)
+        if np_ is None:
+            return model - data + data * xp.log(y_pos / m_f) - data * (model - m_f) / m_f
+        terms = np_.subtract(model, data)
+        np_.add(terms, self._data_log(np_, data, y_pos, m_f), out=terms)
+        np_.subtract(model, m_f, out=y_pos)
+        np_.multiply(data, y_pos, out=y_pos)
+        np_.divide(y_pos, m_f, out=y_pos)
+        return np_.subtract(terms, y_pos, out=terms)
+
+    @staticmethod
+    def _data_log(np_, data, y_pos, m_f):
+        """y·log(y_pos / m_f), written into ``y_pos`` (a scratch array of the caller's)."""
+        np_.divide(y_pos, m_f, out=y_pos)
+        np_.log(y_pos, out=y_pos)
+        return np_.multiply(data, y_pos, out=y_pos)
 
     def gradient(self, model, data):
         """1 − y / max(m, floor): the exact gradient of ``value`` (see the class docstring)."""
@@ -168,8 +208,19 @@ class Poisson(Likelihood):
         m_f = self._floored(model, xp)
         ratio = data / m_f
         y_pos = xp.where(data > 0, data, xp.ones_like(data))
-        terms = model - data + data * xp.log(y_pos / m_f) - ratio * (model - m_f)
-        return xp.sum(terms, dtype=xp.float64), 1.0 - ratio
+        np_ = _native_numpy(xp, model, data)
+        if np_ is None:
+            terms = model - data + data * xp.log(y_pos / m_f) - ratio * (model - m_f)
+            return xp.sum(terms, dtype=xp.float64), 1.0 - ratio
+        terms = np_.subtract(model, data)
+        np_.add(terms, self._data_log(np_, data, y_pos, m_f), out=terms)
+        np_.subtract(model, m_f, out=y_pos)
+        np_.multiply(ratio, y_pos, out=y_pos)
+        np_.subtract(terms, y_pos, out=terms)
+        del y_pos
+        value = xp.sum(terms, dtype=xp.float64)
+        del terms
+        return value, np_.subtract(1.0, ratio, out=ratio)
 
 
 class Gaussian(Likelihood):
@@ -207,15 +258,25 @@ class Gaussian(Likelihood):
 
     def _terms(self, model, data):
         r = model - data
-        return 0.5 * (r * r) * self._inv_var()
+        inv_var = self._inv_var()
+        np_ = _native_numpy(array_namespace(model, data), model, data)
+        if np_ is None or not _writable_result(np_, r, inv_var):
+            return 0.5 * (r * r) * inv_var
+        np_.multiply(r, r, out=r)
+        np_.multiply(r, 0.5, out=r)
+        return np_.multiply(r, inv_var, out=r)
 
     def gradient(self, model, data):
         return (model - data) * self._inv_var()
 
     def value_and_gradient(self, model, data):
         xp = array_namespace(model, data)
-        g = (model - data) * self._inv_var()
-        return 0.5 * xp.sum(g * (model - data), dtype=xp.float64), g
+        r = model - data
+        g = r * self._inv_var()
+        np_ = _native_numpy(xp, model, data)
+        if np_ is None or not _writable_result(np_, r, g):
+            return 0.5 * xp.sum(g * r, dtype=xp.float64), g
+        return 0.5 * xp.sum(np_.multiply(g, r, out=r), dtype=xp.float64), g
 
     def check_data(self, data, what: str = "data") -> None:
         super().check_data(data, what)

@@ -63,7 +63,7 @@ def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
         try:
             forward = compile_forward(instrument, grid.energy_edges_kev, (grid.ny, grid.nx), grid.pixel_arcsec,
                                       obs.exposure_s, spatial_rebin=obs.spatial_rebin,
-                                      spectral_rebin=obs.spectral_rebin, backend=backend)
+                                      spectral_rebin=obs.spectral_rebin, backend=backend, psf_size=obs.psf_size)
         except XhsiError as exc:
             raise type(exc)(f"{cfg.source}: {where}: {exc}") from None
         compiled.append((obs, instrument, forward))
@@ -74,16 +74,20 @@ def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
             raise DataError(f"{cfg.source}: {where}: counts file {obs.counts} does not exist.")
 
     truth, scene_truth = None, None
+    # Simulation (truth and expected counts) runs in float64 on the host whatever the run's
+    # backend and dtype, so that float32 and float64 runs (and numpy and cupy) of one
+    # config fit the same counts against the same truth.
+    sim_backend = Backend("numpy", "float64", seed=cfg.run.seed)
     if cfg.simulate is not None:
         scene = plugins.get("scene", cfg.simulate.scene)(cfg.simulate.options)
         if hasattr(scene, "generate_components"):
             try:
-                scene_truth = scene.generate_components(grid, backend)
+                scene_truth = scene.generate_components(grid, sim_backend)
                 truth = scene_truth.cube
             except NotImplementedError:
-                truth = scene.generate(grid, backend)
+                truth = scene.generate(grid, sim_backend)
         else:
-            truth = scene.generate(grid, backend)
+            truth = scene.generate(grid, sim_backend)
     if cfg.metrics is not None and cfg.metrics.truth is not None:
         cube = read_cube(cfg.metrics.truth)
         if tuple(cube.data.shape) != tuple(grid.shape):
@@ -104,10 +108,17 @@ def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
         if obs.counts is not None:
             counts = backend.asarray(_read_matching(read_cube, obs.counts, forward, obs.name, "counts"))
         elif need_counts:
-            counts = simulate_counts(truth, forward, backend, background)
+            sim_forward = forward if backend.name == "numpy" and backend.dtype_name == "float64" else compile_forward(
+                instrument, grid.energy_edges_kev, (grid.ny, grid.nx), grid.pixel_arcsec, obs.exposure_s,
+                spatial_rebin=obs.spatial_rebin, spectral_rebin=obs.spectral_rebin, backend=sim_backend,
+                psf_size=obs.psf_size, cache=False)
+            sim_background = None if background is None else to_numpy(background).astype(np.float64)
+            counts = backend.asarray(to_numpy(simulate_counts(truth, sim_forward, sim_backend, sim_background)))
         else:
             counts = None
         observations.append(ObservationData(obs.name, forward, counts, background, instrument))
+    if truth is not None:  # kept on the host in the run's precision (metrics work in float64)
+        truth = np.asarray(to_numpy(truth), dtype=np.float32 if backend.dtype_name == "float32" else np.float64)
     return Prepared(backend, grid, observations, truth, scene_truth)
 
 

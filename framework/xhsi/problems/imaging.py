@@ -13,8 +13,9 @@ proximable ones (``starlet2d_l1``, ``starlet2d1d_l1``, ``wavelet2d_l1``, third-p
 applied in config order, followed by the projection on Z ≥ 0 (``ProxChain``). A
 parametrisation (``lowrank_pca``: Z = W·H) changes the unknown to the rank maps H: the
 operators become A_k ∘ W, the other regularisers act on H, and the cube is materialised
-only through the operators. Z = W·H ≥ 0 is then not imposed (the Poisson term's model
-floor keeps the likelihood defined); this is the published low-rank set-up.
+only through the operators. With principal spectra (the published set-up) Z = W·H ≥ 0 is
+not imposed (the Poisson term's model floor keeps the likelihood defined); with a
+non-negative basis (``lowrank_pca`` ``basis = "nmf"``) H ≥ 0 is, and Z ≥ 0 follows.
 
 Units: the solver works on the dimensionless cube X = Z / s, with s the mean of the
 initial (back-projected) cube, so that iterates are of order one whatever the flux and
@@ -24,13 +25,18 @@ comparable between sources. Results are given back in physical units.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from ..backend import Backend, array_namespace, to_numpy
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError, ShapeError
 from ..operators import Identity, LinearOperator, Scaled
 from ..regularizers import Parametrisation
 from ..results import Result
+from ..schema import option
 from .base import ObservationData, Problem, solver_report
 
 
@@ -89,6 +95,8 @@ def ratio_fusion(observations: list[ObservationData], xp):
     tiny = float(xp.max(band)) * 1e-6
     ok = band > tiny
     ratio = xp.where(ok, image / xp.where(ok, band, xp.ones_like(band)), xp.zeros_like(band))
+    if bool(xp.all(ok)):  # the fallback is not needed: skip its back-projection (cubes of memory)
+        return b_spec * ratio
     return xp.where(ok, b_spec * ratio, backprojection(observations, xp))
 
 
@@ -131,11 +139,40 @@ def gradient_noise(data_terms, backend: Backend, seed: int = 0):
     return xp.astype(total, dtype)
 
 
+@dataclass
+class ImagingOptions:
+    start: str = option("auto", choices=("auto", "backprojection", "ratio_fusion"),
+                        doc="initial cube: auto (ratio_fusion for fusion, backprojection for deconvolution), the "
+                            "joint back-projection, or the spectrometer's spectra scaled to the imager's image")
+    start_file: Path | None = option(None, doc="start from this sky cube FITS instead (e.g. the result.fits of an "
+                                               "earlier run on the same [model] grid); relative to the config file")
+
+
+def read_start_cube(path: Path, grid) -> np.ndarray:
+    """A sky cube FITS on the model grid (photons / s / cm² per bin and pixel), checked."""
+    from ..io.cubes import read_cube
+
+    cube = read_cube(path)
+    if tuple(cube.data.shape) != tuple(grid.shape):
+        raise ShapeError(f"[problem] start_file {path}: shape {cube.data.shape}, the [model] grid is {tuple(grid.shape)} "
+                         "(energy bins, ny, nx): start from a cube of the same run grid.")
+    edges = np.asarray(grid.energy_edges_kev, dtype=np.float64)
+    if not np.allclose(cube.energy_edges_kev, edges, rtol=1e-6, atol=0.0):
+        raise ShapeError(f"[problem] start_file {path}: its energy bins differ from the [model] energy grid "
+                         f"({edges[0]:g}-{edges[-1]:g} keV in {edges.size - 1} bins).")
+    data = np.asarray(cube.data, dtype=np.float64)
+    if not np.all(np.isfinite(data)) or data.min() < 0:
+        raise DataError(f"[problem] start_file {path}: the cube must be finite and >= 0.")
+    return data
+
+
 class ImagingProblem(Problem):
     """Shared machinery of deconvolution and fusion (see the module docstring)."""
 
+    Options = ImagingOptions
+
     def __init__(self, config, backend: Backend, grid, observations: list[ObservationData], regularizers: list,
-                 likelihood_cls, pm=None):
+                 likelihood_cls, pm=None, options: ImagingOptions | None = None):
         lo, hi = self.observations_allowed
         n = len(observations)
         if n < lo or (hi is not None and n > hi):
@@ -152,10 +189,27 @@ class ImagingProblem(Problem):
         self.regularizers = [r for r in regularizers if r is not self.parametrisation]
         self.likelihood_cls = likelihood_cls
         self.cube_shape = tuple(grid.shape)
+        self.options = options if options is not None else ImagingOptions()
+        if self.options.start_file is not None:
+            self._start = read_start_cube(self.options.start_file, grid)  # checked before any heavy work
 
     # -- building ----------------------------------------------------------------------
     def initial_cube(self):
-        return backprojection(self.observations, self.backend.xp)
+        """The solver's start, in physical units ([problem] start / start_file)."""
+        xp = self.backend.xp
+        if self.options.start_file is not None:
+            z0 = self.backend.asarray(self._start)
+            if float(xp.max(z0)) <= 0:
+                raise DataError(f"[problem] start_file {self.options.start_file}: the cube is zero everywhere.")
+            return z0
+        start = self.options.start
+        if start == "auto":
+            start = self.default_start
+        if start == "ratio_fusion":
+            return ratio_fusion(self.observations, xp)
+        return backprojection(self.observations, xp)
+
+    default_start = "backprojection"
 
     def build(self):
         """(x0, smooth term, prox term, variable → cube map)."""
@@ -189,7 +243,7 @@ class ImagingProblem(Problem):
             noise = self.gradient_noise(smooth_terms[: len(self.observations)])
             for reg in prox_terms:
                 reg.calibrate_noise(noise)
-        if self.parametrisation is None:
+        if self.parametrisation is None or getattr(self.parametrisation, "nonnegative", False):
             prox_terms.append(NonNegative())
         prox = ProxChain(prox_terms) if prox_terms else Zero()
         return x0, Composite(smooth_terms), prox, to_cube
@@ -250,17 +304,16 @@ class Fusion(ImagingProblem):
     name = "fusion"
     observations_allowed = (2, None)
 
-    def initial_cube(self):
-        """``ratio_fusion``: the spectra of the observation with the most channels, scaled
-        pixel by pixel to the broad-band image of the one with the most detector pixels.
-
-        The start matters more in fusion than in deconvolution: the sky components that
-        neither instrument sees (fine spectral detail at scales finer than the
-        spectrometer's pixels) lie in the null space of every A_k, where gradient steps do
-        not move them, so the solver keeps whatever the start holds there. The joint
-        back-projection mixes the imager's smeared spectra into every pixel (ASAM of the
-        start 42° on configs/fusion_xmm_xrism_small.toml, vs 24° for the Resolve-only
-        baseline); this start has the spectrometer's spectral angles and the imager's
-        broad-band image (ASAM 24°, PSNR 40.3 dB vs 38.7 dB for either baseline)."""
-        return ratio_fusion(self.observations, self.backend.xp)
+    # ``ratio_fusion``: the spectra of the observation with the most channels, scaled
+    # pixel by pixel to the broad-band image of the one with the most detector pixels.
+    #
+    # The start matters more in fusion than in deconvolution: the sky components that
+    # neither instrument sees (fine spectral detail at scales finer than the
+    # spectrometer's pixels) lie in the null space of every A_k, where gradient steps do
+    # not move them, so the solver keeps whatever the start holds there. The joint
+    # back-projection mixes the imager's smeared spectra into every pixel (ASAM of the
+    # start 42° on configs/fusion_xmm_xrism_small.toml, vs 24° for the Resolve-only
+    # baseline); this start has the spectrometer's spectral angles and the imager's
+    # broad-band image (ASAM 24°, PSNR 40.3 dB vs 38.7 dB for either baseline).
+    default_start = "ratio_fusion"
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from ..backend import array_namespace
+from ..backend import array_namespace, is_numpy_namespace
 from ..errors import ConfigError, RunStopped
 from ..schema import Context, NoOptions, from_dict
 
@@ -92,20 +92,32 @@ class Composite:
 
     def gradient(self, x):
         g = self.terms[0].gradient(x)
-        for t in self.terms[1:]:
-            g = g + t.gradient(x)
+        for i, t in enumerate(self.terms[1:]):
+            g = _accumulate(g, t.gradient(x), owned=i > 0)
         return g
 
     def value_and_gradient(self, x):
         total, g = value_and_gradient(self.terms[0], x)
-        for t in self.terms[1:]:
+        for i, t in enumerate(self.terms[1:]):
             v, gi = value_and_gradient(t, x)
-            total, g = total + v, g + gi
+            total, g = total + v, _accumulate(g, gi, owned=i > 0)
         return total, g
 
     def lipschitz(self) -> float | None:
         constants = [lipschitz_of(t) for t in self.terms]
         return None if any(c is None for c in constants) else sum(constants)
+
+
+def _accumulate(g, gi, owned: bool):
+    """g + gi. ``owned``: g is a sum made here (not an array a term returned, which it may
+    still hold), so on numpy it is updated in place: one gradient-sized array less for the
+    third and later terms. Same bits as ``g + gi``."""
+    if (owned and hasattr(g, "dtype") and hasattr(gi, "dtype") and is_numpy_namespace(array_namespace(g))
+            and g.dtype == gi.dtype and g.shape == gi.shape):
+        import numpy
+
+        return numpy.add(g, gi, out=g)
+    return g + gi
 
 
 class ProxChain:

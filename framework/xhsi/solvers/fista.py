@@ -34,6 +34,18 @@ shrinkage-thresholding algorithm for linear inverse problems").
 Host syncs per iteration: none without backtracking and monotone (the cost is computed
 only every ``report_every`` iterations by the run loop); backtracking needs f(y) once and
 two scalars (f(z) and one fused reduction) per trial; monotone needs F(z) (f(z) and g(z)).
+
+Memory (in iterate-sized arrays, "cubes"): between iterations the state holds x_k and y_k
+(2; MFISTA also z_k). During an iteration the floor of backtracking FISTA is 4: x_k (the
+momentum needs it after the step is accepted), y_k, ∇f(y_k) (reused by every trial) and
+the trial point z; the step y − τ∇f, the model gap and the momentum need up to 2 more
+short-lived scratch arrays, released before f(z) is evaluated, so that the peak is 4 cubes
+plus what the smooth term's evaluation itself needs. On numpy those scratch arrays are
+updated in place (``out=``) with the same operations in the same order as the generic
+array-API expressions, so both paths give the same bits. Arrays of the state, the
+caller's x0 and whatever the smooth and prox terms return are never modified: only arrays
+this module allocated are written to (the run loop keeps earlier states for its rollback
+and stopping rule, and checkpoints resume bit for bit).
 """
 from __future__ import annotations
 
@@ -41,7 +53,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..backend import array_namespace
+from ..backend import array_namespace, is_numpy_namespace
 from ..errors import ConfigError, RunStopped
 from ..schema import option
 from .base import Solver, Zero, lipschitz_of, tree_norm, value_and_gradient
@@ -54,11 +66,11 @@ _SLACK_EPS = 10.0
 
 @dataclass
 class FistaState:
-    """Everything an iteration needs; arrays on the run's device, scalars as Python values."""
+    """Everything an iteration needs; arrays on the run's device, scalars as Python values.
+    (x_{k−1} is not kept: the momentum is folded into y_k when x_k is formed.)"""
 
     iteration: int
     x: Any            # x_k
-    x_prev: Any       # x_{k−1} (iterate-change stopping rule, momentum)
     y: Any            # point of the next gradient step (= x for ISTA)
     t: Any            # momentum t_k, a 0-d array of the iterate's dtype (1 for ISTA)
     step: float       # last accepted step size τ
@@ -87,6 +99,7 @@ class _ProximalGradient(Solver):
         """``x0``: initial iterate (its namespace and dtype are the run's); ``smooth``: a
         SmoothTerm; ``prox``: a ProxTerm (None: g = 0)."""
         self.xp = array_namespace(x0)
+        self._np = _native_numpy(self.xp)
         self.smooth, self.prox = smooth, (prox if prox is not None else Zero())
         self.eps = _machine_eps(x0.dtype)
         lipschitz = lipschitz_of(smooth)
@@ -99,7 +112,7 @@ class _ProximalGradient(Solver):
                 )
             step = 1.0 / lipschitz if lipschitz else 1.0
         t = self.xp.asarray(1.0, dtype=x0.dtype)
-        self.state = FistaState(iteration=0, x=x0, x_prev=x0, y=x0, t=t, step=float(step))
+        self.state = FistaState(iteration=0, x=x0, y=x0, t=t, step=float(step))
         self.history, self._time_offset = [], 0.0
 
     # -- one iteration ------------------------------------------------------------------
@@ -111,12 +124,13 @@ class _ProximalGradient(Solver):
             z, f_z, step = self._backtrack(s, k, s.y, opts.max_backtracks if not self.accelerated else
                                            min(opts.restart_after, opts.max_backtracks))
             if z is None:  # the extrapolated point is bad: reset the momentum (see the module)
-                s = FistaState(s.iteration, s.x, s.x_prev, s.x, self.xp.ones_like(s.t), s.step, s.cost_x, s.z)
+                s = FistaState(s.iteration, s.x, s.x, self.xp.ones_like(s.t), s.step, s.cost_x, s.z)
                 z, f_z, step = self._backtrack(s, k, s.x, opts.max_backtracks)
         else:
             step = s.step
             g = self.smooth.gradient(s.y)
-            z = self.prox.prox(s.y - step * g, step)
+            z = self.prox.prox(self._gradient_step(s.y, g, step), step)
+            del g  # not needed by the momentum: one cube less at its peak
             f_z = None
         cost_x = None
         if monotone:
@@ -130,18 +144,18 @@ class _ProximalGradient(Solver):
         else:
             x_new = z
         if not self.accelerated:
-            self.state = FistaState(k, x_new, s.x, x_new, s.t, step, None)
+            self.state = FistaState(k, x_new, x_new, s.t, step, None)
             return
         t = s.t
         if getattr(opts, "restart", "none") == "adaptive":
             # O'Donoghue & Candès 2015, gradient scheme, with the prox-gradient mapping y − z.
-            restart = xp.sum((s.y - z) * (z - s.x)) > 0
+            restart = xp.sum(self._product_of_differences(s.y, z, z, s.x)) > 0
             t = xp.where(restart, xp.ones_like(t), t)
         t_next = (1.0 + xp.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        y = x_new + ((t - 1.0) / t_next) * (x_new - s.x)
+        y = self._extrapolate(x_new, (t - 1.0) / t_next, x_new, s.x)
         if monotone:
-            y = y + (t / t_next) * (z - x_new)
-        self.state = FistaState(k, x_new, s.x, y, t_next, step, cost_x, z if monotone else None)
+            y = self._extrapolate(y, t / t_next, z, x_new, owned=True)
+        self.state = FistaState(k, x_new, y, t_next, step, cost_x, z if monotone else None)
 
     def _backtrack(self, s: FistaState, k: int, y, trials: int):
         """(z, f(z), step) of an accepted step from ``y`` within ``trials`` shrinks; when the
@@ -155,11 +169,10 @@ class _ProximalGradient(Solver):
             raise RunStopped(f"{self.name}: the smooth cost is {f_y} at the point of iteration {k}.")
         step = s.step * opts.grow
         for _ in range(trials):
-            z = self.prox.prox(y - step * g, step)
-            d = z - y
+            z = self.prox.prox(self._gradient_step(y, g, step), step)
+            # The model gap first, so that its scratch arrays are gone while f(z) runs.
+            model_gap = self._model_gap(z, y, g, step)
             f_z = float(self.smooth.value(z))
-            # <g, d> + ‖d‖²/(2τ) in one reduction: one host sync.
-            model_gap = float(xp.sum(d * (g + d / (2.0 * step)), dtype=xp.float64))
             slack = _SLACK_EPS * self.eps * (abs(f_y) + abs(f_z)) if math.isfinite(f_z) else 0.0
             if math.isfinite(f_z) and f_z <= f_y + model_gap + slack:
                 return z, f_z, step
@@ -170,6 +183,53 @@ class _ProximalGradient(Solver):
             f"{self.name}: backtracking found no step at iteration {k} after {opts.max_backtracks} trials "
             f"(last step {step:.3g}); the smooth term may be non-finite or its gradient wrong."
         )
+
+    # -- element-wise work: in place on numpy, generic expressions elsewhere -------------
+    # Each helper writes only to arrays it allocates itself, and performs the same
+    # operations in the same order as the generic expression (float addition and
+    # multiplication commute exactly), so both paths give the same bits.
+    def _gradient_step(self, y, g, step: float):
+        """y − τ·g, a new array."""
+        np_ = self._np
+        if np_ is None:
+            return y - step * g
+        w = np_.multiply(g, step)
+        return np_.subtract(y, w, out=w)
+
+    def _model_gap(self, z, y, g, step: float) -> float:
+        """⟨g, d⟩ + ‖d‖²/(2τ) with d = z − y, summed in float64 in one reduction (one host
+        sync): Σ d·(g + d/(2τ))."""
+        xp, np_ = self.xp, self._np
+        if np_ is None:
+            d = z - y
+            return float(xp.sum(d * (g + d / (2.0 * step)), dtype=xp.float64))
+        d = np_.subtract(z, y)
+        v = np_.divide(d, 2.0 * step)
+        np_.add(g, v, out=v)
+        np_.multiply(d, v, out=v)
+        del d
+        return float(np_.sum(v, dtype=np_.float64))
+
+    def _product_of_differences(self, a, b, c, d):
+        """(a − b)·(c − d), a new array."""
+        np_ = self._np
+        if np_ is None:
+            return (a - b) * (c - d)
+        u = np_.subtract(a, b)
+        v = np_.subtract(c, d)
+        np_.multiply(u, v, out=u)
+        return u
+
+    def _extrapolate(self, base, beta, a, b, owned: bool = False):
+        """base + β·(a − b); ``owned``: ``base`` was allocated here and may be overwritten."""
+        np_ = self._np
+        if np_ is None:
+            return base + beta * (a - b)
+        u = np_.subtract(a, b)
+        np_.multiply(u, beta, out=u)
+        if owned:
+            return np_.add(base, u, out=base)
+        return np_.add(base, u, out=u)
 
     # -- reporting ----------------------------------------------------------------------
     def _cost(self, x) -> float:
@@ -185,6 +245,16 @@ class _ProximalGradient(Solver):
     @property
     def x(self):
         return self.state.x
+
+
+def _native_numpy(xp):
+    """The numpy module when the run is on numpy (in-place ufuncs with ``out=``), else None:
+    array_api_strict has no ``out=`` and cupy takes the generic path."""
+    if is_numpy_namespace(xp):
+        import numpy
+
+        return numpy
+    return None
 
 
 def _machine_eps(dtype) -> float:

@@ -6,6 +6,13 @@ W is computed without mean-centring: the model Z = W·H must be linear (the solv
 the adjoint Wᵀ), and the uncentred SVD gives the best rank-k linear approximation of the
 initial cube (Eckart & Young 1936). The parametrisation has no penalty of its own (prox =
 identity); combine it with ``sobolev`` or ``starlet2d_l1`` acting on H.
+
+With ``basis = "nmf"`` W is instead a non-negative factorisation of the initial cube
+(``nmf.py``) and H is constrained to H ≥ 0, so that the cube W·H is ≥ 0 by construction:
+the principal spectra have negative parts, and with them W·H < 0 in faint voxels, where
+the Poisson model sits on its floor and its curvature (y / floor²) stalls the solver's
+step (docs/fusion.md). The non-negative cone of W is smaller than the principal subspace
+but holds every mixture of non-negative spectra the factorisation found.
 """
 from __future__ import annotations
 
@@ -22,11 +29,16 @@ __all__ = ["LowRankPCA"]
 @dataclass
 class LowRankPCAOptions:
     rank: int = option(3, min=1, unit="spectra", doc="number of principal spectra kept (columns of W)")
+    basis: str = option("pca", choices=("pca", "nmf"),
+                        doc="pca: orthonormal principal spectra (published), H free; nmf: non-negative spectra "
+                            "from a factorisation of the initial cube, H >= 0 so that W·H >= 0")
+    nmf_iter: int = option(100, min=1, unit="sweeps", doc="HALS sweeps of the NMF (basis = nmf)")
 
 
 class LowRankPCA(Parametrisation):
     """Z = W·H, W the ``rank`` leading left singular vectors of the (n_e, ny·nx) matrix of an
-    initial cube (orthonormal columns, sign fixed so that each column sums to ≥ 0)."""
+    initial cube (orthonormal columns, sign fixed so that each column sums to ≥ 0), or with
+    ``basis = "nmf"`` its non-negative factorisation's spectra (unit ℓ2 columns, H ≥ 0)."""
 
     name = "lowrank_pca"
     Options = LowRankPCAOptions
@@ -69,7 +81,21 @@ class LowRankPCA(Parametrisation):
         k = self.options.rank
         if k > min(n_e, npix):
             raise ShapeError(f"lowrank_pca: rank {k} exceeds min(n_e, ny·nx) = {min(n_e, npix)}; lower `rank`.")
-        m = xp.reshape(cube, (n_e, npix))
+        # Fitted in float64 whatever the run's dtype, then cast: a float32 Gram matrix or
+        # factorisation of a 2400-bin cube moves the basis by more than float32 iterations
+        # can, and float32 and float64 runs must agree.
+        dtype = cube.dtype
+        m = xp.astype(xp.reshape(cube, (n_e, npix)), xp.float64)
+        if self.options.basis == "nmf":
+            self._fit_nmf(m, k)
+        else:
+            self._fit_pca(m, k)
+        self.basis = xp.astype(self.basis, dtype)
+        self.singular_values = xp.astype(self.singular_values, dtype)
+
+    def _fit_pca(self, m, k: int) -> None:
+        xp = array_namespace(m)
+        n_e, npix = m.shape
         if n_e <= npix:
             evals, evecs = xp.linalg.eigh(m @ xp.matrix_transpose(m))
             evals = xp.flip(evals[n_e - k:], axis=0)
@@ -85,9 +111,37 @@ class LowRankPCA(Parametrisation):
         self.basis = w * sign
         self.singular_values = xp.sqrt(xp.clip(evals, min=0.0))
 
+    def _fit_nmf(self, m, k: int) -> None:
+        from .nmf import nmf
+
+        xp = array_namespace(m)
+        if float(xp.min(m)) < 0:
+            raise DataError("lowrank_pca with basis = \"nmf\" needs a non-negative initial cube.")
+        scale = float(xp.mean(m)) or 1.0
+        w, h = nmf(m / scale, k, self.options.nmf_iter)
+        self.basis = w
+        self.singular_values = xp.linalg.vector_norm(h, axis=1) * scale
+        self._gram_inverse = xp.linalg.inv(xp.matrix_transpose(w) @ w)  # used in from_cube, cast there
+
+    def from_cube(self, z):
+        """The rank maps whose cube is closest to ``z`` in least squares (Wᵀz for the
+        orthonormal principal spectra; (WᵀW)⁻¹Wᵀz clipped at 0 for basis = nmf)."""
+        h = self.to_cube_adjoint(z)
+        if self.options.basis != "nmf":
+            return h
+        xp = array_namespace(h)
+        k = h.shape[0]
+        h = xp.reshape(xp.astype(self._gram_inverse, h.dtype) @ xp.reshape(h, (k, -1)), tuple(h.shape))
+        return xp.clip(h, min=0.0)
+
     def _check_fitted(self):
         if self.basis is None:
             raise ShapeError("lowrank_pca is used before fit(cube) computed its spectral basis.")
+
+    @property
+    def nonnegative(self) -> bool:
+        """Whether the rank maps H are constrained to H ≥ 0 (basis = nmf)."""
+        return self.options.basis == "nmf"
 
     @property
     def variable_shape(self) -> tuple[int, ...]:

@@ -7,7 +7,9 @@ c = Φx the starlet analysis (``xhsi.wavelets``; Starck, Fadili & Murtagh 2007) 
 Analysis*, §2.3). The starlet is redundant and not a tight frame, so the exact prox of
 ‖Φx‖₁ has no closed form; ``prox`` is the usual approximation used in astronomy:
 soft-threshold every detail band by step·weight·λ_b, then reconstruct by the sum of the
-bands. See docs/regularizers.md.
+bands. ``starlet2d1d_l1`` streams its (L+1)(J+1) bands instead of materialising them
+(``xhsi.starlet2d1d``): prox, value and MAD calibration hold a few cubes at a time.
+See docs/regularizers.md.
 """
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import device
 
+from xhsi import starlet2d1d as stream
 from xhsi.backend import array_namespace, to_numpy
 from xhsi.errors import ShapeError
 from xhsi.regularizers import Regularizer
 from xhsi.schema import option
-from xhsi.wavelets import mad_sigma, soft_threshold, starlet1d, starlet2d
+from xhsi.wavelets import MAD_TO_SIGMA, mad_sigma, soft_threshold, starlet1d, starlet2d
 
 __all__ = ["Starlet2dL1", "Starlet2d1dL1", "starlet_noise_norms"]
 
@@ -266,8 +269,62 @@ class Starlet2d1dL1(_StarletL1):
         super().setup(shape, xp, dtype)
 
     def _analysis(self, x):
+        """All bands at once, (L+1, J+1, *x.shape): (L+1)(J+1) cubes. Only a reference: ``prox``,
+        ``value`` and the MAD calibration stream the bands (``xhsi.starlet2d1d``)."""
         c2 = starlet2d(x, self.options.scales_2d)  # (J+1, ..., n_e, ny, nx)
         return starlet1d(c2, self.options.scales_1d, axis=c2.ndim - 3)  # (L+1, J+1, ...)
+
+    # -- streamed: never more than a few cubes (see xhsi.starlet2d1d) -------------------
+    def _scales(self):
+        return self.options.scales_2d, self.options.scales_1d
+
+    def _mad_thresholds(self, x):
+        """λ_lj = k·σ_lj, σ_lj the MAD of band (l, j) of x over the whole cube, one band at a
+        time; the coarse × coarse band 0. Band shape plus one singleton axis per axis of x."""
+        xp = array_namespace(x)
+        sigma = np.zeros(self._band_shape())
+        coarse = self._coarse()
+        for ell, j, band in stream.bands(x, *self._scales()):
+            if (ell, j) == coarse:
+                continue
+            if isinstance(band, np.ndarray) and not np.may_share_memory(band, x):
+                # the band is ours: |c − median c| in place, median by selection in place
+                np.subtract(band, np.median(band), out=band)
+                mad = np.median(np.abs(band, out=band), overwrite_input=True)
+                sigma[ell, j] = float(mad) / MAD_TO_SIGMA
+            else:
+                sigma[ell, j] = float(mad_sigma(band, tuple(range(band.ndim))))
+        lam = (self.options.k * sigma).reshape(sigma.shape + (1,) * x.ndim)
+        return xp.asarray(lam, dtype=x.dtype, device=device(x))
+
+    def _lam_for(self, x, freeze: bool):
+        if self._lam is not None:
+            return self._lam
+        lam = self._mad_thresholds(x)
+        # An all-zero estimate (a constant or all-zero initial iterate) must not freeze
+        # λ = 0 for the whole run: keep estimating until the input carries some noise.
+        if freeze and float(array_namespace(x).max(lam)) > 0:
+            self._lam = lam
+        return lam
+
+    def calibrate(self, x) -> None:
+        """σ_lj by MAD of the bands of ``x`` (streamed, one band at a time), λ_lj = k·σ_lj,
+        frozen. See ``_StarletL1.calibrate``."""
+        self._lam = self._mad_thresholds(self._check_shape(x))
+
+    def value(self, x) -> float:
+        """weight·Σ_lj λ_lj‖c_lj‖₁ (base λ, also when re-weighting), bands streamed."""
+        lam = to_numpy(self._lam_for(self._check_shape(x), freeze=False)).reshape(self._band_shape())
+        norms = stream.l1_norms(x, *self._scales(), wanted=lam > 0)
+        return self.weight * float(np.sum(lam.astype(np.float64) * norms))
+
+    def prox(self, x, step: float):
+        """Soft-threshold every band by step·weight·λ_lj (re-weighted when asked) and sum the
+        bands, streamed (``xhsi.starlet2d1d.shrink``): same result as thresholding the
+        materialised bands, in ~3 cubes of memory instead of (L+1)(J+1) + padding."""
+        lam = self._lam_for(self._check_shape(x), freeze=True)
+        tau = to_numpy((step * self.weight) * lam).reshape(self._band_shape())
+        return stream.shrink(x, *self._scales(), tau, reweight=self.options.reweight)
 
     def _band_shape(self):
         return (self.options.scales_1d + 1, self.options.scales_2d + 1)
