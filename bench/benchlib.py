@@ -30,6 +30,8 @@ PUBLISHED_S = {
     "lowrank_sobolev": (6.0, 9.0),
     "lowrank_starlet2d": (6.0, 7.0),
     "starlet2d1d": (9.0, 11.0),
+    "lowrank_sobolev_nmf24": (6.0, 9.0),  # the shipped configs' low-rank set-ups, against the published
+    "lowrank_starlet2d_nmf24": (6.0, 7.0),
 }
 
 #: The four published regulariser set-ups, as [[regularizers]] tables.
@@ -38,8 +40,13 @@ SETUPS: dict[str, list[dict]] = {
     "lowrank_sobolev": [{"name": "lowrank_pca", "options": {"rank": 3}}, {"name": "sobolev", "weight": 1.0}],
     "lowrank_starlet2d": [{"name": "lowrank_pca", "options": {"rank": 3}}, {"name": "starlet2d_l1", "weight": 1.0}],
     "starlet2d1d": [{"name": "starlet2d1d_l1", "weight": 1.0}],
+    # as configs/fusion_xmm_xrism_lowrank_*.toml ship them: 24 non-negative spectra, H >= 0
+    "lowrank_sobolev_nmf24": [{"name": "lowrank_pca", "options": {"rank": 24, "basis": "nmf"}},
+                              {"name": "sobolev", "weight": 0.01}],
+    "lowrank_starlet2d_nmf24": [{"name": "lowrank_pca", "options": {"rank": 24, "basis": "nmf"}},
+                                {"name": "starlet2d_l1", "weight": 1.0}],
 }
-LOWRANK = ("lowrank_sobolev", "lowrank_starlet2d")
+LOWRANK = ("lowrank_sobolev", "lowrank_starlet2d", "lowrank_sobolev_nmf24", "lowrank_starlet2d_nmf24")
 
 
 def fusion_config(regularizers: list[dict], bins: int = 2400, pixels: int = 45, xmm_rebin: int = 40,

@@ -20,6 +20,8 @@ LABELS = {
     "lowrank_sobolev": "low rank (3) + Sobolev",
     "lowrank_starlet2d": "low rank (3) + 2D starlet",
     "starlet2d1d": "2D-1D starlet",
+    "lowrank_sobolev_nmf24": "low rank (24, NMF) + Sobolev",
+    "lowrank_starlet2d_nmf24": "low rank (24, NMF) + 2D starlet",
 }
 
 
@@ -34,7 +36,7 @@ def iteration_table(results: dict) -> str:
             "| applications / iteration (fwd, adj) | peak memory of the run (MiB) | GPU (cupy) |",
             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
     order = ["none", "lowrank_sobolev", "lowrank_sobolev+collapse", "lowrank_starlet2d", "lowrank_starlet2d+collapse",
-             "starlet2d1d"]
+             "lowrank_sobolev_nmf24", "lowrank_starlet2d_nmf24", "starlet2d1d"]
     for key in order:
         r = results.get(f"iter/{key}")
         if r is None:

@@ -23,7 +23,8 @@ from benchlib import (LOWRANK, PUBLISHED_S, SETUPS, blur_parts, build_fista, fft
                       record)
 
 CASES = [("none", False), ("lowrank_sobolev", False), ("lowrank_sobolev", True), ("lowrank_starlet2d", False),
-         ("lowrank_starlet2d", True), ("starlet2d1d", False)]
+         ("lowrank_starlet2d", True), ("lowrank_sobolev_nmf24", False), ("lowrank_starlet2d_nmf24", False),
+         ("starlet2d1d", False)]
 ROUNDS = {"none": 5, "starlet2d1d": 3}
 
 

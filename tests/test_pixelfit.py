@@ -27,17 +27,20 @@ def test_pixelfit_writes_maps_with_errors(tmp_path):
     assert costs[-1] < costs[0]
 
 
-def test_fisher_errors_match_the_scatter(tmp_path):
-    # Pull (estimate − truth) / σ of kT over the pixels where the plasma is bright: its
-    # spread is about one when the errors are right (measured: 2.2 after 30 iterations,
-    # 2.5 after 200 — the errors are good to a factor of ~2.5, not better).
+@pytest.mark.parametrize("parameter", ["kT", "z"])
+def test_fisher_errors_match_the_scatter(tmp_path, parameter):
+    # Pull (estimate − truth) / σ over the pixels where the plasma is bright: its spread is
+    # about one when the errors are right. The tiny scene's lines are broadened by 1000 km/s
+    # (scene and model), which makes the counts smooth in z; with thermal broadening only
+    # (~1 eV lines in 125 eV bins) the likelihood is flat in z within a bin and the spreads
+    # were 4.0 (kT) and 14.5 (z). Measured with 1000 km/s: 1.02 (kT), 0.93 (z).
     cfg = pixelfit_config(tmp_path)
     result = run(cfg, quiet=True)
     truth = prepare(cfg).scene_truth.component("thermal")
     bright = truth.amplitude > np.percentile(truth.amplitude, 50)
-    pull = (result.maps["thermal.kT"] - truth.parameters["kT"]) / result.map_errors["thermal.kT"]
+    pull = (result.maps[f"thermal.{parameter}"] - truth.parameters[parameter]) / result.map_errors[f"thermal.{parameter}"]
     spread = np.std(pull[bright])
-    assert 0.4 < spread < 3.0, spread
+    assert 0.6 < spread < 1.6, spread
 
 
 def test_binning_gives_block_constant_maps(tmp_path):

@@ -292,3 +292,13 @@ def test_start_file_on_another_grid_is_refused_before_solving(tmp_path, edit, ma
     path.write_text(text)
     with pytest.raises(XhsiError, match=match):
         run(load_config(path), out=tmp_path / "other", quiet=True)
+
+
+def test_simulated_counts_do_not_depend_on_the_run_dtype(tmp_path):
+    from xhsi.runner import prepare
+
+    single, double = (prepare(load_config(tiny(tmp_path), [f'run.dtype="{d}"'])) for d in ("float32", "float64"))
+    for a, b in zip(single.observations, double.observations):
+        np.testing.assert_array_equal(np.asarray(a.counts, dtype=np.float64), np.asarray(b.counts))
+    np.testing.assert_array_equal(single.truth.astype(np.float64), double.truth)
+    assert single.truth.dtype == np.float32 and double.truth.dtype == np.float64

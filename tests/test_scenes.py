@@ -87,6 +87,20 @@ def test_casa_like_components_are_the_documented_spectra():
     np.testing.assert_allclose(sy.cube, expected_sy, rtol=1e-12)
 
 
+def test_casa_like_sigma_v_broadens_the_thermal_lines():
+    # 20 eV bins around Fe XXV (6.7 keV): 1500 km/s is σ_E ≈ 34 eV, so the line spreads over
+    # several bins with the same flux; 0 (the default) keeps thermal broadening only.
+    grid = ModelGrid(np.linspace(6.0, 7.2, 61), 6, 6, 2.0)
+    be = Backend("numpy", "float64")
+    narrow = xhsi.get("scene", "casa_like")().generate_components(grid, be).component("thermal")
+    broad = xhsi.get("scene", "casa_like")({"sigma_v_kms": 1500.0}).generate_components(grid, be).component("thermal")
+    expected = broad.amplitude * spectra.thermal(grid.energy_edges_kev, broad.parameters["kT"], broad.parameters["z"],
+                                                 1.0, 1500.0)
+    np.testing.assert_allclose(broad.cube, expected, rtol=1e-12)
+    assert broad.cube.sum() == pytest.approx(narrow.cube.sum(), rel=1e-6)
+    assert broad.cube.sum(axis=(1, 2)).max() < 0.8 * narrow.cube.sum(axis=(1, 2)).max()
+
+
 def test_casa_like_parameters_stay_in_their_documented_ranges():
     opts = {"kT_min_keV": 1.2, "kT_max_keV": 2.5, "max_velocity_kms": 3000.0, "index_start": 2.0, "index_end": 3.0,
             "synchrotron_fraction": 0.4, "total_flux": 2.0}

@@ -114,6 +114,10 @@ class CasALike(Scene):
         max_velocity_kms: float = option(2000.0, unit="km/s", min=0.0, max=30000.0,
                                          doc="largest line-of-sight speed (|z| <= ~0.0067 by default)")
         abundance: float = option(1.0, min=0.0, doc="line strengths relative to solar (thermal component)")
+        sigma_v_kms: float = option(0.0, unit="km/s", min=0.0,
+                                    doc="line-of-sight velocity dispersion broadening the thermal lines (Cas A: "
+                                        "~200-2000 km/s, Vink et al. 2025, PASJ, arXiv:2505.04691); 0: thermal "
+                                        "broadening only")
         index_start: float = option(2.3, min=0.0, doc="photon index at the start of the synchrotron arc")
         index_end: float = option(3.1, min=0.0, doc="photon index at the end of the synchrotron arc")
         filament_arc_deg: float = option(200.0, unit="deg", min=1.0, max=360.0, doc="azimuthal extent of the synchrotron arc")
@@ -174,7 +178,8 @@ class CasALike(Scene):
         m = self.maps(grid)
         edges, b = _on_backend(backend, grid, m)
         xp = backend.xp
-        s_th = _absorbed(edges, spectra.thermal(edges, b["kT_keV"], b["z"], o.abundance), o.nh_1e22, xp)
+        s_th = _absorbed(edges, spectra.thermal(edges, b["kT_keV"], b["z"], o.abundance, o.sigma_v_kms),
+                         o.nh_1e22, xp)
         s_pl = _absorbed(edges, spectra.powerlaw(edges, b["index"]), o.nh_1e22, xp)
         thermal = _component("thermal", "thermal", b["thermal_amplitude"], s_th,
                              {"kT": m["kT_keV"], "z": m["z"]}, {"abundance": o.abundance, "nh": o.nh_1e22})
