@@ -35,8 +35,8 @@ def iteration_table(results: dict) -> str:
     rows = ["| set-up | size | backend | ms / iteration | FFT floor (ms) | × floor | speed-up vs published "
             "| applications / iteration (fwd, adj) | peak memory of the run (MiB) | GPU (cupy) |",
             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
-    order = ["none", "lowrank_sobolev", "lowrank_sobolev+collapse", "lowrank_starlet2d", "lowrank_starlet2d+collapse",
-             "lowrank_sobolev_nmf24", "lowrank_starlet2d_nmf24", "starlet2d1d"]
+    order = ["none", "lowrank_sobolev", "lowrank_starlet2d", "lowrank_sobolev_nmf24", "lowrank_starlet2d_nmf24",
+             "starlet2d1d"]
     for key in order:
         r = results.get(f"iter/{key}")
         if r is None:
