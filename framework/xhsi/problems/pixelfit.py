@@ -172,7 +172,12 @@ class PixelFit(Problem):
             fisher = self._fisher(m, jac)
             grad = xp.sum(jac * (1.0 - y / mf)[None, ...], axis=1)  # (P, npix)
             diag = xp.sum(fisher * eye, axis=-1)
-            system = fisher + (lam[:, None, None] * diag[:, :, None] + 1e-12 * xp.max(diag)) * eye
+            # Marquardt's scaling, per pixel and per variable: λ·diag(F) (+1e-12·diag(F) so a
+            # pixel at λ → 0 stays regular, and 1 where a variable has no curvature at all).
+            # A ridge shared by the whole field (e.g. 1e-12·max F) mixes units: one near-empty
+            # pixel's amplitude curvature (∝ 1/a²) then froze kT and Γ in every pixel.
+            ridge = (lam[:, None] + 1e-12) * diag + xp.where(diag > 0, xp.zeros_like(diag), xp.ones_like(diag))
+            system = fisher + ridge[:, :, None] * eye
             delta = xp.linalg.solve(system, -xp.permute_dims(grad, (1, 0))[..., None])[..., 0]
             trial = xp.clip(u + xp.permute_dims(delta, (1, 0)), min=lo, max=hi)
             m_t, jac_t = self._model_and_jacobian(trial, weight, matrix, background)

@@ -14,7 +14,10 @@ the maps with thresholds k·s_j(y, x) in the units of each map, s_j the starlet 
 s = 1/(σ·D) (``metric_noise``), σ the per-pixel Fisher errors of the start (``FisherStarlet``).
 Each block's step is taken in the metric D of its pixel-local Fisher information
 (``start_fisher``), so that a pixel's gradient step is a scoring step of its own size and the
-thresholding acts at the noise level of that map (docs/unmixing.md, "Measured").
+thresholding acts at the noise level of that map; a parameter map's metric is floored at
+1/s², s the spread of its start map (``metric_damping``: Levenberg–Marquardt damping at the
+prior's scale, which keeps the prior acting where the data do not constrain the parameter;
+docs/unmixing.md, "Measured").
 
 Parameters may be *fixed* (a constant, e.g. the abundance) or *linked* to another
 component's map (one velocity map shared by two plasmas: one block, gradients summed).
@@ -114,6 +117,23 @@ def metric_noise(sigma, metric):
     with np.errstate(divide="ignore", invalid="ignore"):
         out = 1.0 / (sigma * metric)
     return np.where((sigma > 0) & (metric > 0) & np.isfinite(out), out, 0.0)
+
+
+def start_spread(start, init, bounds) -> float:
+    """Robust scatter 1.4826·MAD of a start map (``(ny, nx)``, host array) over the pixels the
+    start fit moved away from the config init ``init`` (by more than 1e-6 of the bounds'
+    width); at most that width, and 1.0 (or the width) when it is 0 or no pixel moved.
+    Pixels the fit left at the init carry no information (no counts, or a component with
+    zero amplitude): counted in, they made the MAD ~1e-8 when they were half of the field
+    (the tiny scene's empty sky), which froze the maps and switched the thresholds off."""
+    import numpy as np
+
+    start = np.asarray(start, dtype=np.float64)
+    width = float(bounds[1] - bounds[0])
+    moved = np.abs(start - np.asarray(init, dtype=np.float64)) > 1e-6 * width
+    vals = start[moved]
+    spread = 1.4826 * float(np.median(np.abs(vals - np.median(vals)))) if vals.size >= 2 else 0.0
+    return min(width, spread or 1.0)
 
 
 def coefficient_sigma(sigma, scales: int, seed: int = 0, draws: int = 64):
@@ -302,6 +322,10 @@ class UnmixingOptions:
     precondition: bool = option(True, doc="per-pixel step sizes: PALM in the metric of each map's pixel-local "
                                           "Fisher information at the start (false: one step per map, set by its "
                                           "most curved pixel; the thresholds then act ~1/L of what they should)")
+    metric_damping: float = option(1.0, min=0.0, doc="floor of each parameter map's per-pixel metric, in units of "
+                                                     "1/s², s the robust scatter of its start map (Levenberg–Marquardt "
+                                                     "damping at the prior's scale; 0: Fisher metric floored at "
+                                                     "0.1 × its median only)")
 
 
 class Unmixing(Problem):
@@ -398,8 +422,9 @@ class Unmixing(Problem):
         metric D; first observation, PSF neglected; floored at ``METRIC_FLOOR`` × its median)
         and the noise level s = 1/(σ·D) of the starlet thresholds (``metric_noise``), σ the
         marginal 1-σ Fisher error √(F⁻¹)_ii (the noise of a per-pixel fit; capped at the
-        robust scatter of the start map for parameters, 10× the largest start value for
-        amplitudes, where a pixel carries no information).
+        robust scatter s of the start map for parameters (``start_spread``), 10× the largest
+        start value for amplitudes, where a pixel carries no information). A parameter's
+        metric is also floored at ``metric_damping``/s².
 
         The metric is not normalised: with D = diag F, L_i ≈ 1 and a PALM step on a block is
         a Fisher-scoring step of each pixel's own size, whatever its brightness."""
@@ -426,6 +451,7 @@ class Unmixing(Problem):
         curvs: list[Any] = [None] * len(x0)
         sigmas: list[Any] = [None] * len(x0)
         caps: list[float] = [1.0] * len(x0)
+        floors: list[float] = [0.0] * len(x0)
         for j, comp in enumerate(self.components):
             if comp.amplitude_slot is None:
                 continue
@@ -439,15 +465,24 @@ class Unmixing(Problem):
             k = mixture.n_amp + i
             curvs[k] = up(diag[:, len(self.components) + i]) / factor ** 2
             start = to_numpy(x0[k])
-            cap = min(block.bounds[1] - block.bounds[0], 1.4826 * float(np.median(np.abs(start - np.median(start)))) or 1.0)
+            cap = start_spread(start, to_numpy(block.init), block.bounds)
             caps[k] = cap
+            # Levenberg–Marquardt damping at the prior's scale: no pixel's metric is flatter
+            # than the curvature 1/s² of a Gaussian of the map's own spread s (robust scatter
+            # of the start). Where the data hardly constrain a parameter (Γ where the
+            # synchrotron is < 10 % of the flux, or any parameter of a component whose start
+            # amplitude is 0, whose Fisher curvature at the start is 0 and grows with the
+            # amplitude) the floored Fisher metric let a step cross the box and Γ wander to
+            # its bounds; the metric also turns the thresholds into the penalty λ = D·T,
+            # which was ~0 there (docs/unmixing.md, "Measured").
+            floors[k] = self.options.metric_damping / cap ** 2
             sigmas[k] = np.clip(np.nan_to_num(up(err[:, len(self.components) + i]) * factor, nan=cap, posinf=cap),
                                 0.0, cap)
         out_m, out_s = [], []
-        for curv, sig, cap in zip(curvs, sigmas, caps):
+        for curv, sig, cap, floor in zip(curvs, sigmas, caps, floors):
             curv = np.where(np.isfinite(curv), curv, 0.0)
             med = float(np.median(curv)) if np.median(curv) > 0 else (float(curv.mean()) or 1.0)
-            d = np.clip(curv, METRIC_FLOOR * med, None)
+            d = np.clip(curv, max(METRIC_FLOOR * med, floor), None)
             out_m.append(xp.asarray(d, dtype=dtype))
             out_s.append(xp.asarray(np.clip(metric_noise(sig, d), 0.0, cap), dtype=dtype))
         return out_m, out_s
