@@ -239,3 +239,20 @@ def test_unmixing_beats_pixelfit_on_the_photon_index(tmp_path):
     ours = result.metrics["maps"]["synchrotron.index"]["median_relative_error"]
     theirs = result.metrics["maps_pixelfit"]["synchrotron.index"]["median_relative_error"]
     assert ours < 0.8 * theirs, (ours, theirs)
+
+
+def test_a_folded_surrogate_component_is_refused_with_a_fix(tmp_path):
+    from xhsi.spectral_models import build_spectral_model
+    from xhsi.surrogate import TrainSurrogateSection, save_surrogate, train_surrogate
+
+    edges = np.linspace(3.0, 8.0, 41)  # the tiny config's model grid
+    settings = TrainSurrogateSection(model="powerlaw", n_samples=100, n_components=2, hidden=[4], epochs=2,
+                                     batch_size=32, learning_rate=1e-2, bounds={"index": [1.0, 3.0]})
+    identity = {"instrument": "chandra_acis_s", "spectral_rebin": 2, "effective_area": True, "matrix_sha256": "x"}
+    s = train_surrogate(build_spectral_model("powerlaw").setup(edges), settings,
+                        fold=np.ones((40, 20)) / 20, output_edges_kev=np.linspace(3.0, 8.0, 21), response=identity)
+    save_surrogate(s, tmp_path / "folded.npz")
+    path = tiny(tmp_path)
+    path.write_text(path.read_text().replace('model = "powerlaw"', 'model = "surrogate"\noptions = { file = "folded.npz" }'))
+    with pytest.raises(ConfigError, match="true-energy.*retrain it without a \\[response\\]"):
+        run(load_config(path), quiet=True)

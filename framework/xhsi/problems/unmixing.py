@@ -201,6 +201,12 @@ def resolve_components(sections, grid, backend: Backend, source: str,
             raise ConfigError(f"{where}.name: component names must be unique; `{sec.name}` is repeated.")
         model = build_spectral_model(sec.model, sec.options, where=f"{where}.model", base_dir=base_dir).setup(
             grid.energy_edges_kev, xp, backend.dtype)
+        if getattr(model, "response", None) is not None:
+            raise ConfigError(
+                f"{where}.model: this surrogate emulates `{getattr(model, 'emulated', '?')}` after the "
+                f"{model.response.get('instrument', '?')} response ({model.n_out} channels); unmixing and pixelfit "
+                "apply each observation's response themselves and need spectra on the true-energy [model] grid: "
+                "retrain it without a [response] table (`xhsi train-model`).")
         params = {p.name: p for p in model.parameters}
         for key in ("init", "bounds", "link"):
             for pname in getattr(sec, key):
