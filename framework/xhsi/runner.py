@@ -46,10 +46,19 @@ def _grid(cfg: Config):
     return ModelGrid.from_config(cfg.model)
 
 
+def _compile(obs, instrument, grid, backend: Backend, cache: bool = True):
+    """The forward operator of one [[observations]] table on the run's grid."""
+    from .instruments import compile_forward
+
+    return compile_forward(instrument, grid.energy_edges_kev, (grid.ny, grid.nx), grid.pixel_arcsec, obs.exposure_s,
+                           spatial_rebin=obs.spatial_rebin, spectral_rebin=obs.spectral_rebin, backend=backend,
+                           psf_size=obs.psf_size, cache=cache)
+
+
 def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
     """Compile every observation's forward operator, read or simulate its counts, and read
     or simulate the truth. All input checks happen here."""
-    from .instruments import compile_forward, load_instrument
+    from .instruments import load_instrument
     from .io.cubes import read_cube
 
     backend = Backend(cfg.run.backend, cfg.run.dtype, seed=cfg.run.seed)
@@ -61,9 +70,7 @@ def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
         where = f"observations[{i}] (`{obs.name}`)"
         instrument = load_instrument(obs.instrument)
         try:
-            forward = compile_forward(instrument, grid.energy_edges_kev, (grid.ny, grid.nx), grid.pixel_arcsec,
-                                      obs.exposure_s, spatial_rebin=obs.spatial_rebin,
-                                      spectral_rebin=obs.spectral_rebin, backend=backend, psf_size=obs.psf_size)
+            forward = _compile(obs, instrument, grid, backend)
         except XhsiError as exc:
             raise type(exc)(f"{cfg.source}: {where}: {exc}") from None
         compiled.append((obs, instrument, forward))
@@ -111,10 +118,8 @@ def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
         if obs.counts is not None:
             counts = backend.asarray(_read_matching(read_cube, obs.counts, forward, obs.name, "counts"))
         elif need_counts:
-            sim_forward = forward if backend.name == "numpy" and backend.dtype_name == "float32" else compile_forward(
-                instrument, grid.energy_edges_kev, (grid.ny, grid.nx), grid.pixel_arcsec, obs.exposure_s,
-                spatial_rebin=obs.spatial_rebin, spectral_rebin=obs.spectral_rebin, backend=sim_backend,
-                psf_size=obs.psf_size, cache=False)
+            same = backend.name == "numpy" and backend.dtype_name == "float32"
+            sim_forward = forward if same else _compile(obs, instrument, grid, sim_backend, cache=False)
             sim_background = None if background is None else to_numpy(background).astype(np.float32)
             counts = backend.asarray(to_numpy(simulate_counts(truth, sim_forward, sim_backend, sim_background)))
         else:
