@@ -79,6 +79,27 @@ class _FFTConvolution(LinearOperator):
         return self._multiply(y, conj=True)
 
 
+def check_psf(who: str, psf, shape: tuple[int, ...], boundary: str, cubes_only: bool = False) -> tuple[int, ...]:
+    """The PSF's shape, checked against the cubes' ``shape`` and ``boundary`` for operator
+    ``who``: a PSF (ky, kx) or a stack (n_e, ky, kx) with one plane per energy bin, odd
+    sizes (the centre is a pixel). ``cubes_only``: the operator takes cubes (n_e, ny, nx)
+    only, not single images."""
+    if boundary not in BOUNDARIES:
+        raise ConfigError(f"{who}: boundary must be one of {', '.join(BOUNDARIES)}, got `{boundary}`.")
+    psf_shape = tuple(psf.shape)
+    ndims = (3,) if cubes_only else (2, 3)
+    if len(psf_shape) not in (2, 3) or len(shape) not in ndims or (len(psf_shape) == 3 and len(shape) != 3):
+        raise ShapeError(f"{who}: a PSF of shape {psf_shape} cannot blur cubes of shape {shape}; "
+                         "give a PSF (ky, kx) or a stack (n_e, ky, kx) for cubes (n_e, ny, nx).")
+    if len(psf_shape) == 3 and psf_shape[0] != shape[0]:
+        raise ShapeError(f"{who}: the PSF stack of shape {psf_shape} has {psf_shape[0]} energies "
+                         f"but the cube shape {shape} has {shape[0]}; give one PSF per energy bin.")
+    if psf_shape[-2] % 2 == 0 or psf_shape[-1] % 2 == 0:
+        raise ShapeError(f"{who}: the PSF of shape {psf_shape} must have odd sizes so that its "
+                         f"centre is a pixel (cube shape {shape}); crop or pad it by one pixel.")
+    return psf_shape
+
+
 class SpatialConvolution(_FFTConvolution):
     """Blur every energy slice of a cube by the PSF: ``y[e] = psf[e] ⊛ x[e]``, 'same' size.
 
@@ -98,19 +119,8 @@ class SpatialConvolution(_FFTConvolution):
 
     def __init__(self, psf, shape: Sequence[int], boundary: str = "zero"):
         shape = _shape(shape)
-        if boundary not in BOUNDARIES:
-            raise ConfigError(f"SpatialConvolution: boundary must be one of {', '.join(BOUNDARIES)}, got `{boundary}`.")
-        psf_shape = tuple(psf.shape)
-        if len(psf_shape) not in (2, 3) or len(shape) not in (2, 3) or (len(psf_shape) == 3 and len(shape) != 3):
-            raise ShapeError(f"SpatialConvolution: a PSF of shape {psf_shape} cannot blur cubes of shape {shape}; "
-                             "give a PSF (ky, kx) or a stack (n_e, ky, kx) for cubes (n_e, ny, nx).")
-        if len(psf_shape) == 3 and psf_shape[0] != shape[0]:
-            raise ShapeError(f"SpatialConvolution: the PSF stack of shape {psf_shape} has {psf_shape[0]} energies "
-                             f"but the cube shape {shape} has {shape[0]}; give one PSF per energy bin.")
+        psf_shape = check_psf("SpatialConvolution", psf, shape, boundary)
         ky, kx = psf_shape[-2:]
-        if ky % 2 == 0 or kx % 2 == 0:
-            raise ShapeError(f"SpatialConvolution: the PSF of shape {psf_shape} must have odd sizes so that its "
-                             f"centre is a pixel (cube shape {shape}); crop or pad it by one pixel.")
         super().__init__(shape, shape)
         ny, nx = shape[-2:]
         self.boundary = boundary

@@ -38,7 +38,7 @@ from ..backend import FFT, array_namespace, fft_namespace, is_numpy_namespace, t
 from ..errors import ConfigError, ShapeError
 from ._held import PerDtype, c_contiguous, complex_of, real_float
 from .base import LinearOperator, _shape
-from .convolution import BOUNDARIES, wrap_kernel
+from .convolution import check_psf, wrap_kernel
 from .rebin import _factors
 
 __all__ = ["BlurRebin", "blur_respond_rebin", "response_matrix"]
@@ -83,20 +83,9 @@ class BlurRebin(LinearOperator):
     def __init__(self, psf, shape: Sequence[int], factor: int | Sequence[int] = 1, boundary: str = "zero",
                  response=None, method: str = "auto"):
         shape = _shape(shape)
-        if boundary not in BOUNDARIES:
-            raise ConfigError(f"BlurRebin: boundary must be one of {', '.join(BOUNDARIES)}, got `{boundary}`.")
-        psf_shape = tuple(psf.shape)
-        if len(shape) != 3 or len(psf_shape) not in (2, 3):
-            raise ShapeError(f"BlurRebin: a PSF of shape {psf_shape} cannot blur cubes of shape {shape}; give cubes "
-                             "(n_e, ny, nx) and a PSF (ky, kx) or a stack (n_e, ky, kx).")
+        psf_shape = check_psf("BlurRebin", psf, shape, boundary, cubes_only=True)
         n_e, ny, nx = shape
-        if len(psf_shape) == 3 and psf_shape[0] != n_e:
-            raise ShapeError(f"BlurRebin: the PSF stack of shape {psf_shape} has {psf_shape[0]} energies but the "
-                             f"cube shape {shape} has {n_e}; give one PSF per energy bin.")
         ky, kx = psf_shape[-2:]
-        if ky % 2 == 0 or kx % 2 == 0:
-            raise ShapeError(f"BlurRebin: the PSF of shape {psf_shape} must have odd sizes so that its centre is a "
-                             f"pixel (cube shape {shape}); crop or pad it by one pixel.")
         self.factor = _factors(factor, 2, "BlurRebin")
         fy, fx = self.factor
         if ny % fy or nx % fx:
