@@ -46,7 +46,6 @@ SETUPS: dict[str, list[dict]] = {
     "lowrank_starlet2d_nmf24": [{"name": "lowrank_pca", "options": {"rank": 24, "basis": "nmf"}},
                                 {"name": "starlet2d_l1", "weight": 1.0}],
 }
-LOWRANK = ("lowrank_sobolev", "lowrank_starlet2d", "lowrank_sobolev_nmf24", "lowrank_starlet2d_nmf24")
 
 
 def fusion_config(regularizers: list[dict], bins: int = 2400, pixels: int = 45, xmm_rebin: int = 40,

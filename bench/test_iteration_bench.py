@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from benchlib import (LOWRANK, PUBLISHED_S, SETUPS, blur_parts, build_fista, fft_passes, fusion_config, median_s,
+from benchlib import (PUBLISHED_S, SETUPS, blur_parts, build_fista, fft_passes, fusion_config, median_s,
                       record)
 
 # (set-up, collapse): the low-rank problems now fold the basis into the operators

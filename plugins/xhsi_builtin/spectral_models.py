@@ -248,7 +248,6 @@ class TableModel(SpectralModel):
             raise DataError(f"{t.path or 'the table'}: a tabulated spectrum has no flux on the model grid, so it "
                             "cannot be normalised; set options.normalise = false.")
         self._grid = self._to_xp(rebinned)
-        xp = self.xp
         self._nodes = []
         strides = np.cumprod([1] + [v.size for v in t.values[::-1]])[:-1][::-1]
         for v, method, stride in zip(t.values, t.methods, strides):

@@ -1,6 +1,7 @@
 """The Problem base class and the data of one observation as problems see it."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,17 @@ class ObservationData:
     @property
     def pixel_arcsec(self) -> float | None:
         return getattr(self.forward, "detector_pixel_arcsec", None)
+
+
+def run_solver(problem_name: str, solver, setup_args: tuple, callback=None, **run_options):
+    """Set ``solver`` up on ``setup_args`` (its ``setup`` signature: x0 and the problem's
+    terms), run it (``run_options``: checkpoint_path, checkpoint_every, resume_from,
+    config_digest) and time it: (solver result, history rows, run metadata)."""
+    solver.setup(*setup_args)
+    t0 = time.perf_counter()
+    out = solver.run(callback, **run_options)
+    history, meta = solver_report(problem_name, solver.name, out, time.perf_counter() - t0)
+    return out, history, meta
 
 
 def solver_report(problem_name: str, solver_name: str, out, wall_s: float) -> tuple[list[dict], dict]:

@@ -24,7 +24,6 @@ comparable between sources. Results are given back in physical units.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,7 +36,7 @@ from ..operators import Identity, LinearOperator, Scaled
 from ..regularizers import Parametrisation
 from ..results import Result
 from ..schema import option
-from .base import ObservationData, Problem, solver_report
+from .base import ObservationData, Problem, run_solver
 
 
 class ParametrisedCube(LinearOperator):
@@ -272,15 +271,13 @@ class ImagingProblem(Problem):
             raise ConfigError(f"problem `{self.name}` has one unknown: use solver `fista` or `ista` "
                               "(palm is for several blocks, e.g. unmixing).")
         x0, smooth, prox, to_cube = self.build()
-        solver.setup(x0, smooth, prox)
-        t0 = time.perf_counter()
-        out = solver.run(callback, checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-                         resume_from=resume_from, config_digest=config_digest)
+        out, history, meta = run_solver(self.name, solver, (x0, smooth, prox), callback,
+                                        checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+                                        resume_from=resume_from, config_digest=config_digest)
         arrays = {"cube": to_numpy(to_cube.apply(out.x))}
         if self.parametrisation is not None:
             arrays["rank_maps"] = to_numpy(out.x) * self.scale
             arrays["basis"] = to_numpy(self.parametrisation.basis)
-        history, meta = solver_report(self.name, solver.name, out, time.perf_counter() - t0)
         return Result(arrays=arrays, history=history, metadata=meta)
 
     def baselines(self) -> dict[str, Any]:

@@ -217,7 +217,6 @@ class PixelFit(Problem):
         """Fisher information of each detector pixel (binned by ``bin``) at the model-grid
         maps ``maps`` (as ``maps_from`` returns them): amplitudes summed, parameters averaged
         over the model pixels of a fitted block. Returns (u, F)."""
-        xp = self.backend.xp
         obs = self.observation
         weight, matrix = spectral_response(obs, self.backend)
         background = None if obs.background is None else self._binned(obs.background)
@@ -238,7 +237,6 @@ class PixelFit(Problem):
               resume_from=None, config_digest: str | None = None) -> Result:
         if resume_from is not None:
             raise ConfigError("problem `pixelfit` has no checkpoints to resume from; run it again.")
-        xp = self.backend.xp
         t0 = time.perf_counter()
         u, fisher, history, n_iter = self.fit(solver.max_iter, solver.tol, callback)
         maps, errors = self.maps_from(u, self.errors(fisher))

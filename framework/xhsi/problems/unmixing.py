@@ -26,7 +26,6 @@ pixel), which evens out their curvatures; maps are written back in physical unit
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,7 +35,7 @@ from ..backend import Backend, to_numpy
 from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
-from .base import ObservationData, Problem, solver_report
+from .base import ObservationData, Problem, run_solver
 from .imaging import backprojection
 from .unmixing_prior import METRIC_FLOOR, FisherStarlet, coefficient_sigma, metric_noise, start_spread  # noqa: F401
 
@@ -438,10 +437,9 @@ class Unmixing(Problem):
             raise ConfigError(f"{self.config.source}: problem `unmixing` has one block per map: use "
                               "[solver] name = \"palm\".")
         x0, value, blocks, mixture = self.build()
-        solver.setup(x0, value, blocks)
-        t0 = time.perf_counter()
-        out = solver.run(callback, checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-                         resume_from=resume_from, config_digest=config_digest)
+        out, history, meta = run_solver(self.name, solver, (x0, value, blocks), callback,
+                                        checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+                                        resume_from=resume_from, config_digest=config_digest)
         xs = out.x
         arrays: dict[str, np.ndarray] = {"cube": to_numpy(mixture.cube(xs))}
         maps: dict[str, np.ndarray] = {}
@@ -454,7 +452,6 @@ class Unmixing(Problem):
             units[block.name] = block.unit
         components = {name: to_numpy(c) for name, c in mixture.component_cubes(xs).items()}
         errors = self.error_maps(maps)
-        history, meta = solver_report(self.name, solver.name, out, time.perf_counter() - t0)
         return Result(arrays=arrays, history=history, metadata=meta, maps=maps, map_units=units,
                       map_errors=errors, components=components)
 

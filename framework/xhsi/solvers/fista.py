@@ -56,7 +56,7 @@ from typing import Any
 from ..backend import array_namespace, is_numpy_namespace
 from ..errors import ConfigError, RunStopped
 from ..schema import option
-from .base import Solver, Zero, lipschitz_of, tree_norm, value_and_gradient
+from .base import Solver, Zero, lipschitz_of, value_and_gradient
 
 __all__ = ["ISTA", "FISTA", "FistaState"]
 
@@ -161,7 +161,7 @@ class _ProximalGradient(Solver):
         """(z, f(z), step) of an accepted step from ``y`` within ``trials`` shrinks; when the
         trials run out, (None, None, None) if they were limited below ``max_backtracks``
         (the caller then restarts from x), else RunStopped."""
-        xp, opts = self.xp, self.options
+        opts = self.options
         f_y, g = value_and_gradient(self.smooth, y)
         if not math.isfinite(f_y):
             if trials < opts.max_backtracks:
