@@ -70,7 +70,11 @@ class Regularizer:
 class Parametrisation(Regularizer):
     """A change of variable Z = to_cube(H) (e.g. low rank Z = W·H). ``fit`` learns it from
     an initial estimate of the cube; ``to_cube``/``to_cube_adjoint`` are linear maps
-    between the variable and the cube; ``prox`` defaults to the identity (no penalty)."""
+    between the variable and the cube; ``prox`` defaults to the identity (no penalty).
+    ``nonnegative``: the variable is constrained to ≥ 0 (the problem adds the projection),
+    e.g. when to_cube maps non-negative variables to non-negative cubes."""
+
+    nonnegative: bool = False
 
     def fit(self, cube) -> None:
         raise NotImplementedError

@@ -242,7 +242,7 @@ class ImagingProblem(Problem):
             noise = self.gradient_noise(smooth_terms[: len(self.observations)])
             for reg in prox_terms:
                 reg.calibrate_noise(noise)
-        if self.parametrisation is None or getattr(self.parametrisation, "nonnegative", False):
+        if self.parametrisation is None or self.parametrisation.nonnegative:
             prox_terms.append(NonNegative())
         prox = ProxChain(prox_terms) if prox_terms else Zero()
         return x0, Composite(smooth_terms), prox, to_cube

@@ -101,7 +101,7 @@ def resolve_components(sections, grid, backend: Backend, source: str,
             raise ConfigError(f"{where}.name: component names must be unique; `{sec.name}` is repeated.")
         model = build_spectral_model(sec.model, sec.options, where=f"{where}.model", base_dir=base_dir).setup(
             grid.energy_edges_kev, xp, backend.dtype)
-        if getattr(model, "response", None) is not None:
+        if model.response is not None:
             raise ConfigError(
                 f"{where}.model: this surrogate emulates `{getattr(model, 'emulated', '?')}` after the "
                 f"{model.response.get('instrument', '?')} response ({model.n_out} channels); unmixing and pixelfit "

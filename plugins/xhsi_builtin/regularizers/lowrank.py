@@ -121,7 +121,6 @@ class LowRankPCA(Parametrisation):
         w, h = nmf(m / scale, k, self.options.nmf_iter)
         self.basis = w
         self.singular_values = xp.linalg.vector_norm(h, axis=1) * scale
-        self._gram_inverse = xp.linalg.inv(xp.matrix_transpose(w) @ w)  # used in from_cube, cast there
 
     def from_cube(self, z):
         """The rank maps whose cube is closest to ``z`` in least squares (Wᵀz for the
@@ -131,7 +130,8 @@ class LowRankPCA(Parametrisation):
             return h
         xp = array_namespace(h)
         k = h.shape[0]
-        h = xp.reshape(xp.astype(self._gram_inverse, h.dtype) @ xp.reshape(h, (k, -1)), tuple(h.shape))
+        gram = xp.matrix_transpose(self.basis) @ self.basis  # (k, k): cheap, so not stored
+        h = xp.reshape(xp.linalg.solve(gram, xp.reshape(h, (k, -1))), tuple(h.shape))
         return xp.clip(h, min=0.0)
 
     def _check_fitted(self):
