@@ -280,8 +280,8 @@ def test_start_file_continues_from_an_earlier_result(tmp_path):
 
 
 @pytest.mark.parametrize("edit, match", [
-    ({"pixels = [12, 12]": "pixels = [24, 24]"}, "shape"),
-    ({"min_kev = 5.5": "min_kev = 5.0"}, "energy bins differ"),
+    ({"pixels = [12, 12]": "pixels = [24, 24]"}, r"start_file.*does not map onto the model grid.*pixel sizes"),
+    ({"min_kev = 5.5": "min_kev = 5.0"}, r"start_file.*does not map onto the model grid.*energy bins"),
 ])
 def test_start_file_on_another_grid_is_refused_before_solving(tmp_path, edit, match):
     run(load_config(tiny(tmp_path, max_iter=2)), quiet=True)

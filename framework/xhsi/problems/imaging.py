@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..backend import Backend, array_namespace, to_numpy
-from ..errors import ConfigError, DataError, ShapeError
+from ..errors import ConfigError, DataError
 from ..operators import Identity, LinearOperator, Scaled
 from ..regularizers import Parametrisation
 from ..results import Result
@@ -148,21 +148,24 @@ class ImagingOptions:
 
 
 def read_start_cube(path: Path, grid) -> np.ndarray:
-    """A sky cube FITS on the model grid (photons / s / cm² per bin and pixel), checked."""
-    from ..io.cubes import read_cube
+    """A sky cube FITS (photons / s / cm² per bin and pixel) on the model grid, read by the
+    ``fits`` scene (EBOUNDS or a spectral WCS; resampled when the grids differ by integer
+    factors, else a DataError), and checked to be ≥ 0."""
+    from .. import plugins
+    from ..backend import Backend
+    from ..errors import XhsiError
 
-    cube = read_cube(path)
-    if tuple(cube.data.shape) != tuple(grid.shape):
-        raise ShapeError(f"[problem] start_file {path}: shape {cube.data.shape}, the [model] grid is {tuple(grid.shape)} "
-                         "(energy bins, ny, nx): start from a cube of the same run grid.")
-    edges = np.asarray(grid.energy_edges_kev, dtype=np.float64)
-    if not np.allclose(cube.energy_edges_kev, edges, rtol=1e-6, atol=0.0):
-        raise ShapeError(f"[problem] start_file {path}: its energy bins differ from the [model] energy grid "
-                         f"({edges[0]:g}-{edges[-1]:g} keV in {edges.size - 1} bins).")
-    data = np.asarray(cube.data, dtype=np.float64)
-    if not np.all(np.isfinite(data)) or data.min() < 0:
-        raise DataError(f"[problem] start_file {path}: the cube must be finite and >= 0.")
-    return data
+    where = f"[problem] start_file {path}"
+    if not Path(path).is_file():
+        raise DataError(f"{where}: no such file; give the result.fits of an earlier run on this [model] grid.")
+    scene_cls = plugins.get("scene", "fits")
+    try:
+        data = scene_cls(scene_cls.Options(path=Path(path))).generate(grid, Backend("numpy", "float64"))
+    except XhsiError as exc:
+        raise type(exc)(f"[problem] start_file: {exc}") from None
+    if data.min() < 0:
+        raise DataError(f"{where}: the cube has negative values; a start must be >= 0.")
+    return np.asarray(data, dtype=np.float64)
 
 
 class ImagingProblem(Problem):
