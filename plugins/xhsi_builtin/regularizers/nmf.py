@@ -41,15 +41,14 @@ def nndsvd(m, rank: int):
     return xp.where(w > 0, w, xp.full_like(w, fill)), xp.where(h > 0, h, xp.full_like(h, fill))
 
 
-def _hals_sweep(rows, a, g, floor: float, xp):
-    """One HALS pass over the rows r_j of R (k, p) for min ‖M − F·R‖ with A = FᵀM, G = FᵀF:
-    r_j ← max(floor, r_j + (A_j − Σ_l G_jl r_l) / G_jj), in order, each with the new ones."""
-    for j in range(len(rows)):
-        acc = a[j, :]
-        for l, r in enumerate(rows):
-            acc = acc - g[j, l] * r
-        rows[j] = xp.clip(rows[j] + acc / max(float(g[j, j]), 1e-30), min=floor)
-    return rows
+def _hals_sweep(r, a, g, floor: float, xp):
+    """One HALS pass over the rows r_j of R (k, p), in place, for min ‖M − F·R‖ with
+    A = FᵀM, G = FᵀF: r_j ← max(floor, r_j + (A_j − G_j·R) / G_jj), in order, each row
+    using the rows already updated (one matrix-vector product per row)."""
+    for j in range(r.shape[0]):
+        step = (a[j, :] - g[j, :] @ r) / max(float(g[j, j]), 1e-30)
+        r[j, :] = xp.clip(r[j, :] + step, min=floor)
+    return r
 
 
 def nmf(m, rank: int, n_iter: int = 100):
@@ -61,10 +60,9 @@ def nmf(m, rank: int, n_iter: int = 100):
     mt = xp.matrix_transpose(m)
     for _ in range(n_iter):
         wt = xp.matrix_transpose(w)
-        h = xp.stack(_hals_sweep([h[j, :] for j in range(rank)], wt @ m, wt @ w, floor, xp), axis=0)
+        h = _hals_sweep(h, wt @ m, wt @ w, floor, xp)
         ht = xp.matrix_transpose(h)
-        wt = xp.stack(_hals_sweep([w[:, j] for j in range(rank)], h @ mt, h @ ht, floor, xp), axis=0)
-        w = xp.matrix_transpose(wt)
+        w = xp.matrix_transpose(_hals_sweep(xp.asarray(xp.matrix_transpose(w), copy=True), h @ mt, h @ ht, floor, xp))
     norms = xp.linalg.vector_norm(w, axis=0)
     norms = xp.where(norms > 0, norms, xp.ones_like(norms))
     return w / norms, h * norms[:, None]
