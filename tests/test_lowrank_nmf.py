@@ -68,7 +68,7 @@ def test_nmf_lowrank_fusion_is_nonnegative_and_beats_both_baselines(tmp_path):
 
     extra = ('\n[[regularizers]]\nname = "lowrank_pca"\noptions = { rank = 3, basis = "nmf" }\n'
              '\n[[regularizers]]\nname = "sobolev"\nweight = 0.1\n')
-    result = run(load_config(tiny(tmp_path, max_iter=60, extra=extra)), quiet=True)
+    result = run(load_config(tiny(tmp_path, max_iter=150, extra=extra)), quiet=True)
     assert np.min(result.arrays["rank_maps"]) >= 0.0 and np.min(result.arrays["cube"]) >= 0.0
     m = result.metrics
     for name, base in m["baselines"].items():

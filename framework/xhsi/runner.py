@@ -8,6 +8,7 @@ checkpoint that ``--resume`` continues from.
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -83,11 +84,13 @@ def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
     truth, scene_truth = None, None
     # Simulation (truth and expected counts) runs in float32 numpy on the host whatever the
     # run's backend and dtype, so that float32 and float64 runs (and numpy and cupy) of one
-    # config fit the same counts against the same truth. float32, not float64: its 1e-7
-    # relative rounding of the expected counts is far below their Poisson noise, and a
-    # float32 run reuses its own operator (a float64 copy of the pn operator at the
-    # published size held ~0.5 GB more during prepare).
+    # config fit the same counts against the same truth; the problems compute their
+    # data-only start with the same host operators (ObservationData.host_forward). float32,
+    # not float64: its 1e-7 relative rounding of the expected counts is far below their
+    # Poisson noise, and a float32 run reuses its own operator (a float64 copy of the pn
+    # operator at the published size held ~0.5 GB more during prepare).
     sim_backend = Backend("numpy", "float32", seed=cfg.run.seed)
+    same = backend.name == "numpy" and backend.dtype_name == "float32"  # the run's operators are the host ones
     if cfg.simulate is not None:
         scene = plugins.get("scene", cfg.simulate.scene)(cfg.simulate.options)
         if hasattr(scene, "generate_components"):
@@ -115,16 +118,15 @@ def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
             background = backend.asarray(_read_matching(read_cube, obs.background, forward, obs.name, "background"))
         elif bkg is not None and np.any(bkg > 0):
             background = backend.asarray(np.broadcast_to(bkg, forward.shape_out).copy())
+        compile_host = None if same else functools.partial(_compile, obs, instrument, grid, sim_backend, cache=False)
+        data = ObservationData(obs.name, forward, None, background, instrument, compile_host)
         if obs.counts is not None:
-            counts = backend.asarray(_read_matching(read_cube, obs.counts, forward, obs.name, "counts"))
+            data.counts = backend.asarray(_read_matching(read_cube, obs.counts, forward, obs.name, "counts"))
         elif need_counts:
-            same = backend.name == "numpy" and backend.dtype_name == "float32"
-            sim_forward = forward if same else _compile(obs, instrument, grid, sim_backend, cache=False)
             sim_background = None if background is None else to_numpy(background).astype(np.float32)
-            counts = backend.asarray(to_numpy(simulate_counts(truth, sim_forward, sim_backend, sim_background)))
-        else:
-            counts = None
-        observations.append(ObservationData(obs.name, forward, counts, background, instrument))
+            data.counts = backend.asarray(to_numpy(simulate_counts(truth, data.host_forward(), sim_backend,
+                                                                   sim_background)))
+        observations.append(data)
     if truth is not None:  # kept on the host in the run's precision (metrics work in float64)
         truth = np.asarray(to_numpy(truth), dtype=np.float32 if backend.dtype_name == "float32" else np.float64)
     return Prepared(backend, grid, observations, truth, scene_truth)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..schema import NoOptions
 
@@ -12,13 +12,22 @@ from ..schema import NoOptions
 class ObservationData:
     """One observation ready for a problem: its forward operator A (sky cube → expected
     counts), counts Y and expected background counts B (same shape as Y, or None), all on
-    the run's backend."""
+    the run's backend. ``compile_host`` builds the same forward operator in float32 numpy on
+    the host (None: ``forward`` is that operator already), see ``host_forward``."""
 
     name: str
     forward: Any
     counts: Any
     background: Any = None
     instrument: Any = None
+    compile_host: Callable[[], Any] | None = None
+
+    def host_forward(self):
+        """The forward operator in float32 numpy on the host, whatever the run's backend and
+        dtype: the operator of the simulation and of the data-only start, so that runs of
+        one config in float32 and float64 (numpy or cupy) simulate the same counts and start
+        from the same bits. Built on each call when the run's operator is not that one."""
+        return self.forward if self.compile_host is None else self.compile_host()
 
     @property
     def channel_edges_kev(self):

@@ -99,6 +99,43 @@ def ratio_fusion(observations: list[ObservationData], xp):
     return xp.where(ok, b_spec * ratio, backprojection(observations, xp))
 
 
+def host_observation(obs: ObservationData) -> ObservationData:
+    """``obs`` with its float32 host operator (``ObservationData.host_forward``) and float32
+    numpy copies of its counts and background: the data-only starts computed from it are
+    the same bits whatever the run's backend and dtype."""
+    def host(a):
+        return None if a is None else np.asarray(to_numpy(a), dtype=np.float32)
+
+    return ObservationData(obs.name, obs.host_forward(), host(obs.counts), host(obs.background), obs.instrument)
+
+
+def em_scaling(x0, operators, floor: float):
+    """d = √D for the fixed diagonal metric D = max(x0, floor·mean(x0)) / Σ_k A_kᵀ1 of the
+    solver's variable (normalised to mean(D) = 1), with A_k the operators from the variable
+    to each observation's counts and x0 ≥ 0 the start.
+
+    D·∇f is the step of the expectation-maximisation (Richardson–Lucy) algorithm for a
+    Poisson likelihood, x ← x − (x / Aᵀ1)·∇f(x) (Lantéri, Roche & Aime 2002, Inverse
+    Problems 18, 1397; its use as a metric for projected gradients: Bonettini, Zanella &
+    Zanni 2009, Inverse Problems 25, 015002, SGP). Steps scale with each voxel's flux and
+    inverse sensitivity, where a single step size is bounded by the faintest voxels'
+    curvature y/m². Here the metric is fixed at the start: the solver runs FISTA on u with
+    x = d·u, a change of variable under which its guarantees hold unchanged and the
+    projection on x ≥ 0 stays a clip (d > 0). The floor keeps voxels that are 0 at the
+    start free to grow. Measured on the published low-rank + Sobolev fusion (rank-24 NMF,
+    1000 iterations): final cost 453.53e3 in float32 and float64, against 456.9e3 (float32)
+    and 455.3e3 (float64) without the metric; PSNR(float64) − PSNR(float32) = 1.9e-4 dB,
+    against 9.6e-3 dB without."""
+    xp = array_namespace(x0)
+    sensitivity = None
+    for op in operators:
+        s = op.adjoint(xp.ones(tuple(op.shape_out), dtype=x0.dtype))
+        sensitivity = s if sensitivity is None else sensitivity + s
+    numerator = xp.clip(x0, min=floor * float(xp.mean(x0)))
+    d2 = numerator / xp.clip(sensitivity, min=float(xp.max(sensitivity)) * 1e-6)
+    return xp.sqrt(d2 / float(xp.mean(d2)))
+
+
 def data_noise_std(likelihood, data):
     """Standard deviation of the noise of every data voxel, for ``gradient_noise``: the
     Gaussian likelihood's own σ (its ``variance`` array, else ``options.sigma``); for
@@ -145,6 +182,13 @@ class ImagingOptions:
                             "joint back-projection, or the spectrometer's spectra scaled to the imager's image")
     start_file: Path | None = option(None, doc="start from this sky cube FITS instead (e.g. the result.fits of an "
                                                "earlier run on the same [model] grid); relative to the config file")
+    precondition: str = option("auto", choices=("auto", "em", "none"),
+                               doc="em: solve in the fixed diagonal metric max(x0, floor) / Σ_k A_kᵀ1 of the "
+                                   "expectation-maximisation (Richardson-Lucy) step; auto: em when every "
+                                   "regulariser is smooth (sobolev, l2, none) and the variable is >= 0, else none")
+    precondition_floor: float = option(0.1, min=0.0, exclusive_min=True,
+                                       doc="floor of the em metric's numerator, as a fraction of the start's mean: "
+                                           "voxels that are 0 at the start can still grow")
 
 
 def read_start_cube(path: Path, grid) -> np.ndarray:
@@ -196,43 +240,50 @@ class ImagingProblem(Problem):
             self._start = read_start_cube(self.options.start_file, grid)  # checked before any heavy work
 
     # -- building ----------------------------------------------------------------------
-    def initial_cube(self):
-        """The solver's start, in physical units ([problem] start / start_file)."""
-        xp = self.backend.xp
+    def initial_cube(self) -> np.ndarray:
+        """The solver's start in physical units ([problem] start / start_file), a float64
+        numpy array on the host. The data-only starts are computed from float32 host copies
+        of the data through the host operators (``ObservationData.host_forward``), so that
+        runs of one config in any dtype and backend start from the same bits, and learn the
+        same low-rank basis from it: a rank-24 NMF moved its spectra by 1e-3 for the 6e-6
+        relative difference of a start computed through float32 instead of float64
+        operators, and the float32 and float64 results by 0.05 dB PSNR."""
         if self.options.start_file is not None:
-            z0 = self.backend.asarray(self._start)
-            if float(xp.max(z0)) <= 0:
+            if float(self._start.max()) <= 0:
                 raise DataError(f"[problem] start_file {self.options.start_file}: the cube is zero everywhere.")
-            return z0
+            return self._start
         start = self.options.start
         if start == "auto":
             start = self.default_start
-        if start == "ratio_fusion":
-            return ratio_fusion(self.observations, xp)
-        return backprojection(self.observations, xp)
+        make = ratio_fusion if start == "ratio_fusion" else backprojection
+        return np.asarray(make([host_observation(obs) for obs in self.observations], np), dtype=np.float64)
 
     default_start = "backprojection"
 
     def build(self):
         """(x0, smooth term, prox term, variable → cube map)."""
         from ..likelihoods import DataTerm
-        from ..solvers import Composite, NonNegative, ProxChain, Zero
+        from ..operators import Diagonal
+        from ..solvers import Composite, NonNegative, Precomposed, ProxChain, Zero
 
         xp, dtype = self.backend.xp, self.backend.dtype
         z0 = self.initial_cube()
-        mean = float(xp.mean(z0))
+        mean = float(np.mean(z0))
         self.scale = mean if mean > 0 else 1.0
         z0 = z0 / self.scale
         scaling = Scaled(Identity(self.cube_shape), self.scale)
         if self.parametrisation is not None:
+            # learnt and projected in float64 (then cast to the run's dtype): see initial_cube
             p = self.parametrisation
             p.setup(self.cube_shape, xp, dtype)
+            z0 = self.backend.asarray(z0, dtype=xp.float64)
             p.fit(z0)
             to_cube = scaling @ ParametrisedCube(p, self.cube_shape)
             x0 = p.from_cube(z0)
         else:
             to_cube = scaling
-            x0 = z0
+            x0 = self.backend.asarray(z0)
+        del z0
         operators = [self._variable_forward(obs, to_cube, x0) for obs in self.observations]
         smooth_terms: list[Any] = [DataTerm(self.likelihood_cls.for_counts(obs.counts), op, obs.counts, obs.background,
                                             what=f"counts of `{obs.name}`")
@@ -245,10 +296,31 @@ class ImagingProblem(Problem):
             noise = self.gradient_noise(smooth_terms[: len(self.observations)])
             for reg in prox_terms:
                 reg.calibrate_noise(noise)
-        if self.parametrisation is None or self.parametrisation.nonnegative:
+        nonnegative = self.parametrisation is None or self.parametrisation.nonnegative
+        smooth = Composite(smooth_terms)
+        self.metric = None
+        if self._use_metric(prox_terms, nonnegative):
+            d = em_scaling(x0, operators, self.options.precondition_floor)
+            self.metric = Diagonal(d, tuple(x0.shape))
+            smooth, x0, to_cube = Precomposed(smooth, self.metric), x0 / d, to_cube @ self.metric
+        if nonnegative:
             prox_terms.append(NonNegative())
         prox = ProxChain(prox_terms) if prox_terms else Zero()
-        return x0, Composite(smooth_terms), prox, to_cube
+        return x0, smooth, prox, to_cube
+
+    def _use_metric(self, prox_terms: list, nonnegative: bool) -> bool:
+        """Whether to solve in the EM metric ([problem] precondition; see ``em_scaling``)."""
+        mode = self.options.precondition
+        if mode == "none":
+            return False
+        why = ("its regularisers " + ", ".join(f"`{r.name}`" for r in prox_terms) + " have a prox that is not "
+               "separable (no closed form in a diagonal metric)") if prox_terms else (
+              "its variable is not constrained to >= 0 (the principal-spectra basis of lowrank_pca)"
+              if not nonnegative else "")
+        if mode == "em" and why:
+            raise ConfigError(f"[problem] precondition = \"em\" does not apply to this run: {why}; "
+                              "use precondition = \"auto\" or \"none\".")
+        return not why
 
     def gradient_noise(self, data_terms):
         """See :func:`gradient_noise`."""
@@ -279,7 +351,8 @@ class ImagingProblem(Problem):
                                         resume_from=resume_from, config_digest=config_digest)
         arrays = {"cube": to_numpy(to_cube.apply(out.x))}
         if self.parametrisation is not None:
-            arrays["rank_maps"] = to_numpy(out.x) * self.scale
+            h = out.x if self.metric is None else self.metric.apply(out.x)
+            arrays["rank_maps"] = to_numpy(h) * self.scale
             arrays["basis"] = to_numpy(self.parametrisation.basis)
         return Result(arrays=arrays, history=history, metadata=meta)
 

@@ -11,6 +11,7 @@ A problem hands a solver
 Regularizer objects (``xhsi.regularizers.Regularizer``) already have these methods: a
 smooth one is a SmoothTerm, a proximable one a ProxTerm. Adapters: :class:`Composite` sums
 smooth terms (Poisson data terms of several observations + Sobolev/L2 regularisers),
+:class:`Precomposed` composes one with a change of variable,
 :class:`ProxChain` applies several proxes in turn (starlet soft-thresholding, then the
 projection on x ≥ 0), :class:`NonNegative` is that projection, :class:`Zero` is g = 0.
 
@@ -106,6 +107,29 @@ class Composite:
     def lipschitz(self) -> float | None:
         constants = [lipschitz_of(t) for t in self.terms]
         return None if any(c is None for c in constants) else sum(constants)
+
+
+class Precomposed:
+    """u ↦ f(L u) for a smooth term f and a linear operator L: the change of variable x = L u
+    (e.g. a diagonal metric, ``xhsi.problems.imaging.em_scaling``). Gradient Lᵀ∇f(L u);
+    Lipschitz constant L_f·‖L‖² when f knows L_f."""
+
+    def __init__(self, term, operator):
+        self.term, self.operator = term, operator
+
+    def value(self, u) -> float:
+        return float(self.term.value(self.operator.apply(u)))
+
+    def gradient(self, u):
+        return self.operator.adjoint(self.term.gradient(self.operator.apply(u)))
+
+    def value_and_gradient(self, u):
+        v, g = value_and_gradient(self.term, self.operator.apply(u))
+        return v, self.operator.adjoint(g)
+
+    def lipschitz(self) -> float | None:
+        c = lipschitz_of(self.term)
+        return None if c is None else c * self.operator.norm() ** 2
 
 
 def _accumulate(g, gi, owned: bool):

@@ -45,7 +45,8 @@ class LowRankPCA(Parametrisation):
     smooth = False
     exact_prox = True  # the identity is the exact prox of the zero penalty
 
-    basis = None  #: W, (n_e, rank), set by fit()
+    basis = None  #: W, (n_e, rank), set by fit(), in the variable's dtype
+    _basis64 = None  #: W in float64, for from_cube
     singular_values = None  #: the rank leading singular values of the initial cube, decreasing
 
     @classmethod
@@ -81,17 +82,17 @@ class LowRankPCA(Parametrisation):
         k = self.options.rank
         if k > min(n_e, npix):
             raise ShapeError(f"lowrank_pca: rank {k} exceeds min(n_e, ny·nx) = {min(n_e, npix)}; lower `rank`.")
-        # Fitted in float64 whatever the run's dtype, then cast: a float32 Gram matrix or
-        # factorisation of a 2400-bin cube moves the basis by more than float32 iterations
-        # can, and float32 and float64 runs must agree.
-        dtype = cube.dtype
+        # Fitted in float64 whatever the run's dtype, then cast to the variable's dtype (from
+        # setup): a float32 Gram matrix or factorisation of a 2400-bin cube moves the basis
+        # by more than float32 iterations can, and float32 and float64 runs must agree.
         m = xp.astype(xp.reshape(cube, (n_e, npix)), xp.float64)
         if self.options.basis == "nmf":
             self._fit_nmf(m, k)
         else:
             self._fit_pca(m, k)
-        self.basis = xp.astype(self.basis, dtype)
-        self.singular_values = xp.astype(self.singular_values, dtype)
+        self._basis64 = self.basis
+        self.basis = xp.astype(self.basis, self.dtype)
+        self.singular_values = xp.astype(self.singular_values, self.dtype)
 
     def _fit_pca(self, m, k: int) -> None:
         xp = array_namespace(m)
@@ -124,18 +125,21 @@ class LowRankPCA(Parametrisation):
 
     def from_cube(self, z):
         """The rank maps whose cube is closest to ``z`` in least squares (Wᵀz for the
-        orthonormal principal spectra; (WᵀW)⁻¹Wᵀz clipped at 0 for basis = nmf)."""
-        h = self.to_cube_adjoint(z)
-        if self.options.basis != "nmf":
-            return h
-        xp = array_namespace(h)
-        k = h.shape[0]
-        gram = xp.matrix_transpose(self.basis) @ self.basis  # (k, k): cheap, so not stored
-        h = xp.reshape(xp.linalg.solve(gram, xp.reshape(h, (k, -1))), tuple(h.shape))
-        return xp.clip(h, min=0.0)
+        orthonormal principal spectra; (WᵀW)⁻¹Wᵀz clipped at 0 for basis = nmf), computed
+        in float64 with the float64 basis (the NMF's Gram matrix can be ill-conditioned
+        enough for float32 to move the start), returned in the variable's dtype."""
+        self._check_fitted()
+        xp = array_namespace(z)
+        if tuple(z.shape) != tuple(self.shape):
+            raise ShapeError(f"lowrank_pca.from_cube takes cubes of shape {self.shape}, got {tuple(z.shape)}.")
+        w = self._basis64
+        h = xp.matrix_transpose(w) @ xp.astype(xp.reshape(z, (w.shape[0], -1)), xp.float64)
+        if self.options.basis == "nmf":
+            h = xp.clip(xp.linalg.solve(xp.matrix_transpose(w) @ w, h), min=0.0)
+        return xp.astype(xp.reshape(h, self.variable_shape), self.dtype)
 
     def _check_fitted(self):
-        if self.basis is None:
+        if self.basis is None or self._basis64 is None:
             raise ShapeError("lowrank_pca is used before fit(cube) computed its spectral basis.")
 
     @property
