@@ -328,3 +328,24 @@ def test_lowrank_errors(xp):
     reg.fit(xp.asarray(RNG.random((3, 4, 4))))
     with pytest.raises(ShapeError, match="rank maps"):
         reg.to_cube(xp.zeros((3, 4, 4), dtype=xp.float64))
+
+
+@pytest.mark.parametrize("options, metric", [({}, "slices"), ({"reweight": 2}, "slices"),
+                                             ({"per_slice": False}, None), ({"noise_sigma": 0.1}, None)])
+def test_starlet2d_penalty_is_the_same_in_per_slice_units(xp, options, metric):
+    # Calibrated per slice on the gradient noise, the penalty of d·u (d one scalar per slice)
+    # is the penalty of u calibrated on d·noise (the gradient noise in u's units): the problem
+    # may iterate on u ([problem] precondition, Regularizer.diagonal_metric). Not so with one
+    # MAD over all slices or a fixed noise σ.
+    cls = xhsi.get("regularizer", "starlet2d_l1")
+    rng = np.random.default_rng(0)
+    shape = (3, 16, 16)
+    d = xp.asarray(np.array([0.2, 1.0, 7.0]).reshape(3, 1, 1))
+    noise, u = (xp.asarray(rng.standard_normal(shape)) for _ in range(2))
+    on_x, on_u = (cls(from_dict(cls.Options, options, Context("t")), weight=1.5) for _ in range(2))
+    assert on_x.diagonal_metric == metric
+    for reg, n in ((on_x, noise), (on_u, d * noise)):
+        reg.setup(shape, xp, u.dtype)
+        reg.calibrate_noise(n)
+    same = on_u.value(u) == pytest.approx(on_x.value(d * u), rel=rtol_for(u.dtype))
+    assert same == (metric == "slices")

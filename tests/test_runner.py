@@ -362,17 +362,26 @@ def test_em_metric_converges_faster_to_the_same_minimum(tmp_path):
     assert cost["auto"][10] < cost["none"][10]  # iteration 50: ahead
 
 
-@pytest.mark.parametrize("mode, regularizer, metric", [
-    ("auto", "sobolev", True), ("auto", "starlet2d_l1", False), ("none", "sobolev", False)])
-def test_precondition_auto_takes_the_em_metric_for_smooth_problems_only(tmp_path, mode, regularizer, metric):
-    extra = f'\n[[regularizers]]\nname = "{regularizer}"\nweight = 0.1\n'
-    problem = _problem(load_config(tiny(tmp_path, extra=extra), [f'problem.precondition="{mode}"']))
-    problem.build()
-    assert (problem.metric is not None) == metric
+@pytest.mark.parametrize("mode, extra, metric", [
+    ("auto", '[[regularizers]]\nname = "sobolev"\nweight = 0.1', "voxels"),
+    ("auto", '[[regularizers]]\nname = "nonnegative"', "voxels"),
+    ("auto", '[[regularizers]]\nname = "starlet2d_l1"', "slices"),  # one scalar per energy plane
+    ("auto", NMF_SOBOLEV.replace("sobolev", "starlet2d_l1"), "slices"),  # one per rank map
+    ("auto", '[[regularizers]]\nname = "starlet2d1d_l1"', None),
+    ("auto", '[[regularizers]]\nname = "starlet2d_l1"\noptions = { per_slice = false }', None),
+    ("none", '[[regularizers]]\nname = "sobolev"\nweight = 0.1', None)])
+def test_precondition_auto_takes_the_finest_metric_every_prox_accepts(tmp_path, mode, extra, metric):
+    problem = _problem(load_config(tiny(tmp_path, extra="\n" + extra + "\n"), [f'problem.precondition="{mode}"']))
+    x0 = problem.build()[0]
+    assert problem.metric_mode == metric
+    if metric == "slices":
+        d = np.asarray(problem.metric.weight)
+        np.testing.assert_array_equal(d, np.broadcast_to(d[:, :1, :1], x0.shape))  # constant per slice
+        assert np.ptp(d[:, 0, 0]) > 0
 
 
 @pytest.mark.parametrize("extra, why", [
-    ('\n[[regularizers]]\nname = "starlet2d_l1"\n', "starlet2d_l1.*not separable"),
+    ('\n[[regularizers]]\nname = "starlet2d1d_l1"\n', "starlet2d1d_l1.*Euclidean metric only"),
     ('\n[[regularizers]]\nname = "lowrank_pca"\noptions = { rank = 3 }\n', "not constrained to >= 0"),
 ])
 def test_em_metric_is_refused_where_it_does_not_apply(tmp_path, extra, why):

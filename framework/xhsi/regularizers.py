@@ -29,6 +29,14 @@ class Regularizer:
     #: True when ``prox`` is the exact proximal operator; False for the documented
     #: approximation (e.g. thresholding in a redundant frame).
     exact_prox: bool = True
+    #: The diagonal metrics (changes of variable x = d·u, d > 0) in which the prox still
+    #: solves the same problem, so that a problem may iterate in them ([problem]
+    #: precondition): "voxels" (any d: a separable penalty or constraint), "slices" (d
+    #: constant over each slice along the first axis: penalties set per slice in units of
+    #: the calibrated noise, which scale with the slice), or None (the Euclidean metric
+    #: only; the safe default for third-party plugins). Smooth terms need none: the problem
+    #: composes them with the change of variable.
+    diagonal_metric: str | None = None
 
     def __init__(self, options: Any = None, weight: float = 1.0):
         self.options = options if options is not None else self.Options()

@@ -109,10 +109,12 @@ def host_observation(obs: ObservationData) -> ObservationData:
     return ObservationData(obs.name, obs.host_forward(), host(obs.counts), host(obs.background), obs.instrument)
 
 
-def em_scaling(x0, operators, floor: float):
+def em_scaling(x0, operators, floor: float, per_slice: bool = False):
     """d = √D for the fixed diagonal metric D = max(x0, floor·mean(x0)) / Σ_k A_kᵀ1 of the
     solver's variable (normalised to mean(D) = 1), with A_k the operators from the variable
-    to each observation's counts and x0 ≥ 0 the start.
+    to each observation's counts and x0 ≥ 0 the start; ``per_slice``: D averaged over each
+    slice along the first axis (rank map or energy plane), for prox terms that accept only
+    such a metric (``Regularizer.diagonal_metric``).
 
     D·∇f is the step of the expectation-maximisation (Richardson–Lucy) algorithm for a
     Poisson likelihood, x ← x − (x / Aᵀ1)·∇f(x) (Lantéri, Roche & Aime 2002, Inverse
@@ -133,6 +135,9 @@ def em_scaling(x0, operators, floor: float):
         sensitivity = s if sensitivity is None else sensitivity + s
     numerator = xp.clip(x0, min=floor * float(xp.mean(x0)))
     d2 = numerator / xp.clip(sensitivity, min=float(xp.max(sensitivity)) * 1e-6)
+    if per_slice:
+        axes = tuple(range(1, d2.ndim))
+        d2 = xp.mean(d2, axis=axes, keepdims=True) * xp.ones_like(d2)
     return xp.sqrt(d2 / float(xp.mean(d2)))
 
 
@@ -183,9 +188,10 @@ class ImagingOptions:
     start_file: Path | None = option(None, doc="start from this sky cube FITS instead (e.g. the result.fits of an "
                                                "earlier run on the same [model] grid); relative to the config file")
     precondition: str = option("auto", choices=("auto", "em", "none"),
-                               doc="em: solve in the fixed diagonal metric max(x0, floor) / Σ_k A_kᵀ1 of the "
-                                   "expectation-maximisation (Richardson-Lucy) step; auto: em when every "
-                                   "regulariser is smooth (sobolev, l2, none) and the variable is >= 0, else none")
+                               doc="em: iterate in the fixed diagonal metric max(x0, floor) / Σ_k A_kᵀ1 of the "
+                                   "expectation-maximisation (Richardson-Lucy) step, averaged per rank map or "
+                                   "energy plane when a regulariser's prox needs it; auto: em where it applies "
+                                   "(variable >= 0, no starlet2d1d_l1 or other Euclidean-only prox), else none")
     precondition_floor: float = option(0.1, min=0.0, exclusive_min=True,
                                        doc="floor of the em metric's numerator, as a fraction of the start's mean: "
                                            "voxels that are 0 at the start can still grow")
@@ -285,42 +291,52 @@ class ImagingProblem(Problem):
             x0 = self.backend.asarray(z0)
         del z0
         operators = [self._variable_forward(obs, to_cube, x0) for obs in self.observations]
-        smooth_terms: list[Any] = [DataTerm(self.likelihood_cls.for_counts(obs.counts), op, obs.counts, obs.background,
-                                            what=f"counts of `{obs.name}`")
-                                   for op, obs in zip(operators, self.observations)]
-        prox_terms: list[Any] = []
         for reg in self.regularizers:
             reg.setup(tuple(x0.shape), xp, dtype)
-            (smooth_terms if reg.smooth else prox_terms).append(reg)
+        smooth_regs = [r for r in self.regularizers if r.smooth]
+        prox_terms: list[Any] = [r for r in self.regularizers if not r.smooth]
+        nonnegative = self.parametrisation is None or self.parametrisation.nonnegative
+        self.metric = None
+        self.metric_mode = mode = self._metric_mode(prox_terms, nonnegative)
+        if mode is not None:
+            # the change of variable x = d·u: every term sees x, the solver u (see em_scaling)
+            d = em_scaling(x0, operators, self.options.precondition_floor, per_slice=mode == "slices")
+            self.metric = Diagonal(d, tuple(x0.shape))
+            operators = [op @ self.metric for op in operators]
+            smooth_regs = [Precomposed(r, self.metric) for r in smooth_regs]
+            x0, to_cube = x0 / d, to_cube @ self.metric
+        data_terms = [DataTerm(self.likelihood_cls.for_counts(obs.counts), op, obs.counts, obs.background,
+                               what=f"counts of `{obs.name}`") for op, obs in zip(operators, self.observations)]
         if prox_terms:
-            noise = self.gradient_noise(smooth_terms[: len(self.observations)])
+            noise = self.gradient_noise(data_terms)
             for reg in prox_terms:
                 reg.calibrate_noise(noise)
-        nonnegative = self.parametrisation is None or self.parametrisation.nonnegative
-        smooth = Composite(smooth_terms)
-        self.metric = None
-        if self._use_metric(prox_terms, nonnegative):
-            d = em_scaling(x0, operators, self.options.precondition_floor)
-            self.metric = Diagonal(d, tuple(x0.shape))
-            smooth, x0, to_cube = Precomposed(smooth, self.metric), x0 / d, to_cube @ self.metric
         if nonnegative:
             prox_terms.append(NonNegative())
         prox = ProxChain(prox_terms) if prox_terms else Zero()
-        return x0, smooth, prox, to_cube
+        return x0, Composite(data_terms + smooth_regs), prox, to_cube
 
-    def _use_metric(self, prox_terms: list, nonnegative: bool) -> bool:
-        """Whether to solve in the EM metric ([problem] precondition; see ``em_scaling``)."""
-        mode = self.options.precondition
-        if mode == "none":
-            return False
-        why = ("its regularisers " + ", ".join(f"`{r.name}`" for r in prox_terms) + " have a prox that is not "
-               "separable (no closed form in a diagonal metric)") if prox_terms else (
-              "its variable is not constrained to >= 0 (the principal-spectra basis of lowrank_pca)"
-              if not nonnegative else "")
-        if mode == "em" and why:
+    def _metric_mode(self, prox_terms: list, nonnegative: bool) -> str | None:
+        """The metric to iterate in ([problem] precondition; see ``em_scaling``): "voxels"
+        when every prox term accepts any diagonal metric, "slices" when they accept one
+        constant per slice (``Regularizer.diagonal_metric``), else None (Euclidean)."""
+        if self.options.precondition == "none":
+            return None
+        kinds = {r.diagonal_metric for r in prox_terms}
+        if not nonnegative:
+            why = "its variable is not constrained to >= 0 (the principal-spectra basis of lowrank_pca)"
+        elif kinds <= {"voxels"}:
+            return "voxels"
+        elif kinds <= {"voxels", "slices"}:
+            return "slices"
+        else:
+            why = (", ".join(f"`{r.name}`" for r in prox_terms if r.diagonal_metric is None)
+                   + " solve their prox in the Euclidean metric only (starlet2d1d_l1 mixes energies; "
+                     "starlet2d_l1 needs per_slice = true and MAD thresholds)")
+        if self.options.precondition == "em":
             raise ConfigError(f"[problem] precondition = \"em\" does not apply to this run: {why}; "
                               "use precondition = \"auto\" or \"none\".")
-        return not why
+        return None
 
     def gradient_noise(self, data_terms):
         """See :func:`gradient_noise`."""

@@ -24,6 +24,7 @@ class NonNegative(Regularizer):
 
     name = "nonnegative"
     smooth = False
+    diagonal_metric = "voxels"  # a clip at 0 whatever the positive scaling
     exact_prox = True
 
     @classmethod

@@ -220,6 +220,15 @@ class Starlet2dL1(_StarletL1):
     def _mad_axes(self, coeffs):
         return (coeffs.ndim - 2, coeffs.ndim - 1) if self.options.per_slice else tuple(range(1, coeffs.ndim))
 
+    @property
+    def diagonal_metric(self) -> str | None:
+        """"slices" when the thresholds are MAD estimates per slice (``per_slice``, no
+        explicit ``thresholds`` or ``noise_sigma``): scaling a slice by c scales its
+        coefficients, their noise σ and so its thresholds by c, and the penalty in the
+        scaled units is the same penalty (re-weighting too: τ²/(τ + |ĉ|) scales by c)."""
+        o = self.options
+        return "slices" if o.per_slice and o.thresholds is None and o.noise_sigma is None else None
+
 
 @dataclass
 class Starlet2d1dL1Options:
