@@ -135,9 +135,8 @@ def em_scaling(x0, operators, floor: float, per_slice: bool = False):
         sensitivity = s if sensitivity is None else sensitivity + s
     numerator = xp.clip(x0, min=floor * float(xp.mean(x0)))
     d2 = numerator / xp.clip(sensitivity, min=float(xp.max(sensitivity)) * 1e-6)
-    if per_slice:
-        axes = tuple(range(1, d2.ndim))
-        d2 = xp.mean(d2, axis=axes, keepdims=True) * xp.ones_like(d2)
+    if per_slice:  # shape (n, 1, ...): one scalar per slice, broadcast by the operators
+        d2 = xp.mean(d2, axis=tuple(range(1, d2.ndim)), keepdims=True)
     return xp.sqrt(d2 / float(xp.mean(d2)))
 
 
