@@ -364,6 +364,7 @@ def test_em_metric_converges_faster_to_the_same_minimum(tmp_path):
         cfg = load_config(tiny(tmp_path, max_iter=300, extra=extra), [f'problem.precondition="{mode}"'])
         runs[mode] = run(cfg, out=tmp_path / mode, quiet=True)
     cost = {m: [row["cost"] for row in r.history] for m, r in runs.items()}  # every 5 iterations
+    assert runs["auto"].metadata["metric"] == "em (per voxel)" and runs["none"].metadata["metric"] == "euclidean"
     assert cost["auto"][-1] <= cost["none"][-1] * (1 + 1e-6)
     assert cost["auto"][10] < cost["none"][10]  # iteration 50: ahead
 

@@ -364,6 +364,7 @@ class ImagingProblem(Problem):
         out, history, meta = run_solver(self.name, solver, (x0, smooth, prox), callback,
                                         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
                                         resume_from=resume_from, config_digest=config_digest)
+        meta["metric"] = {"voxels": "em (per voxel)", "slices": "em (per slice)"}.get(self.metric_mode, "euclidean")
         arrays = {"cube": to_numpy(to_cube.apply(out.x))}
         if self.parametrisation is not None:
             h = out.x if self.metric is None else self.metric.apply(out.x)
