@@ -339,7 +339,7 @@ def test_start_and_lowrank_basis_do_not_depend_on_the_run_dtype(tmp_path):
 
 def test_em_scaling_is_flux_over_sensitivity():
     from xhsi.operators import Diagonal
-    from xhsi.problems.imaging import em_scaling
+    from xhsi.problems.metric import em_scaling
 
     x0 = np.array([0.0, 1.0, 2.0, 5.0])  # mean 2
     ops = [Diagonal(np.array([1.0, 1.0, 2.0, 4.0]), (4,)), Diagonal(np.array([1.0, 1.0, 2.0, 1.0]), (4,))]

@@ -17,6 +17,10 @@ only through the operators. With principal spectra (the published set-up) Z = W�
 not imposed (the Poisson term's model floor keeps the likelihood defined); with a
 non-negative basis (``lowrank_pca`` ``basis = "nmf"``) H ≥ 0 is, and Z ≥ 0 follows.
 
+The start is a data-only estimate (``starts.py``) computed on the host in float32 whatever
+the run's precision, and the solver iterates in the fixed expectation-maximisation metric
+where the prox terms allow it (``metric.py``; [problem] precondition).
+
 Units: the solver works on the dimensionless cube X = Z / s, with s the mean of the
 initial (back-projected) cube, so that iterates are of order one whatever the flux and
 exposure; regularisers act on X (or on the rank maps of X), which makes their weights
@@ -37,6 +41,8 @@ from ..regularizers import Parametrisation
 from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem, run_solver
+from .metric import em_scaling, metric_mode
+from .starts import backprojection, host_observation, ratio_fusion, read_start_cube
 
 
 class ParametrisedCube(LinearOperator):
@@ -53,91 +59,6 @@ class ParametrisedCube(LinearOperator):
 
     def _adjoint(self, z):
         return self.parametrisation.to_cube_adjoint(z)
-
-
-def backprojection(observations: list[ObservationData], xp, floor: float = 0.0):
-    """One Richardson–Lucy step from a flat sky: Σ_k A_kᵀ(E_k / A_k 1) / Σ_k A_kᵀ 1, with
-    E_k = max(Y_k − B_k, 0) the excess counts. For a diagonal response this is E/a, the
-    counts divided by exposure × area; in general each data voxel's excess is spread back
-    over the sky voxels that feed it. A positive, data-only estimate of the sky cube, used
-    to start the solvers and as the data-only baseline of each observation."""
-    num = den = None
-    for obs in observations:
-        excess = obs.counts if obs.background is None else xp.clip(obs.counts - obs.background, min=0.0)
-        response = obs.forward.apply(xp.ones(obs.forward.shape_in, dtype=obs.counts.dtype))
-        tiny = float(xp.max(response)) * 1e-12 + 1e-30
-        ratio = xp.where(response > tiny, excess / xp.clip(response, min=tiny), xp.zeros_like(excess))
-        n = obs.forward.adjoint(ratio)
-        d = obs.forward.adjoint(xp.ones_like(obs.counts))
-        num, den = (n, d) if num is None else (num + n, den + d)
-    tiny = float(xp.max(den)) * 1e-12 + 1e-30
-    return xp.clip(num / xp.clip(den, min=tiny), min=floor)
-
-
-def ratio_fusion(observations: list[ObservationData], xp):
-    """A data-only fused estimate: z(e, p) = b_s(e, p) · Σ_e b_i(e, p) / Σ_e b_s(e, p), with
-    b_k the back-projection of observation k alone (``backprojection``), s the observation
-    with the most channels (finest spectra) and i the one with the most detector pixels
-    (finest image); ties go to the first in config order. The spectral shape of every
-    pixel is the spectrometer's, its broad-band flux the imager's: the ratio (Brovey) form
-    of component substitution in pansharpening (Gillespie, Kahle & Walker 1987, Remote
-    Sens. Environ. 22, 343). Pixels where the spectrometer's band flux is below 1e-6 of its
-    maximum keep the joint back-projection. When one observation is finest in both, this
-    is its own back-projection."""
-    spectral = max(observations, key=lambda o: o.counts.shape[0])
-    spatial = max(observations, key=lambda o: o.counts.shape[-2] * o.counts.shape[-1])
-    b_spec = backprojection([spectral], xp)
-    if spatial is spectral:
-        return b_spec
-    image = xp.sum(backprojection([spatial], xp), axis=0)
-    band = xp.sum(b_spec, axis=0)
-    tiny = float(xp.max(band)) * 1e-6
-    ok = band > tiny
-    ratio = xp.where(ok, image / xp.where(ok, band, xp.ones_like(band)), xp.zeros_like(band))
-    if bool(xp.all(ok)):  # the fallback is not needed: skip its back-projection (cubes of memory)
-        return b_spec * ratio
-    return xp.where(ok, b_spec * ratio, backprojection(observations, xp))
-
-
-def host_observation(obs: ObservationData) -> ObservationData:
-    """``obs`` with its float32 host operator (``ObservationData.host_forward``) and float32
-    numpy copies of its counts and background: the data-only starts computed from it are
-    the same bits whatever the run's backend and dtype."""
-    def host(a):
-        return None if a is None else np.asarray(to_numpy(a), dtype=np.float32)
-
-    return ObservationData(obs.name, obs.host_forward(), host(obs.counts), host(obs.background), obs.instrument)
-
-
-def em_scaling(x0, operators, floor: float, per_slice: bool = False):
-    """d = √D for the fixed diagonal metric D = max(x0, floor·mean(x0)) / Σ_k A_kᵀ1 of the
-    solver's variable (normalised to mean(D) = 1), with A_k the operators from the variable
-    to each observation's counts and x0 ≥ 0 the start; ``per_slice``: D averaged over each
-    slice along the first axis (rank map or energy plane), for prox terms that accept only
-    such a metric (``Regularizer.diagonal_metric``).
-
-    D·∇f is the step of the expectation-maximisation (Richardson–Lucy) algorithm for a
-    Poisson likelihood, x ← x − (x / Aᵀ1)·∇f(x) (Lantéri, Roche & Aime 2002, Inverse
-    Problems 18, 1397; its use as a metric for projected gradients: Bonettini, Zanella &
-    Zanni 2009, Inverse Problems 25, 015002, SGP). Steps scale with each voxel's flux and
-    inverse sensitivity, where a single step size is bounded by the faintest voxels'
-    curvature y/m². Here the metric is fixed at the start: the solver runs FISTA on u with
-    x = d·u, a change of variable under which its guarantees hold unchanged and the
-    projection on x ≥ 0 stays a clip (d > 0). The floor keeps voxels that are 0 at the
-    start free to grow. Measured on the published low-rank + Sobolev fusion (rank-24 NMF,
-    1000 iterations): final cost 453.53e3 in float32 and float64, against 456.9e3 (float32)
-    and 455.3e3 (float64) without the metric; PSNR(float64) − PSNR(float32) = 1.9e-4 dB,
-    against 9.6e-3 dB without."""
-    xp = array_namespace(x0)
-    sensitivity = None
-    for op in operators:
-        s = op.adjoint(xp.ones(tuple(op.shape_out), dtype=x0.dtype))
-        sensitivity = s if sensitivity is None else sensitivity + s
-    numerator = xp.clip(x0, min=floor * float(xp.mean(x0)))
-    d2 = numerator / xp.clip(sensitivity, min=float(xp.max(sensitivity)) * 1e-6)
-    if per_slice:  # shape (n, 1, ...): one scalar per slice, broadcast by the operators
-        d2 = xp.mean(d2, axis=tuple(range(1, d2.ndim)), keepdims=True)
-    return xp.sqrt(d2 / float(xp.mean(d2)))
 
 
 def data_noise_std(likelihood, data):
@@ -194,27 +115,6 @@ class ImagingOptions:
     precondition_floor: float = option(0.1, min=0.0, exclusive_min=True,
                                        doc="floor of the em metric's numerator, as a fraction of the start's mean: "
                                            "voxels that are 0 at the start can still grow")
-
-
-def read_start_cube(path: Path, grid) -> np.ndarray:
-    """A sky cube FITS (photons / s / cm² per bin and pixel) on the model grid, read by the
-    ``fits`` scene (EBOUNDS or a spectral WCS; resampled when the grids differ by integer
-    factors, else a DataError), and checked to be ≥ 0."""
-    from .. import plugins
-    from ..backend import Backend
-    from ..errors import XhsiError
-
-    where = f"[problem] start_file {path}"
-    if not Path(path).is_file():
-        raise DataError(f"{where}: no such file; give the result.fits of an earlier run on this [model] grid.")
-    scene_cls = plugins.get("scene", "fits")
-    try:
-        data = scene_cls(scene_cls.Options(path=Path(path))).generate(grid, Backend("numpy", "float64"))
-    except XhsiError as exc:
-        raise type(exc)(f"[problem] start_file: {exc}") from None
-    if data.min() < 0:
-        raise DataError(f"{where}: the cube has negative values; a start must be >= 0.")
-    return np.asarray(data, dtype=np.float64)
 
 
 class ImagingProblem(Problem):
@@ -296,7 +196,7 @@ class ImagingProblem(Problem):
         prox_terms: list[Any] = [r for r in self.regularizers if not r.smooth]
         nonnegative = self.parametrisation is None or self.parametrisation.nonnegative
         self.metric = None
-        self.metric_mode = mode = self._metric_mode(prox_terms, nonnegative)
+        self.metric_mode = mode = metric_mode(self.options.precondition, prox_terms, nonnegative)
         if mode is not None:
             # the change of variable x = d·u: every term sees x, the solver u (see em_scaling)
             d = em_scaling(x0, operators, self.options.precondition_floor, per_slice=mode == "slices")
@@ -314,28 +214,6 @@ class ImagingProblem(Problem):
             prox_terms.append(NonNegative())
         prox = ProxChain(prox_terms) if prox_terms else Zero()
         return x0, Composite(data_terms + smooth_regs), prox, to_cube
-
-    def _metric_mode(self, prox_terms: list, nonnegative: bool) -> str | None:
-        """The metric to iterate in ([problem] precondition; see ``em_scaling``): "voxels"
-        when every prox term accepts any diagonal metric, "slices" when they accept one
-        constant per slice (``Regularizer.diagonal_metric``), else None (Euclidean)."""
-        if self.options.precondition == "none":
-            return None
-        kinds = {r.diagonal_metric for r in prox_terms}
-        if not nonnegative:
-            why = "its variable is not constrained to >= 0 (the principal-spectra basis of lowrank_pca)"
-        elif kinds <= {"voxels"}:
-            return "voxels"
-        elif kinds <= {"voxels", "slices"}:
-            return "slices"
-        else:
-            why = (", ".join(f"`{r.name}`" for r in prox_terms if r.diagonal_metric is None)
-                   + " solve their prox in the Euclidean metric only (starlet2d1d_l1 mixes energies; "
-                     "starlet2d_l1 needs per_slice = true and MAD thresholds)")
-        if self.options.precondition == "em":
-            raise ConfigError(f"[problem] precondition = \"em\" does not apply to this run: {why}; "
-                              "use precondition = \"auto\" or \"none\".")
-        return None
 
     def gradient_noise(self, data_terms):
         """See :func:`gradient_noise`."""

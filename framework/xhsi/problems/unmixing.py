@@ -36,7 +36,7 @@ from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem, run_solver
-from .imaging import backprojection
+from .starts import backprojection
 from .unmixing_prior import METRIC_FLOOR, FisherStarlet, coefficient_sigma, metric_noise, start_spread  # noqa: F401
 
 

@@ -111,7 +111,7 @@ class Composite:
 
 class Precomposed:
     """u ↦ f(L u) for a smooth term f and a linear operator L: the change of variable x = L u
-    (e.g. a diagonal metric, ``xhsi.problems.imaging.em_scaling``). Gradient Lᵀ∇f(L u);
+    (e.g. a diagonal metric, ``xhsi.problems.metric.em_scaling``). Gradient Lᵀ∇f(L u);
     Lipschitz constant L_f·‖L‖² when f knows L_f."""
 
     def __init__(self, term, operator):

@@ -1,0 +1,88 @@
+"""Data-only estimates of the sky cube: the starts of deconvolution and fusion, and their
+data-only baselines (``backprojection``, ``ratio_fusion``), computed on the host in float32
+(``host_observation``) so that every precision and backend starts from the same bits; and
+the reader of a start cube from a file (``read_start_cube``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import to_numpy
+from ..errors import DataError
+from .base import ObservationData
+
+
+def backprojection(observations: list[ObservationData], xp, floor: float = 0.0):
+    """One Richardson–Lucy step from a flat sky: Σ_k A_kᵀ(E_k / A_k 1) / Σ_k A_kᵀ 1, with
+    E_k = max(Y_k − B_k, 0) the excess counts. For a diagonal response this is E/a, the
+    counts divided by exposure × area; in general each data voxel's excess is spread back
+    over the sky voxels that feed it. A positive, data-only estimate of the sky cube, used
+    to start the solvers and as the data-only baseline of each observation."""
+    num = den = None
+    for obs in observations:
+        excess = obs.counts if obs.background is None else xp.clip(obs.counts - obs.background, min=0.0)
+        response = obs.forward.apply(xp.ones(obs.forward.shape_in, dtype=obs.counts.dtype))
+        tiny = float(xp.max(response)) * 1e-12 + 1e-30
+        ratio = xp.where(response > tiny, excess / xp.clip(response, min=tiny), xp.zeros_like(excess))
+        n = obs.forward.adjoint(ratio)
+        d = obs.forward.adjoint(xp.ones_like(obs.counts))
+        num, den = (n, d) if num is None else (num + n, den + d)
+    tiny = float(xp.max(den)) * 1e-12 + 1e-30
+    return xp.clip(num / xp.clip(den, min=tiny), min=floor)
+
+
+def ratio_fusion(observations: list[ObservationData], xp):
+    """A data-only fused estimate: z(e, p) = b_s(e, p) · Σ_e b_i(e, p) / Σ_e b_s(e, p), with
+    b_k the back-projection of observation k alone (``backprojection``), s the observation
+    with the most channels (finest spectra) and i the one with the most detector pixels
+    (finest image); ties go to the first in config order. The spectral shape of every
+    pixel is the spectrometer's, its broad-band flux the imager's: the ratio (Brovey) form
+    of component substitution in pansharpening (Gillespie, Kahle & Walker 1987, Remote
+    Sens. Environ. 22, 343). Pixels where the spectrometer's band flux is below 1e-6 of its
+    maximum keep the joint back-projection. When one observation is finest in both, this
+    is its own back-projection."""
+    spectral = max(observations, key=lambda o: o.counts.shape[0])
+    spatial = max(observations, key=lambda o: o.counts.shape[-2] * o.counts.shape[-1])
+    b_spec = backprojection([spectral], xp)
+    if spatial is spectral:
+        return b_spec
+    image = xp.sum(backprojection([spatial], xp), axis=0)
+    band = xp.sum(b_spec, axis=0)
+    tiny = float(xp.max(band)) * 1e-6
+    ok = band > tiny
+    ratio = xp.where(ok, image / xp.where(ok, band, xp.ones_like(band)), xp.zeros_like(band))
+    if bool(xp.all(ok)):  # the fallback is not needed: skip its back-projection (cubes of memory)
+        return b_spec * ratio
+    return xp.where(ok, b_spec * ratio, backprojection(observations, xp))
+
+
+def host_observation(obs: ObservationData) -> ObservationData:
+    """``obs`` with its float32 host operator (``ObservationData.host_forward``) and float32
+    numpy copies of its counts and background: the data-only starts computed from it are
+    the same bits whatever the run's backend and dtype."""
+    def host(a):
+        return None if a is None else np.asarray(to_numpy(a), dtype=np.float32)
+
+    return ObservationData(obs.name, obs.host_forward(), host(obs.counts), host(obs.background), obs.instrument)
+
+
+def read_start_cube(path: Path, grid) -> np.ndarray:
+    """A sky cube FITS (photons / s / cm² per bin and pixel) on the model grid, read by the
+    ``fits`` scene (EBOUNDS or a spectral WCS; resampled when the grids differ by integer
+    factors, else a DataError), and checked to be ≥ 0."""
+    from .. import plugins
+    from ..backend import Backend
+    from ..errors import XhsiError
+
+    where = f"[problem] start_file {path}"
+    if not Path(path).is_file():
+        raise DataError(f"{where}: no such file; give the result.fits of an earlier run on this [model] grid.")
+    scene_cls = plugins.get("scene", "fits")
+    try:
+        data = scene_cls(scene_cls.Options(path=Path(path))).generate(grid, Backend("numpy", "float64"))
+    except XhsiError as exc:
+        raise type(exc)(f"[problem] start_file: {exc}") from None
+    if data.min() < 0:
+        raise DataError(f"{where}: the cube has negative values; a start must be >= 0.")
+    return np.asarray(data, dtype=np.float64)
