@@ -105,8 +105,9 @@ def build_fista(prep, cfg, setup: str, collapse: bool = False):
     from xhsi import plugins
     from xhsi.operators import Identity, Scaled
     from xhsi.operators.lowrank import spectral_basis_forward
+    from xhsi.runner import make_regularizers
 
-    regs = [plugins.get("regularizer", r.name)(r.options, weight=r.weight) for r in cfg.regularizers]
+    regs = make_regularizers(cfg)
     problem = plugins.get("problem", "fusion")(cfg, prep.backend, prep.grid, prep.observations, regs,
                                                plugins.get("likelihood", "poisson"))
     x0, smooth, prox, _ = problem.build()

@@ -12,7 +12,7 @@ from xhsi.cli import main
 from xhsi.config import load_config
 from xhsi.errors import DataError, XhsiError
 from xhsi.results import read_history
-from xhsi.runner import run, simulate
+from xhsi.runner import make_regularizers, run, simulate
 
 TINY = """\
 [run]
@@ -259,7 +259,7 @@ def test_lowrank_fusion_folds_the_basis_into_the_operators(tmp_path):
     extra = '\n[[regularizers]]\nname = "lowrank_pca"\noptions = { rank = 3 }\n'
     cfg = load_config(tiny(tmp_path, extra=extra))
     prep = prepare(cfg)
-    regs = [plugins.get("regularizer", r.name)(r.options, weight=r.weight) for r in cfg.regularizers]
+    regs = make_regularizers(cfg)
     problem = plugins.get("problem", "fusion")(cfg, prep.backend, prep.grid, prep.observations, regs,
                                                plugins.get("likelihood", "poisson"))
     x0, smooth, prox, to_cube = problem.build()
@@ -314,7 +314,7 @@ def _problem(cfg):
     from xhsi.runner import prepare
 
     prep = prepare(cfg)
-    regs = [plugins.get("regularizer", r.name)(r.options, weight=r.weight) for r in cfg.regularizers]
+    regs = make_regularizers(cfg)
     extra = {"options": cfg.problem} if cfg.problem is not None else {}
     return plugins.get("problem", cfg.run.problem)(cfg, prep.backend, prep.grid, prep.observations, regs,
                                                    plugins.get("likelihood", "poisson"), **extra)
@@ -390,7 +390,12 @@ def test_precondition_auto_takes_the_finest_metric_every_prox_accepts(tmp_path, 
     ('\n[[regularizers]]\nname = "starlet2d1d_l1"\n', "starlet2d1d_l1.*Euclidean metric only"),
     ('\n[[regularizers]]\nname = "lowrank_pca"\noptions = { rank = 3 }\n', "not constrained to >= 0"),
 ])
-def test_em_metric_is_refused_where_it_does_not_apply(tmp_path, extra, why):
-    cfg = load_config(tiny(tmp_path, extra=extra), ['problem.precondition="em"'])
+def test_em_metric_is_refused_where_it_does_not_apply(tmp_path, capsys, extra, why):
+    # by `xhsi validate`, and by `xhsi run` before any data is simulated or read
+    path = tiny(tmp_path, extra=extra)
+    assert main(["validate", str(path), "--set", 'problem.precondition="em"']) == 2
+    assert "does not apply" in capsys.readouterr().err
+    cfg = load_config(path, ['problem.precondition="em"'])
     with pytest.raises(XhsiError, match=r'precondition = "em" does not apply.*' + why):
         run(cfg, quiet=True)
+    assert not (tmp_path / "out" / "config.resolved.toml").exists()

@@ -83,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_validate(args) -> int:
     from .config import load_config
+    from .runner import check_problem_config
 
     cfg = load_config(args.config, args.overrides)
+    check_problem_config(cfg)
     if args.show_defaults:
         print(cfg.to_toml(), end="")
     else:

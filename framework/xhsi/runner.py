@@ -194,6 +194,19 @@ class Progress:
             self.bar.close()
 
 
+def make_regularizers(cfg: Config) -> list:
+    """The [[regularizers]] of ``cfg`` as plugin instances, in config order."""
+    return [plugins.get("regularizer", r.name)(r.options, weight=r.weight) for r in cfg.regularizers]
+
+
+def check_problem_config(cfg: Config) -> None:
+    """Run the problem plugin's own config checks (``Problem.check_config``; a plugin that
+    does not derive from ``Problem`` has none)."""
+    check = getattr(plugins.get("problem", cfg.run.problem), "check_config", None)
+    if check is not None:
+        check(cfg, make_regularizers(cfg))
+
+
 def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: bool = False,
         quiet: bool = False) -> Result:
     """Run the problem of ``cfg`` and write its outputs into ``out`` (default: [run] output)."""
@@ -202,8 +215,9 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
     t_start = time.perf_counter()
     out = Path(out) if out is not None else Path(cfg.run.output)
     check_output_folder(out, resume=resume, overwrite=overwrite)
+    check_problem_config(cfg)
     prep = prepare(cfg)
-    regularizers = [plugins.get("regularizer", r.name)(r.options, weight=r.weight) for r in cfg.regularizers]
+    regularizers = make_regularizers(cfg)
     problem_cls = plugins.get("problem", cfg.run.problem)
     pm = plugins.get_plugin_manager()
     # A problem that declares options gets the validated [problem] table.

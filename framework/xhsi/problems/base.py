@@ -68,3 +68,9 @@ class Problem:
     Options = NoOptions
     #: (minimum, maximum or None) number of observations the problem takes.
     observations_allowed: tuple[int, int | None] = (1, None)
+
+    @classmethod
+    def check_config(cls, config, regularizers: list) -> None:
+        """Checks of a run config that need the problem's knowledge (``regularizers``: the
+        instantiated [[regularizers]]), run by ``xhsi validate`` and by ``xhsi run`` before
+        any data is read or simulated; raise ConfigError. Default: none."""

@@ -143,6 +143,19 @@ class ImagingProblem(Problem):
         self.options = options if options is not None else ImagingOptions()
         if self.options.start_file is not None:
             self._start = read_start_cube(self.options.start_file, grid)  # checked before any heavy work
+        self.metric_mode = self._metric_mode(self.options, regularizers)
+
+    @staticmethod
+    def _metric_mode(options: ImagingOptions, regularizers: list) -> str | None:
+        """See ``metric.metric_mode``: known from the options alone."""
+        params = [r for r in regularizers if isinstance(r, Parametrisation)]
+        prox_terms = [r for r in regularizers if not r.smooth and r not in params]
+        return metric_mode(options.precondition, prox_terms, not params or params[0].nonnegative)
+
+    @classmethod
+    def check_config(cls, config, regularizers: list) -> None:
+        """A misplaced ``precondition = "em"`` is refused before any data is read."""
+        cls._metric_mode(config.problem if config.problem is not None else ImagingOptions(), regularizers)
 
     # -- building ----------------------------------------------------------------------
     def initial_cube(self) -> np.ndarray:
@@ -196,10 +209,9 @@ class ImagingProblem(Problem):
         prox_terms: list[Any] = [r for r in self.regularizers if not r.smooth]
         nonnegative = self.parametrisation is None or self.parametrisation.nonnegative
         self.metric = None
-        self.metric_mode = mode = metric_mode(self.options.precondition, prox_terms, nonnegative)
-        if mode is not None:
+        if self.metric_mode is not None:
             # the change of variable x = d·u: every term sees x, the solver u (see em_scaling)
-            d = em_scaling(x0, operators, self.options.precondition_floor, per_slice=mode == "slices")
+            d = em_scaling(x0, operators, self.options.precondition_floor, per_slice=self.metric_mode == "slices")
             self.metric = Diagonal(d, tuple(x0.shape))
             operators = [op @ self.metric for op in operators]
             smooth_regs = [Precomposed(r, self.metric) for r in smooth_regs]
