@@ -351,7 +351,8 @@ def write_quicklooks(out: Path, prep: Prepared, result: Result) -> None:
 
 def summary(result: Result, out: Path) -> str:
     meta = result.metadata
-    lines = [f"xhsi: {meta.get('problem')} with {meta.get('solver')}: {meta.get('n_iter')} iterations in "
+    metric = f" in the {meta['metric']} metric" if meta.get("metric", "euclidean") != "euclidean" else ""
+    lines = [f"xhsi: {meta.get('problem')} with {meta.get('solver')}{metric}: {meta.get('n_iter')} iterations in "
              f"{meta.get('wall_s', 0.0):.1f} s ({meta.get('stop_reason')}); outputs in {out}"]
     res = result.metrics.get("result") if result.metrics else None
     if res:
