@@ -126,3 +126,15 @@ def test_bin_command_writes_a_cube(tmp_path, capsys):
     with fits.open(out) as hdul:
         assert hdul[0].data.sum() == 3 and hdul[0].header["EXPOSURE"] == 500.0
     assert main(["bin", str(tmp_path / "none.fits"), "--out", str(out)]) == 2
+
+
+def test_validate_recognises_a_training_config(capsys, tmp_path):
+    from conftest import ROOT
+
+    assert main(["validate", str(ROOT / "configs" / "train_surrogate_thermal.toml")]) == 0
+    assert "valid training config for `xhsi train-model`" in capsys.readouterr().out
+    bad = tmp_path / "train.toml"
+    bad.write_text((ROOT / "configs" / "train_surrogate_thermal.toml").read_text().replace("[surrogate]",
+                                                                                          "[surrogate]\nepochz = 3"))
+    assert main(["validate", str(bad)]) == 2
+    assert "epochz" in capsys.readouterr().err

@@ -84,7 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_validate(args) -> int:
     from .config import load_config
     from .runner import check_problem_config
+    from .tomlio import load_toml
 
+    if Path(args.config).is_file() and "surrogate" in load_toml(args.config):  # a train-model config
+        from .surrogate import load_training_config
+
+        training = load_training_config(args.config)
+        print(f"{args.config}: valid training config for `xhsi train-model` (surrogate of "
+              f"{training.surrogate.model}).")
+        return 0
     cfg = load_config(args.config, args.overrides)
     check_problem_config(cfg)
     if args.show_defaults:
