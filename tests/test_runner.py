@@ -304,7 +304,7 @@ def test_simulated_counts_do_not_depend_on_the_run_dtype(tmp_path):
     assert single.truth.dtype == np.float32 and double.truth.dtype == np.float64
 
 
-# -- dtype-independent start and the em metric (framework/xhsi/problems/imaging.py) ---------
+# -- dtype-independent start and the em metric (problems/starts.py, problems/metric.py) ------
 NMF_SOBOLEV = ('\n[[regularizers]]\nname = "lowrank_pca"\noptions = { rank = 3, basis = "nmf" }\n'
                '\n[[regularizers]]\nname = "sobolev"\nweight = 0.1\n')
 
