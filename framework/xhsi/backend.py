@@ -17,7 +17,7 @@ from array_api_compat import array_namespace, is_cupy_namespace, is_numpy_namesp
 
 from .errors import XhsiError
 
-__all__ = ["Backend", "array_namespace", "fft_namespace", "to_numpy", "is_numpy_namespace"]
+__all__ = ["Backend", "array_namespace", "fft_namespace", "to_numpy", "is_numpy_namespace", "native_numpy"]
 
 
 def _workers() -> int:
@@ -71,6 +71,13 @@ def fft_namespace(xp) -> FFT:
 
         return FFT(cupyx.scipy.fft)
     return FFT(xp.fft)
+
+
+def native_numpy(xp):
+    """The numpy module when ``xp`` is numpy, for in-place work with ``out=`` (the hot loops'
+    scratch arrays), else None: array_api_strict has no ``out=`` and cupy takes the generic
+    array-API expressions."""
+    return np if is_numpy_namespace(xp) else None
 
 
 def to_numpy(x) -> np.ndarray:

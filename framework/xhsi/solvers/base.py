@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from ..backend import array_namespace, is_numpy_namespace
+from ..backend import array_namespace, native_numpy
 from ..errors import ConfigError, RunStopped
 from ..schema import Context, NoOptions, from_dict
 
@@ -136,11 +136,9 @@ def _accumulate(g, gi, owned: bool):
     """g + gi. ``owned``: g is a sum made here (not an array a term returned, which it may
     still hold), so on numpy it is updated in place: one gradient-sized array less for the
     third and later terms. Same bits as ``g + gi``."""
-    if (owned and hasattr(g, "dtype") and hasattr(gi, "dtype") and is_numpy_namespace(array_namespace(g))
-            and g.dtype == gi.dtype and g.shape == gi.shape):
-        import numpy
-
-        return numpy.add(g, gi, out=g)
+    np_ = native_numpy(array_namespace(g)) if owned and hasattr(g, "dtype") and hasattr(gi, "dtype") else None
+    if np_ is not None and g.dtype == gi.dtype and g.shape == gi.shape:
+        return np_.add(g, gi, out=g)
     return g + gi
 
 

@@ -53,7 +53,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..backend import array_namespace, is_numpy_namespace
+from ..backend import array_namespace, native_numpy
 from ..errors import ConfigError, RunStopped
 from ..schema import option
 from .base import Solver, Zero, lipschitz_of, value_and_gradient
@@ -99,7 +99,7 @@ class _ProximalGradient(Solver):
         """``x0``: initial iterate (its namespace and dtype are the run's); ``smooth``: a
         SmoothTerm; ``prox``: a ProxTerm (None: g = 0)."""
         self.xp = array_namespace(x0)
-        self._np = _native_numpy(self.xp)
+        self._np = native_numpy(self.xp)
         self.smooth, self.prox = smooth, (prox if prox is not None else Zero())
         self.eps = _machine_eps(x0.dtype)
         lipschitz = lipschitz_of(smooth)
@@ -245,16 +245,6 @@ class _ProximalGradient(Solver):
     @property
     def x(self):
         return self.state.x
-
-
-def _native_numpy(xp):
-    """The numpy module when the run is on numpy (in-place ufuncs with ``out=``), else None:
-    array_api_strict has no ``out=`` and cupy takes the generic path."""
-    if is_numpy_namespace(xp):
-        import numpy
-
-        return numpy
-    return None
 
 
 def _machine_eps(dtype) -> float:
