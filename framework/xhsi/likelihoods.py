@@ -19,7 +19,8 @@ or without it (B is constant), and because the operator engineer knows where B l
 (counts per detector voxel, same grid as the data).
 
 Memory: on numpy the per-voxel terms and the gradient are formed in place in at most
-three (Poisson) or two (Gaussian) arrays of the data's size, with the same operations in
+four (Poisson: the floored model, y/m, the terms and one scratch; the gradient is written
+over y/m) or two (Gaussian) arrays of the data's size, with the same operations in
 the same order as the generic array-API expressions (same bits); ``model`` and ``data``
 are never written to.
 """
@@ -28,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .backend import array_namespace, is_numpy_namespace
+from .backend import array_namespace, native_numpy
 from .errors import DataError, ShapeError
 from .schema import NoOptions, option
 
@@ -117,17 +118,12 @@ class Likelihood:
         return f"{type(self).__name__}({self.options})"
 
 
-def _native_numpy(xp, model=None, data=None):
-    """numpy itself when ``xp`` is numpy (in-place ufuncs with ``out=``) and ``model`` and
-    ``data`` (when given) share dtype and shape, so that scratch arrays made from either
-    can hold every intermediate; else None (the generic path)."""
-    if model is not None and (model.dtype != data.dtype or tuple(model.shape) != tuple(data.shape)):
+def _native_numpy(xp, model, data):
+    """``backend.native_numpy`` when ``model`` and ``data`` also share dtype and shape, so
+    that scratch arrays made from either can hold every intermediate; else None."""
+    if model.dtype != data.dtype or tuple(model.shape) != tuple(data.shape):
         return None
-    if is_numpy_namespace(xp):
-        import numpy
-
-        return numpy
-    return None
+    return native_numpy(xp)
 
 
 def _writable_result(np_, out, other) -> bool:
@@ -175,28 +171,30 @@ class Poisson(Likelihood):
     def _floored(self, model, xp):
         return xp.clip(model, min=self.options.model_floor)
 
-    def _terms(self, model, data):
+    def _terms_and_ratio(self, model, data):
+        """(per-voxel terms of ``value``, y / max(m, floor)): the ratio is the gradient's
+        ingredient, so ``value_and_gradient`` reuses it, and ``value`` uses the same terms
+        (the same bits from either)."""
         xp = array_namespace(model, data)
         m_f = self._floored(model, xp)
+        ratio = data / m_f
         y_pos = xp.where(data > 0, data, xp.ones_like(data))  # log argument safe at y = 0
         # y·log(y/m_f) is 0 where y = 0 because data is 0 there; the last term is the
         # tangent continuation below the floor (0 where model >= floor).
         np_ = _native_numpy(xp, model, data)
         if np_ is None:
-            return model - data + data * xp.log(y_pos / m_f) - data * (model - m_f) / m_f
+            return model - data + data * xp.log(y_pos / m_f) - ratio * (model - m_f), ratio
         terms = np_.subtract(model, data)
-        np_.add(terms, self._data_log(np_, data, y_pos, m_f), out=terms)
-        np_.subtract(model, m_f, out=y_pos)
-        np_.multiply(data, y_pos, out=y_pos)
-        np_.divide(y_pos, m_f, out=y_pos)
-        return np_.subtract(terms, y_pos, out=terms)
-
-    @staticmethod
-    def _data_log(np_, data, y_pos, m_f):
-        """y·log(y_pos / m_f), written into ``y_pos`` (a scratch array of the caller's)."""
         np_.divide(y_pos, m_f, out=y_pos)
         np_.log(y_pos, out=y_pos)
-        return np_.multiply(data, y_pos, out=y_pos)
+        np_.multiply(data, y_pos, out=y_pos)
+        np_.add(terms, y_pos, out=terms)
+        np_.subtract(model, m_f, out=y_pos)
+        np_.multiply(ratio, y_pos, out=y_pos)
+        return np_.subtract(terms, y_pos, out=terms), ratio
+
+    def _terms(self, model, data):
+        return self._terms_and_ratio(model, data)[0]
 
     def gradient(self, model, data):
         """1 − y / max(m, floor): the exact gradient of ``value`` (see the class docstring)."""
@@ -205,22 +203,11 @@ class Poisson(Likelihood):
 
     def value_and_gradient(self, model, data):
         xp = array_namespace(model, data)
-        m_f = self._floored(model, xp)
-        ratio = data / m_f
-        y_pos = xp.where(data > 0, data, xp.ones_like(data))
-        np_ = _native_numpy(xp, model, data)
-        if np_ is None:
-            terms = model - data + data * xp.log(y_pos / m_f) - ratio * (model - m_f)
-            return xp.sum(terms, dtype=xp.float64), 1.0 - ratio
-        terms = np_.subtract(model, data)
-        np_.add(terms, self._data_log(np_, data, y_pos, m_f), out=terms)
-        np_.subtract(model, m_f, out=y_pos)
-        np_.multiply(ratio, y_pos, out=y_pos)
-        np_.subtract(terms, y_pos, out=terms)
-        del y_pos
+        terms, ratio = self._terms_and_ratio(model, data)
         value = xp.sum(terms, dtype=xp.float64)
         del terms
-        return value, np_.subtract(1.0, ratio, out=ratio)
+        np_ = _native_numpy(xp, model, data)
+        return value, (1.0 - ratio if np_ is None else np_.subtract(1.0, ratio, out=ratio))
 
 
 class Gaussian(Likelihood):
