@@ -211,3 +211,14 @@ def test_numpy_median_is_the_sort_median():
             ref = to_numpy(median(xps.asarray(a), axes))
             assert got.dtype == np.float32
             np.testing.assert_array_equal(got, ref)
+
+
+def test_mad_sigma_overwrite_gives_the_same_sigma_and_uses_the_input_as_scratch():
+    rng = np.random.default_rng(7)
+    c = rng.normal(0.0, 2.0, (3, 40, 50))
+    keep = c.copy()
+    expected = mad_sigma(c, (0, 1, 2))
+    np.testing.assert_array_equal(c, keep)  # not written without overwrite
+    assert float(mad_sigma(c, (0, 1, 2), overwrite=True)) == pytest.approx(float(expected), rel=1e-12)
+    assert float(expected) == pytest.approx(2.0, rel=0.05)
+    assert not np.array_equal(c, keep)  # the band served as scratch

@@ -417,12 +417,16 @@ def median(x, axes, keepdims: bool = False):
     return med
 
 
-def mad_sigma(coeffs, axes, keepdims: bool = False):
+def mad_sigma(coeffs, axes, keepdims: bool = False, overwrite: bool = False):
     """Robust standard deviation σ = median(|c − median(c)|) / 0.6745 over ``axes`` (one value
     per remaining index, e.g. per scale), in the units of ``coeffs``. Exact for Gaussian noise,
-    insensitive to the few large coefficients that carry the signal (Donoho & Johnstone 1994)."""
+    insensitive to the few large coefficients that carry the signal (Donoho & Johnstone 1994).
+    ``overwrite``: a numpy ``coeffs`` may be used as scratch (no copy of a band-sized array)."""
     med = median(coeffs, axes, keepdims=True)
     xp = array_namespace(coeffs)
+    if overwrite and isinstance(coeffs, np.ndarray):
+        dev = np.abs(np.subtract(coeffs, med, out=coeffs), out=coeffs)
+        return np.asarray(np.median(dev, axis=axes, keepdims=keepdims, overwrite_input=True)) / MAD_TO_SIGMA
     return median(xp.abs(coeffs - med), axes, keepdims=keepdims) / MAD_TO_SIGMA
 
 

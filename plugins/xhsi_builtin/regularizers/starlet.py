@@ -23,7 +23,7 @@ from xhsi.backend import array_namespace, to_numpy
 from xhsi.errors import ShapeError
 from xhsi.regularizers import Regularizer
 from xhsi.schema import option
-from xhsi.wavelets import MAD_TO_SIGMA, mad_sigma, soft_threshold, starlet1d, starlet2d
+from xhsi.wavelets import mad_sigma, soft_threshold, starlet1d, starlet2d
 
 __all__ = ["Starlet2dL1", "Starlet2d1dL1", "starlet_noise_norms"]
 
@@ -101,7 +101,7 @@ class _StarletL1(Regularizer):
         the data, or an initial estimate, in the units of the variable), set λ_b = k·σ_b and
         freeze them. Without ``thresholds``/``noise_sigma`` and without a call to this
         method, the first ``prox`` input whose estimate is not all zero is used."""
-        self._lam = self._estimate(x, self._analysis(self._check_shape(x)))
+        self._lam = self._estimate_thresholds(self._check_shape(x))
 
     def calibrate_noise(self, noise) -> None:
         """λ_b = k·σ_b with σ_b the MAD of the coefficients of a realisation of the
@@ -117,7 +117,10 @@ class _StarletL1(Regularizer):
             raise ShapeError(f"{self.name} was set up for shape {self.shape}, got {tuple(x.shape)}.")
         return x
 
-    def _estimate(self, x, coeffs):
+    def _estimate_thresholds(self, x, coeffs=None):
+        """λ_b = k·σ_b, σ_b the MAD of the coefficients of ``x`` (``coeffs`` when the caller
+        has them already); the coarse band 0."""
+        coeffs = self._analysis(x) if coeffs is None else coeffs
         xp = array_namespace(x)
         lam = self.options.k * mad_sigma(coeffs, self._mad_axes(coeffs), keepdims=True)
         # zero the coarse band without item assignment (array API): multiply by a mask
@@ -134,9 +137,10 @@ class _StarletL1(Regularizer):
         return None if self._lam is None else to_numpy(self._lam)
 
     def _thresholds_for(self, x, coeffs, freeze: bool):
+        """The frozen λ, or an estimate from ``x`` (frozen when ``freeze``)."""
         if self._lam is not None:
             return self._lam
-        lam = self._estimate(x, coeffs)
+        lam = self._estimate_thresholds(x, coeffs)
         # An all-zero estimate (a constant or all-zero initial iterate) must not freeze
         # λ = 0 for the whole run: keep estimating until the input carries some noise.
         if freeze and float(array_namespace(x).max(lam)) > 0:
@@ -287,43 +291,24 @@ class Starlet2d1dL1(_StarletL1):
     def _scales(self):
         return self.options.scales_2d, self.options.scales_1d
 
-    def _mad_thresholds(self, x):
+    def _estimate_thresholds(self, x, coeffs=None):
         """λ_lj = k·σ_lj, σ_lj the MAD of band (l, j) of x over the whole cube, one band at a
-        time; the coarse × coarse band 0. Band shape plus one singleton axis per axis of x."""
+        time (streamed; ``coeffs`` is never materialised here); the coarse × coarse band 0.
+        Band shape plus one singleton axis per axis of x."""
         xp = array_namespace(x)
         sigma = np.zeros(self._band_shape())
         coarse = self._coarse()
         for ell, j, band in stream.bands(x, *self._scales()):
-            if (ell, j) == coarse:
-                continue
-            if isinstance(band, np.ndarray) and not np.may_share_memory(band, x):
-                # the band is ours: |c − median c| in place, median by selection in place
-                np.subtract(band, np.median(band), out=band)
-                mad = np.median(np.abs(band, out=band), overwrite_input=True)
-                sigma[ell, j] = float(mad) / MAD_TO_SIGMA
-            else:
-                sigma[ell, j] = float(mad_sigma(band, tuple(range(band.ndim))))
+            if (ell, j) != coarse:
+                # the streamed band is ours (not a view of x) on numpy: MAD in place
+                own = isinstance(band, np.ndarray) and not np.may_share_memory(band, x)
+                sigma[ell, j] = float(mad_sigma(band, tuple(range(band.ndim)), overwrite=own))
         lam = (self.options.k * sigma).reshape(sigma.shape + (1,) * x.ndim)
         return xp.asarray(lam, dtype=x.dtype, device=device(x))
 
-    def _lam_for(self, x, freeze: bool):
-        if self._lam is not None:
-            return self._lam
-        lam = self._mad_thresholds(x)
-        # An all-zero estimate (a constant or all-zero initial iterate) must not freeze
-        # λ = 0 for the whole run: keep estimating until the input carries some noise.
-        if freeze and float(array_namespace(x).max(lam)) > 0:
-            self._lam = lam
-        return lam
-
-    def calibrate(self, x) -> None:
-        """σ_lj by MAD of the bands of ``x`` (streamed, one band at a time), λ_lj = k·σ_lj,
-        frozen. See ``_StarletL1.calibrate``."""
-        self._lam = self._mad_thresholds(self._check_shape(x))
-
     def value(self, x) -> float:
         """weight·Σ_lj λ_lj‖c_lj‖₁ (base λ, also when re-weighting), bands streamed."""
-        lam = to_numpy(self._lam_for(self._check_shape(x), freeze=False)).reshape(self._band_shape())
+        lam = to_numpy(self._thresholds_for(self._check_shape(x), None, freeze=False)).reshape(self._band_shape())
         norms = stream.l1_norms(x, *self._scales(), wanted=lam > 0)
         return self.weight * float(np.sum(lam.astype(np.float64) * norms))
 
@@ -331,7 +316,7 @@ class Starlet2d1dL1(_StarletL1):
         """Soft-threshold every band by step·weight·λ_lj (re-weighted when asked) and sum the
         bands, streamed (``xhsi.starlet2d1d.shrink``): same result as thresholding the
         materialised bands, in ~3 cubes of memory instead of (L+1)(J+1) + padding."""
-        lam = self._lam_for(self._check_shape(x), freeze=True)
+        lam = self._thresholds_for(self._check_shape(x), None, freeze=True)
         tau = to_numpy((step * self.weight) * lam).reshape(self._band_shape())
         return stream.shrink(x, *self._scales(), tau, reweight=self.options.reweight)
 
