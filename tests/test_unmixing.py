@@ -149,7 +149,7 @@ def test_metric_noise_undoes_the_correlations():
     # is √(F⁻¹)_00 = √(4/7), its conditional curvature D = F_00 = 4. In the metric D a
     # threshold k·s acts as the penalty k·s·D; it must equal k/σ (the penalty that shrinks
     # by k·σ on the profiled likelihood), so s = 1/(σ·D), (σ_cond/σ)² = 7/16 of σ itself.
-    from xhsi.problems.unmixing import metric_noise
+    from xhsi.problems.unmixing_prior import metric_noise
 
     fisher = np.array([[4.0, 3.0], [3.0, 4.0]])
     sigma = np.sqrt(np.linalg.inv(fisher)[0, 0])
@@ -204,7 +204,7 @@ def test_parameter_metric_is_damped_at_the_prior_scale(tmp_path):
     # start map; amplitude blocks are left alone.
     path = tiny(tmp_path, sync_extra="parameter_k = 1.0")
     low = ["observations.acis.exposure_s=3e3", "model.pixels=[16, 16]"]  # faint: some Γ unconstrained
-    from xhsi.problems.unmixing import start_spread
+    from xhsi.problems.unmixing_prior import start_spread
 
     x0, blocks, mixture, problem = _built(path, 0.0, low)
     x0d, blocks_d, _, _ = _built(path, 1.0, low)
@@ -223,7 +223,7 @@ def test_parameter_metric_is_damped_at_the_prior_scale(tmp_path):
 def test_start_spread_ignores_the_pixels_left_at_the_init():
     # Half the field left at the init (empty sky: the start fit did not move them) used to
     # make the robust scatter 0 (or ~1e-8), hence a metric floor 1/s² that froze the map.
-    from xhsi.problems.unmixing import start_spread
+    from xhsi.problems.unmixing_prior import start_spread
 
     rng = np.random.default_rng(0)
     start = np.full((16, 16), 2.5)

@@ -37,7 +37,7 @@ from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem, run_solver
 from .starts import backprojection
-from .unmixing_prior import METRIC_FLOOR, FisherStarlet, coefficient_sigma, metric_noise, start_spread  # noqa: F401
+from .unmixing_prior import METRIC_FLOOR, FisherStarlet, coefficient_sigma, metric_noise, start_spread
 
 
 class Box:
@@ -353,6 +353,9 @@ class Unmixing(Problem):
         factor = fit.rebin
         ny, nx = self.grid.ny // factor, self.grid.nx // factor
         up = lambda a: np.kron(np.reshape(a, (ny, nx)), np.ones((factor, factor)))  # noqa: E731
+
+        def capped(sigma, cap):  # no information (inf, NaN) or more than the cap: the cap
+            return np.clip(np.nan_to_num(sigma, nan=cap, posinf=cap), 0.0, cap)
         scale = to_numpy(mixture.scale) if hasattr(mixture.scale, "shape") else float(mixture.scale)
         curvs: list[Any] = [None] * len(x0)
         sigmas: list[Any] = [None] * len(x0)
@@ -366,7 +369,7 @@ class Unmixing(Problem):
             curvs[k] = up(diag[:, j]) * scale ** 2
             cap = 10.0 * float(np.max(to_numpy(x0[k]))) if x0[k].size else 1.0
             caps[k] = cap
-            sigmas[k] = np.clip(np.nan_to_num(up(err[:, j]) / scale, nan=cap, posinf=cap), 0.0, cap)
+            sigmas[k] = capped(up(err[:, j]) / scale, cap)
         for i, block in enumerate(self.map_blocks):
             k = mixture.n_amp + i
             curvs[k] = up(diag[:, len(self.components) + i]) / factor ** 2
@@ -382,8 +385,7 @@ class Unmixing(Problem):
             # its bounds; the metric also turns the thresholds into the penalty λ = D·T,
             # which was ~0 there (docs/unmixing.md, "Measured").
             floors[k] = self.options.metric_damping / cap ** 2
-            sigmas[k] = np.clip(np.nan_to_num(up(err[:, len(self.components) + i]) * factor, nan=cap, posinf=cap),
-                                0.0, cap)
+            sigmas[k] = capped(up(err[:, len(self.components) + i]) * factor, cap)
         out_m, out_s = [], []
         for curv, sig, cap, floor in zip(curvs, sigmas, caps, floors):
             curv = np.where(np.isfinite(curv), curv, 0.0)

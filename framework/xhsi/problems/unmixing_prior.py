@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_namespace
-from ..wavelets import soft_threshold, starlet2d
+from ..wavelets import mad_sigma, soft_threshold, starlet2d
 
 #: Floor of a block's Fisher metric, relative to its median over the pixels. The Fisher
 #: information is a local model of the curvature; where it is near zero (a faint pixel, or a
@@ -29,7 +29,7 @@ class FisherStarlet:
 
     ``prox(x, step)`` soft-thresholds the coefficients at min(step, 1)·T and sums them back (the
     usual synthesis approximation of the analysis prox, as ``starlet2d_l1``). Used by PALM
-    in the block metric D = diag Fisher (``Unmixing.block_metrics``), where L ≈ 1, the
+    in the block metric D = diag Fisher (``Unmixing.start_fisher``), where L ≈ 1, the
     thresholds are in the map's units: T is the penalty of the variable-metric prox with D
     locally constant over a wavelet's support (the usual approximation)."""
 
@@ -77,7 +77,7 @@ def start_spread(start, init, bounds) -> float:
     width = float(bounds[1] - bounds[0])
     moved = np.abs(start - np.asarray(init, dtype=np.float64)) > 1e-6 * width
     vals = start[moved]
-    spread = 1.4826 * float(np.median(np.abs(vals - np.median(vals)))) if vals.size >= 2 else 0.0
+    spread = float(mad_sigma(vals, 0)) if vals.size >= 2 else 0.0
     return min(width, spread or 1.0)
 
 
