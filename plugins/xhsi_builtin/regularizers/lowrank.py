@@ -86,15 +86,13 @@ class LowRankPCA(Parametrisation):
         # setup): a float32 Gram matrix or factorisation of a 2400-bin cube moves the basis
         # by more than float32 iterations can, and float32 and float64 runs must agree.
         m = xp.astype(xp.reshape(cube, (n_e, npix)), xp.float64)
-        if self.options.basis == "nmf":
-            self._fit_nmf(m, k)
-        else:
-            self._fit_pca(m, k)
-        self._basis64 = self.basis
-        self.basis = xp.astype(self.basis, self.dtype)
-        self.singular_values = xp.astype(self.singular_values, self.dtype)
+        w, sv = self._fit_nmf(m, k) if self.options.basis == "nmf" else self._fit_pca(m, k)
+        self._basis64 = w
+        self.basis = xp.astype(w, self.dtype)
+        self.singular_values = xp.astype(sv, self.dtype)
 
-    def _fit_pca(self, m, k: int) -> None:
+    def _fit_pca(self, m, k: int):
+        """(W, singular values) of the principal spectra of m (n_e, npix), float64."""
         xp = array_namespace(m)
         n_e, npix = m.shape
         if n_e <= npix:
@@ -109,10 +107,10 @@ class LowRankPCA(Parametrisation):
                 raise DataError(f"lowrank_pca: the initial cube has numerical rank < {k}; lower `rank`.")
             w = (m @ v) / xp.sqrt(evals)
         sign = xp.where(xp.sum(w, axis=0) < 0, -xp.ones_like(evals), xp.ones_like(evals))
-        self.basis = w * sign
-        self.singular_values = xp.sqrt(xp.clip(evals, min=0.0))
+        return w * sign, xp.sqrt(xp.clip(evals, min=0.0))
 
-    def _fit_nmf(self, m, k: int) -> None:
+    def _fit_nmf(self, m, k: int):
+        """(W, ‖rows of H‖) of the NMF of m (n_e, npix), float64."""
         from .nmf import nmf
 
         xp = array_namespace(m)
@@ -120,8 +118,7 @@ class LowRankPCA(Parametrisation):
             raise DataError("lowrank_pca with basis = \"nmf\" needs a non-negative initial cube.")
         scale = float(xp.mean(m)) or 1.0
         w, h = nmf(m / scale, k, self.options.nmf_iter)
-        self.basis = w
-        self.singular_values = xp.linalg.vector_norm(h, axis=1) * scale
+        return w, xp.linalg.vector_norm(h, axis=1) * scale
 
     def from_cube(self, z):
         """The rank maps whose cube is closest to ``z`` in least squares (Wᵀz for the
