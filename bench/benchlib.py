@@ -14,13 +14,16 @@ README table and the cost-vs-time plot.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "latest.json"
+#: The session's results file; XHSI_BENCH_RESULTS names another (e.g. a GPU machine's run,
+#: kept apart from the development machine's figures).
+RESULTS = Path(os.environ.get("XHSI_BENCH_RESULTS") or HERE / "results" / "latest.json")
 
 #: Published per-iteration wall times (s) of the numpy/scipy/numba research code on a
 #: 2-core machine at this size (issue 8): (low, high) of the quoted ranges. Fixed figures,
@@ -50,12 +53,12 @@ SETUPS: dict[str, list[dict]] = {
 
 def fusion_config(regularizers: list[dict], bins: int = 2400, pixels: int = 45, xmm_rebin: int = 40,
                   dtype: str = "float32", solver: dict | None = None, output: str | None = None,
-                  band_kev: tuple[float, float] = (0.5, 10.0)):
+                  band_kev: tuple[float, float] = (0.5, 10.0), backend: str = "numpy"):
     """A validated fusion config at the published toy size (or a smaller grid)."""
     from xhsi.config import config_from_dict
 
     data = {
-        "run": {"problem": "fusion", "output": output or str(HERE / "results" / "run"), "backend": "numpy",
+        "run": {"problem": "fusion", "output": output or str(HERE / "results" / "run"), "backend": backend,
                 "dtype": dtype, "seed": 0},
         "model": {"energy": {"min_kev": band_kev[0], "max_kev": band_kev[1], "bins": bins}, "pixels": [pixels, pixels],
                   "pixel_arcsec": 4.1},
@@ -179,6 +182,14 @@ def record(key: str, value: dict) -> None:
     _SESSION[key] = value
 
 
+def gpu_available() -> bool:
+    """True where cupy imports and sees a CUDA device (the cupy cases skip otherwise)."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - no cupy, no driver, no device: all mean "no GPU"
+        return False
 
 
 def plain_forward(obs, grid, dtype=np.float32):

@@ -13,6 +13,15 @@ import pytest
 from benchlib import RESULTS, _SESSION, fusion_config, record
 
 
+def _gpu_name() -> str | None:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    except Exception:  # noqa: BLE001 - no cupy / driver / device
+        return None
+
+
 # -- fixtures --------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def published():
@@ -42,7 +51,7 @@ def pytest_sessionfinish(session, exitstatus):
     results.update(_SESSION)
     meta = {"machine": platform.machine(), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
             "numpy": np.__version__, "load_average_at_end": list(os.getloadavg()),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "gpu": None}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "gpu": _gpu_name()}
     try:
         import scipy
 

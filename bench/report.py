@@ -2,6 +2,7 @@
 cost / PSNR vs wall-time plot (bench/results/cost_vs_time.png).
 
     .venv/bin/python bench/report.py            # after: pytest bench/ --benchmark-only
+    .venv/bin/python bench/report.py results/gpu_h100.json   # another results file
 """
 from __future__ import annotations
 
@@ -61,7 +62,20 @@ def operator_table(results: dict) -> str:
         for direction in ("apply", "adjoint"):
             get = lambda kind: (results.get(f"op/{name}/{direction}/{kind}") or {}).get("ms")  # noqa: E731
             rows.append(f"| {name} | {direction} | {_fmt(get('plain'))} | {_fmt(get('numpy'))} | {_fmt(get('fft_floor'))} "
-                        f"| {_fmt(get('rank_maps'), 1)} | {_fmt(get('cupy'))} |")
+                        f"| {_fmt(get('rank_maps'), 1)} | {_fmt(get('cupy'), 1)} |")
+    return "\n".join(rows)
+
+
+def backend_table(results: dict) -> str:
+    rows = ["| set-up | numpy ms / iteration | cupy ms / iteration | numpy / cupy |",
+            "| --- | ---: | ---: | ---: |"]
+    for setup, label in LABELS.items():
+        cpu, gpu = (results.get(f"backend/{setup}/{b}") for b in ("numpy", "cupy"))
+        if cpu is None:
+            continue
+        ratio = gpu and cpu["ms_per_iteration"] / gpu["ms_per_iteration"]
+        rows.append(f"| {label} | {cpu['ms_per_iteration']:.1f} ({cpu['cpus']} cores) "
+                    f"| {_fmt(gpu and gpu['ms_per_iteration'], 1)} | {_fmt(ratio, 1, '×')} |")
     return "\n".join(rows)
 
 
@@ -118,19 +132,21 @@ def plot(results: dict, path: Path) -> bool:
     return True
 
 
-def main() -> int:
-    data = json.loads(RESULTS.read_text())
+def main(argv: list[str]) -> int:
+    path = Path(argv[0]) if argv else RESULTS
+    data = json.loads(path.read_text())
     results, meta = data["results"], data["meta"]
     print(f"Machine: {meta['cpus']} cores, numpy {meta['numpy']}, scipy {meta.get('scipy')}, "
-          f"Python {meta['python']}; load average at the end {meta['load_average_at_end']}; {meta['date']}.\n")
+          f"Python {meta['python']}, GPU {meta.get('gpu') or 'none'}; load average at the end {meta['load_average_at_end']}; {meta['date']}.\n")
     print(iteration_table(results), "\n")
     print(operator_table(results), "\n")
+    print(backend_table(results), "\n")
     print(memory_table(results), "\n")
     print(quality_text(results))
-    if plot(results, RESULTS.parent / "cost_vs_time.png"):
-        print(f"\nplot: {RESULTS.parent / 'cost_vs_time.png'}")
+    if plot(results, path.parent / "cost_vs_time.png"):
+        print(f"\nplot: {path.parent / 'cost_vs_time.png'}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
