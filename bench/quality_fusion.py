@@ -31,14 +31,17 @@ SETUPS = {
     "starlet2d1d": ROOT / "configs" / "fusion_xmm_xrism.toml",
     "lowrank_sobolev": ROOT / "configs" / "fusion_xmm_xrism_lowrank_sobolev.toml",
     "lowrank_starlet2d": ROOT / "configs" / "fusion_xmm_xrism_lowrank_starlet2d.toml",
+    "lowrank_sobolev_absolute": ROOT / "configs" / "fusion_xmm_xrism_lowrank_sobolev.toml",
     "lowrank_sobolev_pca": ROOT / "configs" / "fusion_xmm_xrism_lowrank_sobolev.toml",
     "lowrank_starlet2d_pca": ROOT / "configs" / "fusion_xmm_xrism_lowrank_starlet2d.toml",
 }
 
 #: the published principal-spectra basis (rank 4, W·H unconstrained) instead of the shipped
-#: non-negative one; Sobolev at its published weight.
+#: non-negative one; Sobolev at its published weight and in its published (absolute) form.
 PCA = ['regularizers[0].options.basis="pca"', "regularizers[0].options.rank=4"]
-EXTRA = {"lowrank_sobolev_pca": PCA + ["regularizers[1].weight=1.0"], "lowrank_starlet2d_pca": PCA}
+EXTRA = {"lowrank_sobolev_pca": PCA + ["regularizers[1].weight=1.0", "regularizers[1].options.relative=false"],
+         "lowrank_starlet2d_pca": PCA,
+         "lowrank_sobolev_absolute": ["regularizers[1].options.relative=false"]}
 
 #: --small: the grid of configs/fusion_xmm_xrism_small.toml (240 × 24 × 24, pn rebin 8).
 SMALL = ["model.energy.bins=240", "model.pixels=[24, 24]", "observations.xmm.spectral_rebin=8"]

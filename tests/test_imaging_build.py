@@ -54,3 +54,18 @@ def test_build_and_iterate_in_the_em_metric(backend, regularizer, mode):
     assert costs[-1] < costs[0]
     cube = to_numpy(to_cube.apply(out.x))
     assert cube.shape == SHAPE and cube.min() >= 0.0
+
+
+def test_regularisers_receive_the_broad_band_image_of_the_start(backend):
+    """``calibrate_brightness`` gets the start cube summed over energy, mean 1, in the run's
+    namespace and dtype; relative Sobolev uses it (its 1/b is that image, floored)."""
+    reg = xhsi.get("regularizer", "sobolev")(xhsi.get("regularizer", "sobolev").Options(relative=True, floor=0.5),
+                                             weight=0.1)
+    problem = Fusion(SimpleNamespace(run=SimpleNamespace(seed=0)), backend, SimpleNamespace(shape=SHAPE),
+                     _observations(backend), [reg], xhsi.get("likelihood", "poisson"),
+                     options=ImagingOptions(precondition="none"))
+    problem.build()
+    start = problem.initial_cube().sum(axis=0)
+    expected = np.maximum(start / start.mean(), 0.5)
+    assert array_namespace(reg._inv_b) == backend.xp and reg._inv_b.dtype == backend.dtype
+    np.testing.assert_allclose(1.0 / to_numpy(reg._inv_b), expected, rtol=1e-5)

@@ -102,6 +102,72 @@ def test_sobolev_lipschitz_is_tight():
     assert 0.95 * reg.lipschitz() < top <= reg.lipschitz()
 
 
+def _brightness(ny, nx):
+    """A positive broad-band image with a faint corner below the default floor (0.1)."""
+    b = np.exp(RNG.standard_normal((ny, nx)))
+    b[0, 0] = 1e-3 * b.mean()
+    return b
+
+
+def test_relative_sobolev_matches_dense_operator(xp, dtype_name):
+    """½‖D(x/b)‖² with b the brightness normalised to mean 1 and floored: value and
+    gradient against the explicit matrices B⁻¹DᵀDB⁻¹."""
+    ny, nx = 4, 5
+    reg = _make("sobolev", xp, dtype_name, (3, ny, nx), weight=0.7, relative=True, floor=0.2)
+    image = _brightness(ny, nx)
+    reg.calibrate_brightness(_arr(xp, dtype_name, image))
+    b = np.maximum(image / image.mean(), 0.2).ravel()
+    a = RNG.standard_normal((3, ny, nx))
+    D = _dense_gradient_matrix(ny, nx) @ np.diag(1.0 / b)
+    flat = a.reshape(3, -1)
+    expected_grad = 0.7 * (D.T @ D @ flat.T).T.reshape(3, ny, nx)
+    x = _arr(xp, dtype_name, a)
+    assert_close(reg.gradient(x), _arr(xp, dtype_name, expected_grad), atol=100 * rtol_for(dtype_name), xp=xp)
+    assert reg.value(x) == pytest.approx(0.5 * 0.7 * np.sum((D @ flat.T) ** 2), rel=10 * rtol_for(dtype_name))
+    # the flooring is what bounds the Lipschitz constant: 8·weight/floor²
+    assert reg.lipschitz() == pytest.approx(8 * 0.7 / 0.2 ** 2)
+
+
+def test_relative_sobolev_ignores_the_scale_of_the_brightness_and_the_flux():
+    """Only relative variations are penalised: a map proportional to the brightness has
+    zero penalty, and scaling the brightness image changes nothing (it is normalised)."""
+    import array_api_compat.numpy as cnp
+
+    ny, nx = 6, 7
+    image = np.exp(0.3 * RNG.standard_normal((ny, nx)))  # above the floor everywhere
+    reg = _make("sobolev", cnp, "float64", (2, ny, nx), relative=True)
+    reg.calibrate_brightness(image)
+    x = np.stack([3.0 * image, 0.01 * image])
+    assert reg.value(x) == pytest.approx(0.0, abs=1e-20)
+    assert float(np.max(np.abs(reg.gradient(x)))) < 1e-12
+    other = _make("sobolev", cnp, "float64", (2, ny, nx), relative=True)
+    other.calibrate_brightness(1e6 * image)
+    y = RNG.standard_normal((2, ny, nx))
+    assert other.value(y) == pytest.approx(reg.value(y), rel=1e-12)
+    plain = _make("sobolev", cnp, "float64", (2, ny, nx))
+    assert plain.value(x) > 1.0  # the plain penalty does see those maps
+
+
+def test_relative_sobolev_lipschitz_bounds_the_gradient():
+    import array_api_compat.numpy as cnp
+
+    reg = _make("sobolev", cnp, "float64", (1, 16, 16), weight=2.0, relative=True)
+    reg.calibrate_brightness(_brightness(16, 16))
+    v = RNG.standard_normal((1, 16, 16))
+    for _ in range(300):
+        v = reg.gradient(v)
+        v /= np.linalg.norm(v)
+    assert np.linalg.norm(reg.gradient(v)) <= reg.lipschitz()
+
+
+def test_relative_sobolev_without_brightness_is_a_config_error():
+    import array_api_compat.numpy as cnp
+
+    reg = _make("sobolev", cnp, "float64", (1, 4, 4), relative=True)
+    with pytest.raises(ConfigError, match="relative = true needs the brightness"):
+        reg.value(np.ones((1, 4, 4)))
+
+
 # ------------------------------------------------------------------------------ wavelet
 def test_wavelet_prox_matches_its_dual_solved_by_bounded_least_squares():
     """min_u ½‖u−x‖² + t‖D u‖₁ (D = detail rows of the wavelet matrix) has the dual

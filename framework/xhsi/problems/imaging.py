@@ -189,6 +189,9 @@ class ImagingProblem(Problem):
         mean = float(np.mean(z0))
         self.scale = mean if mean > 0 else 1.0
         z0 = z0 / self.scale
+        brightness = np.sum(z0, axis=0)  # the start's broad-band image (Regularizer.calibrate_brightness)
+        total = float(np.mean(brightness))
+        brightness = self.backend.asarray(brightness / total if total > 0 else np.ones_like(brightness))
         scaling = Scaled(Identity(self.cube_shape), self.scale)
         if self.parametrisation is not None:
             # learnt and projected in float64 (then cast to the run's dtype): see initial_cube
@@ -205,6 +208,7 @@ class ImagingProblem(Problem):
         operators = [self._variable_forward(obs, to_cube, x0) for obs in self.observations]
         for reg in self.regularizers:
             reg.setup(tuple(x0.shape), xp, dtype)
+            reg.calibrate_brightness(brightness)
         smooth_regs = [r for r in self.regularizers if r.smooth]
         prox_terms: list[Any] = [r for r in self.regularizers if not r.smooth]
         nonnegative = self.parametrisation is None or self.parametrisation.nonnegative
