@@ -182,14 +182,19 @@ def record(key: str, value: dict) -> None:
     _SESSION[key] = value
 
 
-def gpu_available() -> bool:
-    """True where cupy imports and sees a CUDA device (the cupy cases skip otherwise)."""
+def gpu_name() -> str | None:
+    """The name of CUDA device 0 where cupy imports and sees one, else None."""
     try:
         import cupy
 
-        return cupy.cuda.runtime.getDeviceCount() > 0
+        return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
     except Exception:  # noqa: BLE001 - no cupy, no driver, no device: all mean "no GPU"
-        return False
+        return None
+
+
+def gpu_available() -> bool:
+    """True where cupy sees a CUDA device (the cupy cases skip otherwise)."""
+    return gpu_name() is not None
 
 
 def plain_forward(obs, grid, dtype=np.float32):

@@ -10,16 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from benchlib import RESULTS, _SESSION, fusion_config, record
-
-
-def _gpu_name() -> str | None:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    except Exception:  # noqa: BLE001 - no cupy / driver / device
-        return None
+from benchlib import RESULTS, _SESSION, fusion_config, gpu_name, record
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -51,7 +42,7 @@ def pytest_sessionfinish(session, exitstatus):
     results.update(_SESSION)
     meta = {"machine": platform.machine(), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
             "numpy": np.__version__, "load_average_at_end": list(os.getloadavg()),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "gpu": _gpu_name()}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "gpu": gpu_name()}
     try:
         import scipy
 

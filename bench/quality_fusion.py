@@ -39,9 +39,9 @@ SETUPS = {
 #: the published principal-spectra basis (rank 4, W·H unconstrained) instead of the shipped
 #: non-negative one; Sobolev at its published weight and in its published (absolute) form.
 PCA = ['regularizers[0].options.basis="pca"', "regularizers[0].options.rank=4"]
-EXTRA = {"lowrank_sobolev_pca": PCA + ["regularizers[1].weight=1.0", "regularizers[1].options.relative=false"],
+EXTRA = {"lowrank_sobolev_pca": PCA + ["regularizers[1].weight=1.0", 'problem.regularize="absolute"'],
          "lowrank_starlet2d_pca": PCA,
-         "lowrank_sobolev_absolute": ["regularizers[1].options.relative=false"]}
+         "lowrank_sobolev_absolute": ['problem.regularize="absolute"']}
 
 #: --small: the grid of configs/fusion_xmm_xrism_small.toml (240 × 24 × 24, pn rebin 8).
 SMALL = ["model.energy.bins=240", "model.pixels=[24, 24]", "observations.xmm.spectral_rebin=8"]

@@ -56,16 +56,40 @@ def test_build_and_iterate_in_the_em_metric(backend, regularizer, mode):
     assert cube.shape == SHAPE and cube.min() >= 0.0
 
 
-def test_regularisers_receive_the_broad_band_image_of_the_start(backend):
-    """``calibrate_brightness`` gets the start cube summed over energy, mean 1, in the run's
-    namespace and dtype; relative Sobolev uses it (its 1/b is that image, floored)."""
-    reg = xhsi.get("regularizer", "sobolev")(xhsi.get("regularizer", "sobolev").Options(relative=True, floor=0.5),
-                                             weight=0.1)
+def _relative_problem(backend, regularizer, precondition="auto", floor=0.5):
+    reg = xhsi.get("regularizer", regularizer)(weight=0.1)
     problem = Fusion(SimpleNamespace(run=SimpleNamespace(seed=0)), backend, SimpleNamespace(shape=SHAPE),
                      _observations(backend), [reg], xhsi.get("likelihood", "poisson"),
-                     options=ImagingOptions(precondition="none"))
-    problem.build()
-    start = problem.initial_cube().sum(axis=0)
-    expected = np.maximum(start / start.mean(), 0.5)
-    assert array_namespace(reg._inv_b) == backend.xp and reg._inv_b.dtype == backend.dtype
-    np.testing.assert_allclose(1.0 / to_numpy(reg._inv_b), expected, rtol=1e-5)
+                     options=ImagingOptions(precondition=precondition, regularize="relative", relative_floor=floor))
+    return problem, problem.build()
+
+
+@pytest.mark.parametrize("precondition", ["none", "auto"])
+def test_relative_regularisation_penalises_the_cube_over_the_start_brightness(backend, precondition):
+    """regularize = relative: the solver's variable maps to the same start cube, and the
+    Sobolev term of the objective is ½‖∇(Z/b)‖² of that cube, b the start's broad-band
+    image (mean 1, floored), whatever the metric iterated in."""
+    problem, (x0, smooth, prox, to_cube) = _relative_problem(backend, "sobolev", precondition)
+    start = problem.initial_cube() / problem.scale
+    image = start.sum(axis=0)
+    b = np.maximum(image / image.mean(), 0.5)
+    assert problem.relative.weight.dtype == backend.dtype
+    np.testing.assert_allclose(to_numpy(problem.relative.weight)[0], b, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(to_cube.apply(x0)), problem.initial_cube(), rtol=1e-4)
+    z = start * (1.0 + 0.1 * np.random.default_rng(1).standard_normal(SHAPE))  # any cube
+    v = backend.asarray(z) / to_cube.apply(backend.xp.ones_like(x0)) * problem.scale  # its variable (Z = scale·b·d·v)
+    rel = z / b
+    expected = 0.5 * 0.1 * (np.sum(np.diff(rel, axis=1) ** 2) + np.sum(np.diff(rel, axis=2) ** 2))
+    assert smooth.terms[-1].value(v) == pytest.approx(expected, rel=1e-4)
+
+
+def test_relative_regularisation_iterates_on_every_backend(backend):
+    problem, (x0, smooth, prox, to_cube) = _relative_problem(backend, "starlet2d_l1")
+    assert problem.metric_mode == "slices"
+    solver = FISTA(max_iter=15, tol=0.0, report_every=5)
+    solver.setup(x0, smooth, prox)
+    out = solver.run()
+    assert out.history[-1][1] < out.history[0][1]
+    cube = to_cube.apply(out.x)
+    assert array_namespace(cube) == backend.xp and cube.dtype == backend.dtype
+    assert float(backend.xp.min(cube)) >= 0.0

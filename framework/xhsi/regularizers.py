@@ -55,13 +55,6 @@ class Regularizer:
         from it; the prox threshold τ·weight·λ_j is then k noise σ of the gradient step,
         whatever the step size. Default: nothing to calibrate."""
 
-    def calibrate_brightness(self, image) -> None:
-        """Called once by imaging problems, before solving, with the broad-band image of the
-        start (the start cube summed over energy), shape (ny, nx), normalised to mean 1, in
-        the run's namespace and dtype. Regularisers whose strength is set relative to the
-        local brightness (``sobolev`` with ``relative = true``) take it from here. Default:
-        nothing to calibrate."""
-
     def value(self, x) -> float:
         """weight · φ(x), as a Python float."""
         raise NotImplementedError

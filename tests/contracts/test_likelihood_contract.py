@@ -19,7 +19,6 @@ import xhsi
 from xhsi.backend import Backend, to_numpy
 from xhsi.errors import DataError, ShapeError
 from xhsi.likelihoods import DataTerm, Gaussian, Poisson, SumOfLikelihoods, check_data
-from xhsi.operators import LinearOperator
 from xhsi.testing import DenseOperator, assert_close
 
 LIKELIHOOD_NAMES = xhsi.available("likelihood")

@@ -25,7 +25,6 @@ import xhsi
 from xhsi.backend import Backend, to_numpy
 from xhsi.config import SolverSection
 from xhsi.likelihoods import DataTerm, Gaussian, Poisson
-from xhsi.operators import LinearOperator
 from xhsi.testing import DenseOperator
 from xhsi.solvers import PALM, Block, NonNegative, Solver, SolverResult
 

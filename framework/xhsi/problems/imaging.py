@@ -41,7 +41,7 @@ from ..regularizers import Parametrisation
 from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem, run_solver
-from .metric import em_scaling, metric_mode
+from .metric import em_scaling, metric_mode, relative_scaling
 from .starts import backprojection, host_observation, ratio_fusion, read_start_cube
 
 
@@ -115,6 +115,11 @@ class ImagingOptions:
     precondition_floor: float = option(0.1, min=0.0, exclusive_min=True,
                                        doc="floor of the em metric's numerator, as a fraction of the start's mean: "
                                            "voxels that are 0 at the start can still grow")
+    regularize: str = option("absolute", choices=("absolute", "relative"),
+                             doc="relative: the regularisers act on the cube (or rank maps) divided by the start's "
+                                 "broad-band image b (mean 1), so faint regions are regularised like bright ones")
+    relative_floor: float = option(0.1, min=0.0, exclusive_min=True, max=1.0,
+                                   doc="floor of b with regularize = relative, as a fraction of its mean")
 
 
 class ImagingProblem(Problem):
@@ -189,9 +194,7 @@ class ImagingProblem(Problem):
         mean = float(np.mean(z0))
         self.scale = mean if mean > 0 else 1.0
         z0 = z0 / self.scale
-        brightness = np.sum(z0, axis=0)  # the start's broad-band image (Regularizer.calibrate_brightness)
-        total = float(np.mean(brightness))
-        brightness = self.backend.asarray(brightness / total if total > 0 else np.ones_like(brightness))
+        brightness = relative_scaling(z0, self.options.relative_floor) if self.options.regularize == "relative" else None
         scaling = Scaled(Identity(self.cube_shape), self.scale)
         if self.parametrisation is not None:
             # learnt and projected in float64 (then cast to the run's dtype): see initial_cube
@@ -208,11 +211,15 @@ class ImagingProblem(Problem):
         operators = [self._variable_forward(obs, to_cube, x0) for obs in self.observations]
         for reg in self.regularizers:
             reg.setup(tuple(x0.shape), xp, dtype)
-            reg.calibrate_brightness(brightness)
         smooth_regs = [r for r in self.regularizers if r.smooth]
         prox_terms: list[Any] = [r for r in self.regularizers if not r.smooth]
         nonnegative = self.parametrisation is None or self.parametrisation.nonnegative
-        self.metric = None
+        self.relative = self.metric = None
+        if brightness is not None:
+            # x = b·v: the regularisers (smooth and prox alike) act on v; see relative_scaling
+            self.relative = Diagonal(self.backend.asarray(brightness), tuple(x0.shape))
+            operators = [op @ self.relative for op in operators]
+            x0, to_cube = x0 / self.relative.weight, to_cube @ self.relative
         if self.metric_mode is not None:
             # the change of variable x = d·u: every term sees x, the solver u (see em_scaling)
             d = em_scaling(x0, operators, self.options.precondition_floor, per_slice=self.metric_mode == "slices")
@@ -261,7 +268,9 @@ class ImagingProblem(Problem):
         meta["metric"] = {"voxels": "em (per voxel)", "slices": "em (per slice)"}.get(self.metric_mode, "euclidean")
         arrays = {"cube": to_numpy(to_cube.apply(out.x))}
         if self.parametrisation is not None:
-            h = out.x if self.metric is None else self.metric.apply(out.x)
+            h = out.x
+            for change in (self.metric, self.relative):  # back from the solver's variable to H
+                h = h if change is None else change.apply(h)
             arrays["rank_maps"] = to_numpy(h) * self.scale
             arrays["basis"] = to_numpy(self.parametrisation.basis)
         return Result(arrays=arrays, history=history, metadata=meta)

@@ -4,14 +4,10 @@ See docs/regularizers.md for the mathematics and the options.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from array_api_compat import device
 
 from xhsi.backend import array_namespace
-from xhsi.errors import ConfigError
 from xhsi.regularizers import Regularizer
-from xhsi.schema import option
 
 __all__ = ["NonNegative", "L2", "Sobolev"]
 
@@ -80,56 +76,20 @@ class L2(Regularizer):
         return x * (t / (1.0 + t))
 
 
-@dataclass
-class SobolevOptions:
-    relative: bool = option(False, doc="penalise ½‖∇(x/b)‖², b the broad-band image of the start (mean 1, "
-                                       "floored at `floor`): smoothness relative to the local brightness")
-    floor: float = option(0.1, min=1e-6, max=1.0, unit="fraction of the mean brightness",
-                          doc="floor of b with relative = true (bounds the Lipschitz constant by 8·weight/floor²)")
-
-
 class Sobolev(Regularizer):
     """Spatial smoothness φ(x) = ½‖∇x‖², ∇ the forward differences along the last two axes
     (y, x) with Neumann boundary (the difference past the last row/column is 0). Batched
     over leading axes, so it applies to rank maps (k, ny, nx) and to cubes (n_e, ny, nx).
 
     ∇(weight·φ) = weight·DᵀD x (minus the Neumann Laplacian); its Lipschitz constant is
-    weight·‖DᵀD‖ ≤ 8·weight (each 1-D second difference has norm < 4).
-
-    ``relative = true``: φ(x) = ½‖∇(x/b)‖², with b(y, x) the broad-band image of the start
-    (``Regularizer.calibrate_brightness``: mean 1, floored at ``floor``), the same for every
-    leading index. The plain penalty scales with the square of the flux, so it smooths the
-    bright regions and leaves the faint ones (1 % of the peak: 10⁻⁴ of the penalty) to the
-    data, which there hardly constrain the spectra: Poisson fits leave isolated exact zeros
-    and noise. Dividing by b penalises the *relative* variations of each map, so a faint
-    pixel's mixture of spectra follows its neighbours' as a bright one does. Still a convex
-    quadratic: ∇ = weight·B⁻¹DᵀDB⁻¹x, Lipschitz ≤ 8·weight·max(1/b)² = 8·weight/min(b)²."""
+    weight·‖DᵀD‖ ≤ 8·weight (each 1-D second difference has norm < 4)."""
 
     name = "sobolev"
     smooth = True
-    Options = SobolevOptions
-    _inv_b = None  # 1/b with relative = true, from calibrate_brightness
 
     @classmethod
     def example(cls, xp, dtype):
         return _random_example(cls, (3, 16, 16), xp, dtype, weight=0.3)
-
-    def calibrate_brightness(self, image) -> None:
-        if not self.options.relative:
-            return
-        xp = array_namespace(image)
-        b = xp.clip(image / float(xp.mean(image)), min=self.options.floor)
-        self._inv_b = 1.0 / b
-        self._lip_factor = float(xp.max(self._inv_b)) ** 2
-
-    def _relative(self, x):
-        """x/b with relative = true, else x."""
-        if not self.options.relative:
-            return x
-        if self._inv_b is None:
-            raise ConfigError("`sobolev` with relative = true needs the brightness of the start, which only the "
-                              "deconvolution and fusion problems provide; remove `relative` or use one of them.")
-        return x * self._inv_b
 
     @staticmethod
     def _differences(x, xp):
@@ -153,16 +113,16 @@ class Sobolev(Regularizer):
 
     def value(self, x) -> float:
         xp = array_namespace(x)
-        dy, dx = self._differences(self._relative(x), xp)
+        dy, dx = self._differences(x, xp)
         return 0.5 * self.weight * (float(xp.sum(dy * dy)) + float(xp.sum(dx * dx)))
 
     def gradient(self, x):
         xp = array_namespace(x)
-        dy, dx = self._differences(self._relative(x), xp)
+        dy, dx = self._differences(x, xp)
         lap = self._difference_adjoint(dy, -2, xp) + self._difference_adjoint(dx, -1, xp)
-        return self.weight * self._relative(lap)
+        return self.weight * lap
 
     def lipschitz(self) -> float:
-        return 8.0 * self.weight * (self._lip_factor if self.options.relative else 1.0)
+        return 8.0 * self.weight
 
 
