@@ -32,10 +32,10 @@ def _fmt(x, digits=0, unit=""):
     return f"{x:.{digits}f}{unit}"
 
 
-def iteration_table(results: dict) -> str:
+def iteration_table(results: dict, cpus: int) -> str:
     rows = ["| set-up | size | backend | ms / iteration | FFT floor (ms) | × floor | speed-up vs published "
-            "| applications / iteration (fwd, adj) | peak memory of the run (MiB) | GPU (cupy) |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
+            "| applications / iteration (fwd, adj) | peak memory of the run (MiB) | GPU (cupy) ms |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     order = ["none", "lowrank_sobolev", "lowrank_starlet2d", "lowrank_sobolev_nmf24", "lowrank_starlet2d_nmf24",
              "starlet2d1d"]
     for key in order:
@@ -49,9 +49,10 @@ def iteration_table(results: dict) -> str:
         apps = r["applications_per_iteration"]
         app = ", ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}" for k, v in apps.items())
         mem = results.get(f"memory/{key}")
-        rows.append(f"| {name} | {SIZE} | numpy float32, 2 cores | {ms:.0f} | {_fmt(r['fft_floor_ms'])} "
+        gpu = results.get(f"backend/{key}/cupy")  # test_backend_bench.py, when a GPU was there
+        rows.append(f"| {name} | {SIZE} | numpy float32, {cpus} cores | {ms:.0f} | {_fmt(r['fft_floor_ms'])} "
                     f"| {_fmt(r['over_floor'], 1)} | {lo / ms * 1e3:.0f}–{hi / ms * 1e3:.0f}× "
-                    f"| {app} | {_fmt(mem and mem['peak_run_mib'])} | — |")
+                    f"| {app} | {_fmt(mem and mem['peak_run_mib'])} | {_fmt(gpu and gpu['ms_per_iteration'], 1)} |")
     return "\n".join(rows)
 
 
@@ -138,7 +139,7 @@ def main(argv: list[str]) -> int:
     results, meta = data["results"], data["meta"]
     print(f"Machine: {meta['cpus']} cores, numpy {meta['numpy']}, scipy {meta.get('scipy')}, "
           f"Python {meta['python']}, GPU {meta.get('gpu') or 'none'}; load average at the end {meta['load_average_at_end']}; {meta['date']}.\n")
-    print(iteration_table(results), "\n")
+    print(iteration_table(results, meta["cpus"]), "\n")
     print(operator_table(results), "\n")
     print(backend_table(results), "\n")
     print(memory_table(results), "\n")

@@ -61,6 +61,12 @@ class ParametrisedCube(LinearOperator):
         return self.parametrisation.to_cube_adjoint(z)
 
 
+def _substitute(scale, operators, x0, to_cube):
+    """The change of variable x = scale·y (``scale`` a Diagonal): the operators and the
+    variable → cube map take y, and the start becomes x0 / scale."""
+    return [op @ scale for op in operators], x0 / scale.weight, to_cube @ scale
+
+
 def data_noise_std(likelihood, data):
     """Standard deviation of the noise of every data voxel, for ``gradient_noise``: the
     Gaussian likelihood's own σ (its ``variance`` array, else ``options.sigma``); for
@@ -218,15 +224,13 @@ class ImagingProblem(Problem):
         if brightness is not None:
             # x = b·v: the regularisers (smooth and prox alike) act on v; see relative_scaling
             self.relative = Diagonal(self.backend.asarray(brightness), tuple(x0.shape))
-            operators = [op @ self.relative for op in operators]
-            x0, to_cube = x0 / self.relative.weight, to_cube @ self.relative
+            operators, x0, to_cube = _substitute(self.relative, operators, x0, to_cube)
         if self.metric_mode is not None:
-            # the change of variable x = d·u: every term sees x, the solver u (see em_scaling)
+            # x = d·u: every term sees x (smooth regularisers through Precomposed), the solver u
             d = em_scaling(x0, operators, self.options.precondition_floor, per_slice=self.metric_mode == "slices")
             self.metric = Diagonal(d, tuple(x0.shape))
-            operators = [op @ self.metric for op in operators]
+            operators, x0, to_cube = _substitute(self.metric, operators, x0, to_cube)
             smooth_regs = [Precomposed(r, self.metric) for r in smooth_regs]
-            x0, to_cube = x0 / d, to_cube @ self.metric
         data_terms = [DataTerm(self.likelihood_cls.for_counts(obs.counts), op, obs.counts, obs.background,
                                what=f"counts of `{obs.name}`") for op, obs in zip(operators, self.observations)]
         if prox_terms:
