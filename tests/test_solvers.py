@@ -75,6 +75,19 @@ def test_monotone_variant_never_increases_each_iteration(xp):
     assert all(b <= a for a, b in zip(costs, costs[1:]))
 
 
+def test_monotone_variant_is_not_stopped_by_its_rejected_steps(xp):
+    """A rejected MFISTA step keeps x_{k−1}: cost and iterate do not change although the
+    run is far from converged. The stop rule must not take that for convergence (it stopped
+    at iteration 41, 0.17 from the minimiser, before it looked at the rejected step's move)."""
+    q, x0, a = quadratic(xp, n=50, decades=2.0)
+    solver = FISTA(FISTA.Options(restart="none", monotone=True, backtracking=False), max_iter=5000, tol=1e-12,
+                   report_every=1)
+    solver.setup(x0, q, None)
+    result = solver.run()
+    assert result.converged and result.n_iter > 1000, result.stop_reason
+    np.testing.assert_allclose(to_numpy(result.x), a, atol=1e-8)
+
+
 def test_adaptive_restart_beats_plain_fista_on_strongly_convex(xp):
     q, x0, a = quadratic(xp)
     results = {}

@@ -56,7 +56,7 @@ from typing import Any
 from ..backend import array_namespace, native_numpy
 from ..errors import ConfigError, RunStopped
 from ..schema import option
-from .base import Solver, Zero, lipschitz_of, value_and_gradient
+from .base import Solver, Zero, lipschitz_of, tree_norm, value_and_gradient
 
 __all__ = ["ISTA", "FISTA", "FistaState"]
 
@@ -232,6 +232,24 @@ class _ProximalGradient(Solver):
         return np_.add(base, u, out=u)
 
     # -- reporting ----------------------------------------------------------------------
+    def _stop_rule(self, cost: float, previous_cost: float | None, x_report) -> str | None:
+        """The base rule, except after a step the monotone variant rejected (it kept x_{k−1}):
+        a run of rejections leaves cost and iterate unchanged while the extrapolated point
+        still moves, which is not convergence (without restarts, MFISTA stopped after 41
+        iterations 0.17 from the minimiser of an ill-conditioned quadratic it reaches to 6e-11
+        in ~2900; tests/test_solvers.py). Then the move the step proposed, ‖z_k − x_k‖ / ‖x_k‖,
+        must itself be below ``tol``."""
+        s = self.state
+        if s.z is None or s.z is s.x:
+            return super()._stop_rule(cost, previous_cost, x_report)
+        if self.tol <= 0:
+            return None
+        norm = tree_norm(s.x)
+        change = tree_norm(s.z - s.x) / (norm if norm > 0 else 1.0)
+        if change <= self.tol:
+            return f"relative move of the rejected step {change:.3g} <= tol {self.tol:g}"
+        return None
+
     def _cost(self, x) -> float:
         return float(self.smooth.value(x)) + float(self.prox.value(x))
 
