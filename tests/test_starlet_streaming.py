@@ -44,8 +44,12 @@ def _materialised(a, J, L):
 
 
 def _reference_shrink(c, tau, reweight):
-    """Σ soft(c, τ) with the re-weighting of the materialised prox (Candès et al. 2008)."""
-    t = tau.reshape(tau.shape + (1,) * (c.ndim - 2))
+    """Σ soft(c, τ) with the re-weighting of the materialised prox (Candès et al. 2008); τ per
+    band (L+1, J+1) or per band and sky pixel (L+1, J+1, ny, nx)."""
+    if tau.ndim == 2:
+        t = tau.reshape(tau.shape + (1,) * (c.ndim - 2))
+    else:
+        t = tau.reshape(tau.shape[:2] + (1,) * (c.ndim - 4) + tau.shape[2:])
     out = c - np.clip(c, -t, t)
     for _ in range(reweight):
         den = t + np.abs(out)
@@ -72,6 +76,33 @@ def test_shrink_matches_the_materialised_thresholding(xp, dtype_name, shape, J, 
                  dtype=getattr(xp, dtype_name))
 
 
+def _pixel_thresholds(J, L, sky):
+    """τ per band and sky pixel: a different map per band, 0 in some pixels, and two bands
+    skipped everywhere (the coarse one and one more)."""
+    tau = RNG.uniform(0.05, 0.6, (L + 1, J + 1) + tuple(sky))
+    tau[..., 0, :] = 0.0
+    tau[-1, -1] = 0.0
+    tau[0, -1] = 0.0
+    return tau
+
+
+@pytest.mark.parametrize("shape,J,L", CASES)
+@pytest.mark.parametrize("reweight", [0, 2])
+def test_shrink_with_per_pixel_thresholds_matches_the_materialised_thresholding(xp, dtype_name, shape, J, L,
+                                                                                reweight):
+    a = RNG.standard_normal(shape)
+    tau = _pixel_thresholds(J, L, shape[-2:])
+    got = stream.shrink(_arr(xp, dtype_name, a), J, L, tau, reweight=reweight)
+    expected = _reference_shrink(_materialised(a, J, L), tau, reweight)
+    assert_close(got, _arr(xp, dtype_name, expected), atol=20 * rtol_for(dtype_name), xp=xp,
+                 dtype=getattr(xp, dtype_name))
+    # a map equal everywhere is the per-band threshold
+    flat = np.broadcast_to(_thresholds(J, L)[:, :, None, None], tau.shape)
+    assert_close(stream.shrink(_arr(xp, dtype_name, a), J, L, flat, reweight=reweight),
+                 stream.shrink(_arr(xp, dtype_name, a), J, L, flat[:, :, 0, 0], reweight=reweight),
+                 atol=rtol_for(dtype_name), xp=xp)
+
+
 def test_shrink_limits_and_errors(xp):
     shape, J, L = (10, 8, 8), 2, 3
     a = RNG.standard_normal(shape)
@@ -83,6 +114,8 @@ def test_shrink_limits_and_errors(xp):
     assert_close(stream.shrink(x, J, L, huge), xp.asarray(_materialised(a, J, L)[-1, -1]), atol=1e-9, xp=xp)
     with pytest.raises(ShapeError, match="thresholds"):
         stream.shrink(x, J, L, np.zeros((J + 1, L + 1)))
+    with pytest.raises(ShapeError, match=r"per sky pixel"):
+        stream.shrink(x, J, L, np.zeros((L + 1, J + 1, 8, 7)))
     with pytest.raises(ShapeError, match="cube"):
         stream.shrink(xp.asarray(a[0]), J, L, huge)
 
@@ -103,6 +136,11 @@ def test_bands_and_norms_match_the_materialised_transform(xp, dtype_name, shape,
     norms = stream.l1_norms(x, J, L, wanted=wanted)
     expected = np.abs(c).sum(axis=tuple(range(2, c.ndim))) * wanted
     np.testing.assert_allclose(norms, expected, rtol=10 * rtol_for(dtype_name),
+                               atol=rtol_for(dtype_name) * expected.max())
+    per_pixel = stream.l1_norms(x, J, L, wanted=wanted, per_pixel=True)
+    expected = np.abs(c).sum(axis=tuple(range(2, c.ndim - 2))) * wanted[:, :, None, None]
+    assert per_pixel.shape == (L + 1, J + 1) + shape[-2:]
+    np.testing.assert_allclose(per_pixel, expected, rtol=10 * rtol_for(dtype_name),
                                atol=rtol_for(dtype_name) * expected.max())
 
 
@@ -158,6 +196,57 @@ def test_calibrate_gives_the_same_sigma_as_the_materialised_mad(xp):
     fresh = _reg(xp, "float64", shape, k=3.0)
     assert fresh.value(xp.asarray(noise)) == pytest.approx(reg.value(xp.asarray(noise)), rel=1e-12)
     assert fresh.thresholds is None
+
+
+@pytest.mark.parametrize("reweight", [0, 2])
+def test_per_pixel_mad_thresholds_prox_and_value_match_the_materialised_ones(xp, dtype_name, reweight):
+    """``per_pixel``: σ_lj(p) by MAD over energy of band (l, j) in sky pixel p, on a leading
+    batch axis too; prox and value threshold and weigh each pixel by its own λ."""
+    shape, J, L = (2, 16, 12, 10), 2, 3
+    reg = _reg(xp, dtype_name, shape, scales_2d=J, scales_1d=L, k=2.5, reweight=reweight, per_pixel=True)
+    a = RNG.standard_normal(shape) * RNG.uniform(0.2, 3.0, shape[-2:])
+    x = _arr(xp, dtype_name, a)
+    got = reg.prox(x, 0.5)
+    c = _materialised(to_numpy(x), J, L)  # the float32 input, in float64
+    lam = 2.5 * mad_sigma(c, (2, 3), keepdims=True)
+    lam[-1, -1] = 0.0
+    assert reg.thresholds.shape == (L + 1, J + 1, 1, 1, 12, 10)
+    np.testing.assert_allclose(reg.thresholds, lam, rtol=10 * rtol_for(dtype_name),
+                               atol=rtol_for(dtype_name) * lam.max())
+    expected = _reference_shrink(c, 0.5 * 0.8 * lam[:, :, 0, 0], reweight)
+    assert_close(got, _arr(xp, dtype_name, expected), atol=20 * rtol_for(dtype_name), xp=xp)
+    assert reg.value(x) == pytest.approx(0.8 * np.sum(lam * np.abs(c)), rel=10 * rtol_for(dtype_name))
+
+
+def test_per_pixel_thresholds_follow_a_noise_level_that_varies_across_the_field(xp):
+    """White noise of σ = 1 on the left half of the field and 4 on the right: the per-band
+    thresholds sit between the two, the per-pixel ones at k·σ·‖ψ‖ of each side (away from
+    the border between them, where the filters mix both sides)."""
+    shape, J, L = (512, 16, 32), 2, 2
+    sigma = np.where(np.arange(32) < 16, 1.0, 4.0)
+    noise = RNG.standard_normal(shape) * sigma
+    reg = _reg(xp, "float64", shape, scales_2d=J, scales_1d=L, k=3.0, per_pixel=True)
+    reg.calibrate(xp.asarray(noise))
+    lam = reg.thresholds[:, :, 0]  # (L+1, J+1, ny, nx)
+    white = 3.0 * reg._noise_norms()  # λ of unit white noise
+    far_left, far_right = lam[..., :4].mean(axis=(-2, -1)), lam[..., -4:].mean(axis=(-2, -1))
+    for ell in range(L + 1):
+        for j in range(J + 1):
+            if (ell, j) != (L, J) and j < J:  # the spatially coarse bands mix the two halves
+                assert far_left[ell, j] == pytest.approx(white[ell, j], rel=0.15)
+                assert far_right[ell, j] == pytest.approx(4.0 * white[ell, j], rel=0.15)
+    band = _reg(xp, "float64", shape, scales_2d=J, scales_1d=L, k=3.0)
+    band.calibrate(xp.asarray(noise))
+    assert np.all(band.thresholds[:2, :2, 0, 0, 0] > 1.2 * far_left[:2, :2])
+    assert np.all(band.thresholds[:2, :2, 0, 0, 0] < 0.8 * far_right[:2, :2])
+
+
+def test_per_pixel_is_refused_with_explicit_thresholds_or_noise_level():
+    cls = xhsi.get("regularizer", "starlet2d1d_l1")
+    for extra in ({"noise_sigma": 1.0}, {"thresholds": [[1.0, 0.0], [1.0, 0.0]]}):
+        with pytest.raises(Exception, match="per_pixel"):
+            from_dict(cls.Options, {"scales_2d": 1, "scales_1d": 1, "per_pixel": True, **extra},
+                      Context(file="<test>"))
 
 
 # --------------------------------------------------------------------------------- memory

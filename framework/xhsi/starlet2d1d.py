@@ -11,7 +11,8 @@ energy, and consume it at once:
 * ``shrink(x, J, L, τ, reweight)``: Σ_lj soft(c_lj, τ_lj), the prox of the ``starlet2d1d_l1``
   regulariser (soft-threshold every band, synthesis by the sum of the bands), computed as
   x − Σ_lj clip(c_lj, −τ_lj, τ_lj) since the bands sum to x; bands with τ = 0 are skipped;
-* ``l1_norms(x, J, L)``: ‖c_lj‖₁ per band (the regulariser's value);
+  τ_lj is one number per band or one per band and sky pixel (a (ny, nx) map);
+* ``l1_norms(x, J, L)``: ‖c_lj‖₁ per band (the regulariser's value), or per band and sky pixel;
 * ``bands(x, J, L)``: the bands themselves, one 2-D scale at a time (MAD calibration).
 
 numpy path (float32/float64 cubes whose axes are longer than the largest dilation): the 2-D
@@ -29,8 +30,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from array_api_compat import device
 
-from .backend import array_namespace
+from .backend import array_namespace, to_numpy
 from .errors import ShapeError
 from .wavelets import _check_scales, _smooth, _smooth_numpy, _tap3_numpy
 
@@ -195,7 +197,10 @@ def _shrink_numpy(cube, out, scales_2d, scales_1d, tau, reweight: int) -> None:
     eng = _Engine(cube, scales_2d, scales_1d)
     n_e = cube.shape[0]
     x2, o2 = cube.reshape(n_e, eng.npx), out.reshape(n_e, eng.npx)
-    wanted = tau > 0
+    per_pixel = tau.ndim == 4
+    if per_pixel:
+        tau = tau.reshape(tau.shape[:2] + (eng.npx,))  # τ of a block: a row broadcast over energy
+    wanted = _wanted(tau)
 
     def per_block(j, p0, p1, blocks):
         k = p1 - p0
@@ -203,7 +208,7 @@ def _shrink_numpy(cube, out, scales_2d, scales_1d, tau, reweight: int) -> None:
         started = False
         for ell, b in blocks:
             target = clip if started else acc
-            t = tau[ell, j]
+            t = tau[ell, j, p0:p1] if per_pixel else tau[ell, j]
             if reweight:
                 # τ ← τ²/(τ + |soft(c, τ_prev)|), |soft(c, τ)| = max(|c| − τ, 0)
                 np.abs(b, out=r)
@@ -213,7 +218,7 @@ def _shrink_numpy(cube, out, scales_2d, scales_1d, tau, reweight: int) -> None:
                         np.subtract(r, w, out=w)
                     np.maximum(w, 0, out=w)
                     np.add(w, t, out=w)
-                    np.divide(t * t, w, out=w)
+                    np.divide(t * t, w, out=w, where=w > 0)  # τ = 0 (a pixel's map): w stays 0
                 np.negative(w, out=r)
                 np.clip(b, r, w, out=target)
             else:
@@ -233,17 +238,25 @@ def _shrink_numpy(cube, out, scales_2d, scales_1d, tau, reweight: int) -> None:
         pass
 
 
+def _wanted(tau) -> np.ndarray:
+    """(L+1, J+1) bool: the bands with a threshold > 0 somewhere."""
+    return (tau > 0).reshape(tau.shape[:2] + (-1,)).any(axis=-1)
+
+
 # ---------------------------------------------------------------------------------- public
 def shrink(x, scales_2d: int, scales_1d: int, thresholds, reweight: int = 0):
     """Σ_lj soft(c_lj, τ_lj) for the 2D-1D starlet bands c_lj of ``x`` (..., n_e, ny, nx):
     soft-threshold every band by its τ_lj ≥ 0 (``thresholds``, host array (L+1, J+1), coarse
-    last on both axes, in the units of x) and sum the bands, streamed (module docstring).
+    last on both axes, in the units of x; or (L+1, J+1, ny, nx), one τ per band and sky
+    pixel, the same at every energy) and sum the bands, streamed (module docstring).
     ``reweight`` passes first re-weight each band's threshold, τ ← τ²/(τ + |soft(c, τ_prev)|)
     (Candès, Wakin & Boyd 2008, J. Fourier Anal. Appl. 14, 877). Same dtype and namespace as x."""
     scales_2d, scales_1d = _check(x, scales_2d, scales_1d)
     tau = np.asarray(thresholds, dtype=np.float64)
-    if tau.shape != (scales_1d + 1, scales_2d + 1):
-        raise ShapeError(f"thresholds must have shape {(scales_1d + 1, scales_2d + 1)}, got {tau.shape}.")
+    bands_shape = (scales_1d + 1, scales_2d + 1)
+    if tau.shape not in (bands_shape, bands_shape + tuple(x.shape[-2:])):
+        raise ShapeError(f"thresholds must have shape {bands_shape} or {bands_shape + tuple(x.shape[-2:])} "
+                         f"(per sky pixel), got {tau.shape}.")
     if _numpy_fast(x, scales_2d, scales_1d):
         xb = _cubes(x)
         out = np.empty_like(xb)
@@ -252,49 +265,54 @@ def shrink(x, scales_2d: int, scales_1d: int, thresholds, reweight: int = 0):
             _shrink_numpy(cube, res, scales_2d, scales_1d, tau.astype(x.dtype), reweight)
         return out.reshape(x.shape)
     xp = array_namespace(x)
+    wanted = _wanted(tau)
     out = x
     for ell, j, b in _bands_generic(x, scales_2d, scales_1d):
-        t = float(tau[ell, j])
-        if t <= 0:
+        if not wanted[ell, j]:
             continue
+        t = float(tau[ell, j]) if tau.ndim == 2 else xp.asarray(tau[ell, j], dtype=x.dtype, device=device(x))
         if reweight:
             ab = xp.abs(b)
             w = t
             for _ in range(reweight):
                 r = ab - w
-                w = (t * t) / (t + xp.where(r > 0, r, xp.zeros_like(r)))
+                den = t + xp.where(r > 0, r, xp.zeros_like(r))
+                w = (t * t) / xp.where(den > 0, den, xp.ones_like(den))
             out = out - xp.clip(b, min=-w, max=w)
         else:
             out = out - xp.clip(b, min=-t, max=t)
     return out
 
 
-def l1_norms(x, scales_2d: int, scales_1d: int, wanted=None) -> np.ndarray:
+def l1_norms(x, scales_2d: int, scales_1d: int, wanted=None, per_pixel: bool = False) -> np.ndarray:
     """‖c_lj‖₁ of the 2D-1D starlet bands of ``x``, summed in float64 over all voxels (and
-    leading axes): host array (L+1, J+1), 0 where ``wanted`` (bool, same shape) is False."""
+    leading axes): host array (L+1, J+1), 0 where ``wanted`` (bool, same shape) is False.
+    ``per_pixel``: summed over energy (and leading axes) only, (L+1, J+1, ny, nx)."""
     scales_2d, scales_1d = _check(x, scales_2d, scales_1d)
     shape = (scales_1d + 1, scales_2d + 1)
     wanted = np.ones(shape, dtype=bool) if wanted is None else np.asarray(wanted, dtype=bool)
-    norms = np.zeros(shape)
+    ny, nx = x.shape[-2:]
+    norms = np.zeros(shape + (ny * nx,))
     if _numpy_fast(x, scales_2d, scales_1d):
         for cube in _cubes(x):
             eng = _Engine(cube, scales_2d, scales_1d)
 
             def per_block(j, p0, p1, blocks, eng=eng):
-                part = np.zeros(shape[0])
+                part = np.zeros((shape[0], p1 - p0))
                 absb = eng.bufs()[4][:, : p1 - p0]
                 for ell, b in blocks:
-                    part[ell] = float(np.sum(np.abs(b, out=absb), dtype=np.float64))
+                    part[ell] = np.sum(np.abs(b, out=absb), axis=0, dtype=np.float64)
                 return part
 
             for j, parts in eng.run(wanted, per_block):
-                norms[:, j] += np.sum(parts, axis=0)
-        return norms
-    xp = array_namespace(x)
-    for ell, j, b in _bands_generic(x, scales_2d, scales_1d):
-        if wanted[ell, j]:
-            norms[ell, j] = float(xp.sum(xp.abs(b)))
-    return norms
+                norms[:, j] += np.concatenate(parts, axis=1)
+    else:
+        xp = array_namespace(x)
+        lead = tuple(range(x.ndim - 2))
+        for ell, j, b in _bands_generic(x, scales_2d, scales_1d):
+            if wanted[ell, j]:
+                norms[ell, j] = to_numpy(xp.sum(xp.abs(b), axis=lead)).reshape(-1)
+    return norms.reshape(shape + (ny, nx)) if per_pixel else norms.sum(axis=-1)
 
 
 def bands(x, scales_2d: int, scales_1d: int):

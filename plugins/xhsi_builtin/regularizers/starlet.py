@@ -132,8 +132,8 @@ class _StarletL1(Regularizer):
 
     @property
     def thresholds(self):
-        """λ_b as a numpy array (band shape, plus slice axes when estimated per slice), or
-        None before calibration."""
+        """λ_b as a numpy array (band shape, plus slice axes when estimated per slice, or
+        the sky axes when per pixel), or None before calibration."""
         return None if self._lam is None else to_numpy(self._lam)
 
     def _thresholds_for(self, x, coeffs, freeze: bool):
@@ -247,8 +247,14 @@ class Starlet2d1dL1Options:
         None, min=0.0, unit="units of the variable",
         doc="std of white noise in the variable; σ_{l,j} = noise_sigma·‖ψ_l‖·‖ψ_j‖ at setup instead of MAD")
     reweight: int = option(0, min=0, unit="passes", doc="re-weighted ℓ1 passes inside each prox (0: plain ℓ1)")
+    per_pixel: bool = option(
+        False, doc="MAD per band and sky pixel (over energy) instead of per band: thresholds that follow noise "
+                   "varying across the field (Poisson counts: faint pixels are noisier relative to their flux)")
 
     def check(self):
+        if self.per_pixel and (self.thresholds is not None or self.noise_sigma is not None):
+            raise ValueError("`per_pixel` estimates the noise per pixel by MAD: drop it, or drop `thresholds` "
+                             "and `noise_sigma`.")
         t = self.thresholds
         if t is None:
             return
@@ -292,33 +298,45 @@ class Starlet2d1dL1(_StarletL1):
         return self.options.scales_2d, self.options.scales_1d
 
     def _estimate_thresholds(self, x, coeffs=None):
-        """λ_lj = k·σ_lj, σ_lj the MAD of band (l, j) of x over the whole cube, one band at a
-        time (streamed; ``coeffs`` is never materialised here); the coarse × coarse band 0.
-        Band shape plus one singleton axis per axis of x."""
+        """λ_lj = k·σ_lj, σ_lj the MAD of band (l, j) of x over the whole cube (or, with
+        ``per_pixel``, over energy in every sky pixel), one band at a time (streamed;
+        ``coeffs`` is never materialised here); the coarse × coarse band 0. Band shape, then
+        one axis per axis of x: singletons, or (..., 1, ny, nx) per pixel."""
         xp = array_namespace(x)
-        sigma = np.zeros(self._band_shape())
+        sky = tuple(x.shape[-2:]) if self.options.per_pixel else (1, 1)
+        sigma = np.zeros(self._band_shape() + sky)
         coarse = self._coarse()
         for ell, j, band in stream.bands(x, *self._scales()):
             if (ell, j) != coarse:
                 # the streamed band is ours (not a view of x) on numpy: MAD in place
                 own = isinstance(band, np.ndarray) and not np.may_share_memory(band, x)
-                sigma[ell, j] = float(mad_sigma(band, tuple(range(band.ndim)), overwrite=own))
-        lam = (self.options.k * sigma).reshape(sigma.shape + (1,) * x.ndim)
+                axes = tuple(range(band.ndim - 2 if self.options.per_pixel else band.ndim))
+                sigma[ell, j] = to_numpy(mad_sigma(band, axes, overwrite=own))
+        lam = (self.options.k * sigma).reshape(self._band_shape() + (1,) * (x.ndim - 2) + sky)
         return xp.asarray(lam, dtype=x.dtype, device=device(x))
 
+    def _host_tau(self, lam) -> np.ndarray:
+        """λ (or τ) as the host array ``xhsi.starlet2d1d`` takes: (L+1, J+1), or
+        (L+1, J+1, ny, nx) per pixel."""
+        lam, bands = to_numpy(lam), self._band_shape()
+        return lam.reshape(bands if lam.size == np.prod(bands) else bands + lam.shape[-2:])
+
     def value(self, x) -> float:
-        """weight·Σ_lj λ_lj‖c_lj‖₁ (base λ, also when re-weighting), bands streamed."""
-        lam = to_numpy(self._thresholds_for(self._check_shape(x), None, freeze=False)).reshape(self._band_shape())
-        norms = stream.l1_norms(x, *self._scales(), wanted=lam > 0)
-        return self.weight * float(np.sum(lam.astype(np.float64) * norms))
+        """weight·Σ_lj λ_lj‖c_lj‖₁ (base λ, also when re-weighting; per pixel: Σ over pixels
+        of λ_lj(p) times the ℓ1 over energy), bands streamed."""
+        lam = self._host_tau(self._thresholds_for(self._check_shape(x), None, freeze=False)).astype(np.float64)
+        per_pixel = lam.ndim == 4
+        wanted = (lam > 0).any(axis=(2, 3)) if per_pixel else lam > 0
+        norms = stream.l1_norms(x, *self._scales(), wanted=wanted, per_pixel=per_pixel)
+        return self.weight * float(np.sum(lam * norms))
 
     def prox(self, x, step: float):
         """Soft-threshold every band by step·weight·λ_lj (re-weighted when asked) and sum the
         bands, streamed (``xhsi.starlet2d1d.shrink``): same result as thresholding the
         materialised bands, in ~3 cubes of memory instead of (L+1)(J+1) + padding."""
         lam = self._thresholds_for(self._check_shape(x), None, freeze=True)
-        tau = to_numpy((step * self.weight) * lam).reshape(self._band_shape())
-        return stream.shrink(x, *self._scales(), tau, reweight=self.options.reweight)
+        return stream.shrink(x, *self._scales(), self._host_tau((step * self.weight) * lam),
+                             reweight=self.options.reweight)
 
     def _band_shape(self):
         return (self.options.scales_1d + 1, self.options.scales_2d + 1)
