@@ -135,7 +135,7 @@ def fft_passes(op, n_in: int | None = None):
     what one apply / adjoint cannot do without. ``n_in`` overrides the input slices."""
     import scipy.fft
 
-    (n1, n2), (fy, fx) = op._grid, op.factor
+    (n1, n2), (fy, _) = op._grid, op.factor
     n_in = n_in or op.shape_in[0]
     ny, nx = op.shape_in[1:]
     n_out, my, _ = op.shape_out
