@@ -197,6 +197,13 @@ def gpu_available() -> bool:
     return gpu_name() is not None
 
 
+def backends() -> list:
+    """pytest parameters "numpy" and "cupy", the latter skipped without a CUDA GPU."""
+    import pytest
+
+    return ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU / cupy"))]
+
+
 def plain_forward(obs, grid, dtype=np.float32):
     """The forward operator of one observation as the plain four-operator chain
     SpatialRebin ∘ SpectralResponse ∘ SpatialConvolution ∘ Diagonal (the pre-issue-8

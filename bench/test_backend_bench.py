@@ -13,9 +13,9 @@ import os
 
 import pytest
 
-from benchlib import SETUPS, build_fista, fusion_config, gpu_available, median_s, record
+from benchlib import SETUPS, backends, build_fista, fusion_config, median_s, record
 
-BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU / cupy"))]
+BACKENDS = backends()
 ROUNDS = {"numpy": 5, "cupy": 20}
 
 

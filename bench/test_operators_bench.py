@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchlib import blur_parts, fft_passes, gpu_available, median_s, plain_forward, record
+from benchlib import backends, blur_parts, fft_passes, median_s, plain_forward, record
 
 OBS = ["xmm", "xrism"]
-BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU / cupy"))]
+BACKENDS = backends()
 
 
 def _obs(published, name):

@@ -10,6 +10,12 @@ from xhsi.backend import Backend
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+
+
+def unwrapped(text: str) -> str:
+    """``text`` with every run of whitespace made one space: user messages wrap at 100
+    columns, so a phrase may be split across lines (e.g. by a long tmp path)."""
+    return " ".join(text.split())
 RESPONSES = SHARED / "research" / "responses"
 
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from conftest import ROOT, unwrapped
 from fakes import TOY_CONFIG, fake_registries
 from xhsi import __version__, plugins
 from xhsi.cli import main
@@ -46,7 +47,7 @@ def test_validate_show_defaults_prints_resolved_toml(toy, capsys):
 def test_validate_misspelt_key_exits_2_with_path_and_suggestion(toy, capsys):
     toy.write_text(TOY_CONFIG.replace("max_iter = 20", "max_iters = 20"))
     assert main(["validate", str(toy)]) == 2
-    err = " ".join(capsys.readouterr().err.split())  # messages wrap at 100 columns
+    err = unwrapped(capsys.readouterr().err)
     assert "solver.max_iters" in err and "did you mean `max_iter`" in err
     assert "Traceback" not in err
 
@@ -106,7 +107,7 @@ def test_instruments_listing_and_description(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert {"name", "pixel_arcsec"} <= set(rows[0])
     assert main(["instruments", "xmm_epic_pnn"]) == 2
-    assert "did you mean `xmm_epic_pn`" in " ".join(capsys.readouterr().err.split())
+    assert "did you mean `xmm_epic_pn`" in unwrapped(capsys.readouterr().err)
 
 
 def test_bin_command_writes_a_cube(tmp_path, capsys):
@@ -129,10 +130,8 @@ def test_bin_command_writes_a_cube(tmp_path, capsys):
 
 
 def test_validate_recognises_a_training_config(capsys, tmp_path):
-    from conftest import ROOT
-
     assert main(["validate", str(ROOT / "configs" / "train_surrogate_thermal.toml")]) == 0
-    assert "valid training config for `xhsi train-model`" in " ".join(capsys.readouterr().out.split())
+    assert "valid training config for `xhsi train-model`" in unwrapped(capsys.readouterr().out)
     bad = tmp_path / "train.toml"
     bad.write_text((ROOT / "configs" / "train_surrogate_thermal.toml").read_text().replace("[surrogate]",
                                                                                           "[surrogate]\nepochz = 3"))

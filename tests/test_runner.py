@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from conftest import unwrapped
 from xhsi.cli import main
 from xhsi.config import load_config
 from xhsi.errors import DataError, XhsiError
@@ -172,7 +173,7 @@ def test_cli_run_exit_codes(tmp_path, capsys):
     path = tiny(tmp_path, max_iter=5)
     assert main(["run", str(path), "--quiet"]) == 0
     assert main(["run", str(path), "--quiet"]) == 2
-    assert "already holds a run" in " ".join(capsys.readouterr().err.split())  # messages wrap at 100 columns
+    assert "already holds a run" in unwrapped(capsys.readouterr().err)
     assert main(["run", str(path), "--quiet", "--overwrite", "--out", str(tmp_path / "other")]) == 0
 
 
@@ -394,7 +395,7 @@ def test_em_metric_is_refused_where_it_does_not_apply(tmp_path, capsys, extra, w
     # by `xhsi validate`, and by `xhsi run` before any data is simulated or read
     path = tiny(tmp_path, extra=extra)
     assert main(["validate", str(path), "--set", 'problem.precondition="em"']) == 2
-    assert "does not apply" in " ".join(capsys.readouterr().err.split())
+    assert "does not apply" in unwrapped(capsys.readouterr().err)
     cfg = load_config(path, ['problem.precondition="em"'])
     with pytest.raises(XhsiError, match=r'precondition = "em" does not apply.*' + why):
         run(cfg, quiet=True)

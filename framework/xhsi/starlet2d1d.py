@@ -36,7 +36,7 @@ from .backend import array_namespace, to_numpy
 from .errors import ShapeError
 from .wavelets import _check_scales, _smooth, _smooth_numpy, _tap3_numpy
 
-__all__ = ["bands", "l1_norms", "shrink", "BLOCK_PX", "CHUNK_E", "WORKERS"]
+__all__ = ["bands", "l1_norms", "shrink", "wanted_bands", "BLOCK_PX", "CHUNK_E", "WORKERS"]
 
 #: Pixels per block of the energy stage (numpy path). On the 2400 × 45 × 45 float32 cube
 #: (2 cores, AMD EPYC, 1 MiB L2 per core) 128 was the fastest of 16–256: smaller blocks pay
@@ -200,7 +200,7 @@ def _shrink_numpy(cube, out, scales_2d, scales_1d, tau, reweight: int) -> None:
     per_pixel = tau.ndim == 4
     if per_pixel:
         tau = tau.reshape(tau.shape[:2] + (eng.npx,))  # τ of a block: a row broadcast over energy
-    wanted = _wanted(tau)
+    wanted = wanted_bands(tau)
 
     def per_block(j, p0, p1, blocks):
         k = p1 - p0
@@ -238,8 +238,9 @@ def _shrink_numpy(cube, out, scales_2d, scales_1d, tau, reweight: int) -> None:
         pass
 
 
-def _wanted(tau) -> np.ndarray:
-    """(L+1, J+1) bool: the bands with a threshold > 0 somewhere."""
+def wanted_bands(tau) -> np.ndarray:
+    """(L+1, J+1) bool: the bands whose thresholds τ ((L+1, J+1), or per sky pixel
+    (L+1, J+1, ny, nx)) are > 0 somewhere; the others are skipped."""
     return (tau > 0).reshape(tau.shape[:2] + (-1,)).any(axis=-1)
 
 
@@ -265,7 +266,7 @@ def shrink(x, scales_2d: int, scales_1d: int, thresholds, reweight: int = 0):
             _shrink_numpy(cube, res, scales_2d, scales_1d, tau.astype(x.dtype), reweight)
         return out.reshape(x.shape)
     xp = array_namespace(x)
-    wanted = _wanted(tau)
+    wanted = wanted_bands(tau)
     out = x
     for ell, j, b in _bands_generic(x, scales_2d, scales_1d):
         if not wanted[ell, j]:

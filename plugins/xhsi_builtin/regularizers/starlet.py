@@ -326,8 +326,7 @@ class Starlet2d1dL1(_StarletL1):
         of λ_lj(p) times the ℓ1 over energy), bands streamed."""
         lam = self._host_tau(self._thresholds_for(self._check_shape(x), None, freeze=False)).astype(np.float64)
         per_pixel = lam.ndim == 4
-        wanted = (lam > 0).any(axis=(2, 3)) if per_pixel else lam > 0
-        norms = stream.l1_norms(x, *self._scales(), wanted=wanted, per_pixel=per_pixel)
+        norms = stream.l1_norms(x, *self._scales(), wanted=stream.wanted_bands(lam), per_pixel=per_pixel)
         return self.weight * float(np.sum(lam * norms))
 
     def prox(self, x, step: float):
