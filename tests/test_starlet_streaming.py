@@ -248,6 +248,43 @@ def test_per_pixel_is_refused_with_explicit_thresholds_or_noise_level():
                       Context(file="<test>"))
 
 
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_details_bands_leave_the_mixed_bands_free(xp, dtype_name, per_pixel):
+    """``bands = "details"`` (the published HIFReD code): the bands coarse on either axis get
+    λ = 0 and pass through the prox unchanged; the detail × detail bands are calibrated and
+    thresholded as with ``bands = "all"``; the value sums the detail × detail bands only."""
+    shape, J, L = (16, 12, 12), 2, 3
+    reg = _reg(xp, dtype_name, shape, scales_2d=J, scales_1d=L, k=2.5, bands="details", per_pixel=per_pixel)
+    a = RNG.standard_normal(shape) * RNG.uniform(0.2, 3.0, shape[-2:])
+    x = _arr(xp, dtype_name, a)
+    got = reg.prox(x, 0.5)
+    c = _materialised(to_numpy(x), J, L)
+    lam = 2.5 * mad_sigma(c, (2,) if per_pixel else (2, 3, 4), keepdims=True)
+    lam[-1, :] = 0.0
+    lam[:, -1] = 0.0
+    np.testing.assert_allclose(reg.thresholds, lam, rtol=10 * rtol_for(dtype_name),
+                               atol=rtol_for(dtype_name) * lam.max())
+    assert np.all(lam[:-1, :-1] > 0)
+    tau = 0.5 * 0.8 * (lam[:, :, 0] if per_pixel else lam[:, :, 0, 0, 0])
+    assert_close(got, _arr(xp, dtype_name, _reference_shrink(c, tau, 0)), atol=20 * rtol_for(dtype_name), xp=xp)
+    assert reg.value(x) == pytest.approx(0.8 * np.sum(lam * np.abs(c)), rel=10 * rtol_for(dtype_name))
+    # the same with every band penalised differs: the mixed bands are shrunk there
+    full = _reg(xp, dtype_name, shape, scales_2d=J, scales_1d=L, k=2.5, per_pixel=per_pixel)
+    assert float(np.max(np.abs(to_numpy(full.prox(x, 0.5)) - to_numpy(got)))) > 0.1
+
+
+def test_details_bands_with_a_noise_level_and_refused_with_explicit_thresholds(xp):
+    reg = _reg(xp, "float64", (8, 8, 8), scales_2d=1, scales_1d=2, k=2.0, noise_sigma=1.5, bands="details")
+    expected = 2.0 * 1.5 * reg._noise_norms()
+    expected[-1, :] = 0.0
+    expected[:, -1] = 0.0
+    np.testing.assert_allclose(reg.thresholds.reshape(expected.shape), expected, rtol=1e-12)
+    cls = xhsi.get("regularizer", "starlet2d1d_l1")
+    with pytest.raises(ConfigError, match="bands"):
+        from_dict(cls.Options, {"scales_2d": 1, "scales_1d": 1, "bands": "details",
+                                "thresholds": [[1.0, 0.0], [1.0, 0.0]]}, Context(file="<test>"))
+
+
 # --------------------------------------------------------------------------------- memory
 def _peak_cubes(fn, x) -> float:
     tracemalloc.start()

@@ -72,6 +72,12 @@ class _StarletL1(Regularizer):
     def _coarse(self) -> tuple[int, ...]:
         return tuple(s - 1 for s in self._band_shape())
 
+    def _free(self) -> np.ndarray:
+        """Bool mask of band shape: the bands never thresholded (the coarse band)."""
+        free = np.zeros(self._band_shape(), dtype=bool)
+        free[self._coarse()] = True
+        return free
+
     def _synthesis(self, coeffs):
         xp = array_namespace(coeffs)
         return xp.sum(coeffs, axis=tuple(range(self.n_band_axes)))
@@ -87,7 +93,7 @@ class _StarletL1(Regularizer):
 
     def _host_thresholds(self, lam: np.ndarray) -> np.ndarray:
         lam = np.array(lam, dtype=np.float64).reshape(self._band_shape())
-        lam[self._coarse()] = 0.0  # the coarse band is never thresholded
+        lam[self._free()] = 0.0  # the coarse band is never thresholded
         return lam
 
     def _freeze_host(self, lam: np.ndarray, xp) -> None:
@@ -123,9 +129,8 @@ class _StarletL1(Regularizer):
         coeffs = self._analysis(x) if coeffs is None else coeffs
         xp = array_namespace(x)
         lam = self.options.k * mad_sigma(coeffs, self._mad_axes(coeffs), keepdims=True)
-        # zero the coarse band without item assignment (array API): multiply by a mask
-        mask = np.ones(self._band_shape())
-        mask[self._coarse()] = 0.0
+        # zero the free bands without item assignment (array API): multiply by a mask
+        mask = (~self._free()).astype(np.float64)
         mask = xp.asarray(mask.reshape(mask.shape + (1,) * (lam.ndim - mask.ndim)), dtype=lam.dtype,
                           device=device(x))
         return lam * mask
@@ -250,6 +255,11 @@ class Starlet2d1dL1Options:
     per_pixel: bool = option(
         False, doc="MAD per band and sky pixel (over energy) instead of per band: thresholds that follow noise "
                    "varying across the field (Poisson counts: faint pixels are noisier relative to their flux)")
+    bands: str = option(
+        "all", choices=("all", "details"),
+        doc="bands penalised: every band but coarse × coarse (all), or only those that are details on both "
+            "axes (details: the published HIFReD code; the spectral detail of the spatially coarse cube and "
+            "the spatial detail of the spectrally coarse cube are left free)")
 
     def check(self):
         if self.per_pixel and (self.thresholds is not None or self.noise_sigma is not None):
@@ -258,6 +268,9 @@ class Starlet2d1dL1Options:
         t = self.thresholds
         if t is None:
             return
+        if self.bands != "all":
+            raise ValueError("`bands` applies to MAD or noise_sigma thresholds: with explicit `thresholds`, put 0 "
+                             "in the bands to leave free (the last row and column for bands = \"details\").")
         if len(t) != self.scales_1d + 1 or any(len(row) != self.scales_2d + 1 for row in t):
             raise ValueError(f"`thresholds` must be {self.scales_1d + 1} rows of {self.scales_2d + 1} values.")
         if t[-1][-1] != 0:
@@ -305,9 +318,9 @@ class Starlet2d1dL1(_StarletL1):
         xp = array_namespace(x)
         sky = tuple(x.shape[-2:]) if self.options.per_pixel else (1, 1)
         sigma = np.zeros(self._band_shape() + sky)
-        coarse = self._coarse()
+        free = self._free()
         for ell, j, band in stream.bands(x, *self._scales()):
-            if (ell, j) != coarse:
+            if not free[ell, j]:
                 # the streamed band is ours (not a view of x) on numpy: MAD in place
                 own = isinstance(band, np.ndarray) and not np.may_share_memory(band, x)
                 axes = tuple(range(band.ndim - 2 if self.options.per_pixel else band.ndim))
@@ -339,6 +352,15 @@ class Starlet2d1dL1(_StarletL1):
 
     def _band_shape(self):
         return (self.options.scales_1d + 1, self.options.scales_2d + 1)
+
+    def _free(self) -> np.ndarray:
+        """The coarse × coarse band; with ``bands = "details"`` also every band that is coarse
+        on either axis (last row and last column)."""
+        free = super()._free()
+        if self.options.bands == "details":
+            free[-1, :] = True
+            free[:, -1] = True
+        return free
 
     def _noise_norms(self):
         n1 = starlet_noise_norms(self.options.scales_1d, 1)
