@@ -91,7 +91,26 @@ def table(runs: dict[str, dict], float64: dict[str, dict]) -> str:
     for name, r in float64.items():
         d = r["metrics"]["result"]["psnr_db"] - runs[name]["metrics"]["result"]["psnr_db"]
         lines.append(f"- {name}: PSNR(float64) − PSNR(float32) = {d:+.2e} dB")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + by_flux_table(runs)) + "\n"
+
+
+def by_flux_table(runs: dict[str, dict]) -> list[str]:
+    """ASAM (°) per class of true flux (``metrics.asam_by_flux``), baselines first."""
+    first = next(iter(runs.values()))["metrics"]["asam_by_flux"]
+
+    def label(c):
+        hi = c["max_fraction"]
+        return f"{100 * c['min_fraction']:g}–{100 * hi:g} %" if hi is not None else f"≥ {100 * c['min_fraction']:g} %"
+
+    head = [c for c in first["result"]]
+    lines = ["| ASAM (°) by true flux / peak | " + " | ".join(label(c) for c in head) + " |",
+             "| --- |" + " --- |" * len(head),
+             "| pixels | " + " | ".join(str(c["pixels"]) for c in head) + " |"]
+    rows = [(f"data-only `{n}`", cl) for n, cl in first["baselines"].items()]
+    rows += [(name, r["metrics"]["asam_by_flux"]["result"]) for name, r in runs.items()]
+    for name, classes in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{c['asam_deg']:.1f}" for c in classes) + " |")
+    return lines
 
 
 def main(argv=None) -> int:

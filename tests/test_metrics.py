@@ -112,6 +112,40 @@ def test_asam_bright_keeps_only_pixels_above_the_flux_fraction(xp):
     assert metrics.BRIGHT_FRACTION == 0.01
 
 
+def test_asam_by_flux_splits_the_pixels_into_classes_of_true_flux(xp):
+    """Four pixels of flux 1, 0.2, 0.02 and 0.001 of the peak, estimated at 0°, 90°, 60° and
+    90°: classes [0, 0.01), [0.01, 0.1), [0.1, 1], with one empty class [0.1, 0.15)."""
+    truth = np.zeros((2, 2, 2))
+    truth[:, 0, 0] = [1, 0]
+    truth[:, 0, 1] = [0.2, 0]
+    truth[:, 1, 0] = [0.02, 0]
+    truth[:, 1, 1] = [0, 0.001]
+    est = truth.copy()
+    est[:, 0, 1] = [0, 0.2]                               # 90°
+    est[:, 1, 0] = [0.01, 0.01 * np.sqrt(3)]              # 60°
+    est[:, 1, 1] = [0.001, 0]                             # 90°
+    got = metrics.asam_by_flux(xp.asarray(est), xp.asarray(truth), edges=(0.01, 0.1, 0.15))
+    assert [c["pixels"] for c in got] == [1, 1, 0, 2]
+    assert [c["min_fraction"] for c in got] == [0.0, 0.01, 0.1, 0.15]
+    assert [c["max_fraction"] for c in got] == [0.01, 0.1, 0.15, None]
+    assert got[0]["asam_deg"] == pytest.approx(90.0)
+    assert got[1]["asam_deg"] == pytest.approx(60.0)
+    assert math.isnan(got[2]["asam_deg"])
+    assert got[3]["asam_deg"] == pytest.approx(45.0)
+    # the classes partition the pixels: their pixel-weighted mean is the all-pixel ASAM
+    full = metrics.asam_by_flux(xp.asarray(est), xp.asarray(truth))
+    assert sum(c["pixels"] for c in full) == 4
+    mean = sum(c["pixels"] * c["asam_deg"] for c in full if c["pixels"]) / 4
+    assert mean == pytest.approx(metrics.asam(xp.asarray(est), xp.asarray(truth)))
+
+
+def test_asam_by_flux_refuses_edges_that_do_not_increase():
+    t = np.ones((2, 2, 2))
+    for edges in ((0.1, 0.01), (0.0, 0.1), (0.1, 0.1)):
+        with pytest.raises(ValueError, match="increasing"):
+            metrics.asam_by_flux(t, t, edges=edges)
+
+
 # -- relative errors ------------------------------------------------------------------
 def test_relative_errors_by_hand(xp):
     truth = np.zeros((2, 1, 3))

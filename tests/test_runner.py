@@ -73,6 +73,9 @@ def test_fusion_run_writes_every_output(tmp_path):
     assert costs[-1] < costs[0]
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["baselines"]) == {"xmm", "xrism"} and "psnr_db" in metrics["result"]
+    by_flux = metrics["asam_by_flux"]
+    assert set(by_flux["baselines"]) == {"xmm", "xrism"}
+    assert sum(c["pixels"] for c in by_flux["result"]) == 12 * 12  # every pixel of the field, once
     assert result.metadata["n_iter"] == 20
     with fits.open(out / "residuals_xrism.fits") as hdul:  # significance per detector pixel
         assert hdul[1].data.shape == (4, 4) and hdul[1].header["BUNIT"] == "sigma"

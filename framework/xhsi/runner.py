@@ -273,14 +273,20 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
 
 
 def compute_metrics(result: Result, truth: np.ndarray, problem) -> dict:
-    from .metrics import all_metrics
+    """``result`` and ``baselines``: ``all_metrics`` of the result and of each data-only
+    baseline; ``asam_by_flux``: the same cubes' ASAM per class of true flux."""
+    from .metrics import all_metrics, asam_by_flux
 
     truth = np.asarray(truth, dtype=np.float64)
-    metrics = {"result": all_metrics(np.asarray(result.arrays["cube"], dtype=np.float64), truth)}
+    cube = np.asarray(result.arrays["cube"], dtype=np.float64)
+    metrics = {"result": all_metrics(cube, truth)}
+    by_flux = {"result": asam_by_flux(cube, truth)}
     baselines = getattr(problem, "baselines", None)
     if baselines is not None:
-        metrics["baselines"] = {name: all_metrics(np.asarray(cube, dtype=np.float64), truth)
-                                for name, cube in baselines().items()}
+        cubes = {name: np.asarray(b, dtype=np.float64) for name, b in baselines().items()}
+        metrics["baselines"] = {name: all_metrics(b, truth) for name, b in cubes.items()}
+        by_flux["baselines"] = {name: asam_by_flux(b, truth) for name, b in cubes.items()}
+    metrics["asam_by_flux"] = by_flux
     return metrics
 
 
