@@ -36,20 +36,28 @@ SETUPS = {
     "lowrank_starlet2d_pca": ROOT / "configs" / "fusion_xmm_xrism_lowrank_starlet2d.toml",
     "starlet2d1d_per_pixel": ROOT / "configs" / "fusion_xmm_xrism.toml",
     "starlet2d1d_relative_per_pixel": ROOT / "configs" / "fusion_xmm_xrism.toml",
+    "starlet2d1d_details": ROOT / "configs" / "fusion_xmm_xrism.toml",
+    "starlet2d1d_relative_per_pixel_details": ROOT / "configs" / "fusion_xmm_xrism.toml",
 }
 
 #: the published principal-spectra basis (rank 4, W·H unconstrained) instead of the shipped
 #: non-negative one; Sobolev at its published weight and in its published (absolute) form.
 PCA = ['regularizers[0].options.basis="pca"', "regularizers[0].options.rank=4"]
 #: 2D-1D variants studied for its all-pixel ASAM (docs/fusion.md, "Known limits"): thresholds
-#: per sky pixel, and with them the relative variable (a preconditioner then) and k = 1.5.
+#: per sky pixel, and with them the relative variable (a preconditioner then) and k = 1.5;
+#: only the detail × detail bands penalised (the published code), alone and with the
+#: relative variable, per-pixel thresholds and a coarse spatial band ±32 pixels wide.
 PER_PIXEL = ["regularizers[0].options.per_pixel=true"]
+DETAILS = ['regularizers[0].options.bands="details"']
 EXTRA = {"lowrank_sobolev_pca": PCA + ["regularizers[1].weight=1.0", 'problem.regularize="absolute"'],
          "lowrank_starlet2d_pca": PCA,
          "lowrank_sobolev_absolute": ['problem.regularize="absolute"'],
          "starlet2d1d_per_pixel": PER_PIXEL,
          "starlet2d1d_relative_per_pixel": PER_PIXEL + ['problem.regularize="relative"',
-                                                        "regularizers[0].options.k=1.5"]}
+                                                        "regularizers[0].options.k=1.5"],
+         "starlet2d1d_details": DETAILS,
+         "starlet2d1d_relative_per_pixel_details": DETAILS + PER_PIXEL + ['problem.regularize="relative"',
+                                                                         "regularizers[0].options.scales_2d=4"]}
 
 #: --small: the grid of configs/fusion_xmm_xrism_small.toml (240 × 24 × 24, pn rebin 8).
 SMALL = ["model.energy.bins=240", "model.pixels=[24, 24]", "observations.xmm.spectral_rebin=8"]
