@@ -38,6 +38,8 @@ SETUPS = {
     "starlet2d1d_relative_per_pixel": ROOT / "configs" / "fusion_xmm_xrism.toml",
     "starlet2d1d_details": ROOT / "configs" / "fusion_xmm_xrism.toml",
     "starlet2d1d_relative_per_pixel_details": ROOT / "configs" / "fusion_xmm_xrism.toml",
+    "starlet2d1d_faint": ROOT / "configs" / "fusion_xmm_xrism.toml",
+    "starlet2d1d_relative_per_pixel_faint": ROOT / "configs" / "fusion_xmm_xrism.toml",
 }
 
 #: the published principal-spectra basis (rank 4, W·H unconstrained) instead of the shipped
@@ -46,7 +48,9 @@ PCA = ['regularizers[0].options.basis="pca"', "regularizers[0].options.rank=4"]
 #: 2D-1D variants studied for its all-pixel ASAM (docs/fusion.md, "Known limits"): thresholds
 #: per sky pixel, and with them the relative variable (a preconditioner then) and k = 1.5;
 #: only the detail × detail bands penalised (the published code), alone and with the
-#: relative variable, per-pixel thresholds and a coarse spatial band ±32 pixels wide.
+#: relative variable, per-pixel thresholds and a coarse spatial band ±32 pixels wide;
+#: brightness-adaptive thresholds (k_faint), alone and with the relative variable.
+FAINT = ["regularizers[0].options.k=1.5", "regularizers[0].options.k_faint=10.0"]
 PER_PIXEL = ["regularizers[0].options.per_pixel=true"]
 DETAILS = ['regularizers[0].options.bands="details"']
 EXTRA = {"lowrank_sobolev_pca": PCA + ["regularizers[1].weight=1.0", 'problem.regularize="absolute"'],
@@ -57,7 +61,12 @@ EXTRA = {"lowrank_sobolev_pca": PCA + ["regularizers[1].weight=1.0", 'problem.re
                                                         "regularizers[0].options.k=1.5"],
          "starlet2d1d_details": DETAILS,
          "starlet2d1d_relative_per_pixel_details": DETAILS + PER_PIXEL + ['problem.regularize="relative"',
-                                                                         "regularizers[0].options.scales_2d=4"]}
+                                                                         "regularizers[0].options.scales_2d=4"],
+         "starlet2d1d_faint": FAINT,
+         "starlet2d1d_relative_per_pixel_faint": PER_PIXEL + ['problem.regularize="relative"',
+                                                             "regularizers[0].options.k=1.5",
+                                                             "regularizers[0].options.k_faint=100.0",
+                                                             "regularizers[0].options.faint_level=0.03"]}
 
 #: --small: the grid of configs/fusion_xmm_xrism_small.toml (240 × 24 × 24, pn rebin 8).
 SMALL = ["model.energy.bins=240", "model.pixels=[24, 24]", "observations.xmm.spectral_rebin=8"]

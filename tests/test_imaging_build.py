@@ -93,3 +93,23 @@ def test_relative_regularisation_iterates_on_every_backend(backend):
     cube = to_cube.apply(out.x)
     assert array_namespace(cube) == backend.xp and cube.dtype == backend.dtype
     assert float(backend.xp.min(cube)) >= 0.0
+
+
+@pytest.mark.parametrize("regularize", ["absolute", "relative"])
+def test_build_gives_every_regulariser_the_start_brightness(backend, regularize):
+    """``Regularizer.calibrate_sky`` gets the broad-band image of the start cube (host
+    float64, in the problem's units), not that of the solver's variable: with regularize =
+    relative the variable is the cube over that brightness, flat to the eye of a regulariser."""
+    seen = []
+
+    class Recorder(xhsi.get("regularizer", "sobolev")):
+        def calibrate_sky(self, image):
+            seen.append(image)
+
+    problem = Fusion(SimpleNamespace(run=SimpleNamespace(seed=0)), backend, SimpleNamespace(shape=SHAPE),
+                     _observations(backend), [Recorder(weight=0.1)], xhsi.get("likelihood", "poisson"),
+                     options=ImagingOptions(regularize=regularize))
+    problem.build()
+    assert len(seen) == 1
+    assert isinstance(seen[0], np.ndarray) and seen[0].dtype == np.float64
+    np.testing.assert_allclose(seen[0], (problem.initial_cube() / problem.scale).sum(axis=0), rtol=1e-6)

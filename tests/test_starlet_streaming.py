@@ -285,6 +285,68 @@ def test_details_bands_with_a_noise_level_and_refused_with_explicit_thresholds(x
                                 "thresholds": [[1.0, 0.0], [1.0, 0.0]]}, Context(file="<test>"))
 
 
+def _sky_with_a_faint_half(ny=16, nx=16):
+    """A broad-band image bright on the left half (1000) and faint on the right (0.1)."""
+    return np.where(np.arange(nx) < nx // 2, 1000.0, 0.1)[None, :] * np.ones((ny, 1))
+
+
+def test_k_faint_raises_the_spatial_detail_thresholds_where_the_sky_is_faint(xp, dtype_name):
+    """λ_lj(p) = λ_lj·k(p)/k on the spatial-detail bands (j < J, every spectral scale): ≈ k_faint/k
+    far inside the faint half, ≈ 1 far inside the bright half (1 + 9/401 at the peak with
+    faint_level 0.05); the spatially coarse column and
+    the coarse × coarse band unchanged; prox and value those of the materialised thresholding
+    with the per-pixel λ."""
+    shape, J, L = (16, 16, 16), 2, 3
+    options = dict(scales_2d=J, scales_1d=L, k=2.0, noise_sigma=1.0)
+    plain = _reg(xp, dtype_name, shape, **options)
+    reg = _reg(xp, dtype_name, shape, **options, k_faint=20.0, faint_level=0.05)
+    reg.calibrate_sky(_sky_with_a_faint_half())
+    base = plain.thresholds.reshape(L + 1, J + 1)
+    lam = reg.thresholds
+    assert lam.shape == (L + 1, J + 1, 1, 16, 16)
+    lam = lam[:, :, 0]
+    np.testing.assert_allclose(lam[:, :J, :, -2:], 10.0 * base[:, :J, None, None] * np.ones((1, 1, 16, 2)), rtol=2e-3)
+    np.testing.assert_allclose(lam[:, :J, :, :2], base[:, :J, None, None] * np.ones((1, 1, 16, 2)), rtol=0.03)
+    np.testing.assert_allclose(lam[:, J], base[:, J, None, None] * np.ones((1, 16, 16)), rtol=1e-12)
+    assert np.all(lam[-1, -1] == 0)
+    a = 3.0 * RNG.standard_normal(shape)
+    x = _arr(xp, dtype_name, a)
+    c = _materialised(to_numpy(x), J, L)
+    expected = _reference_shrink(c, 0.5 * 0.8 * lam, 0)
+    assert_close(reg.prox(x, 0.5), _arr(xp, dtype_name, expected), atol=20 * rtol_for(dtype_name), xp=xp)
+    assert reg.value(x) == pytest.approx(0.8 * np.sum(lam[:, :, None] * np.abs(c)), rel=10 * rtol_for(dtype_name))
+    # k_faint = k is the plain regulariser
+    same = _reg(xp, dtype_name, shape, **options, k_faint=2.0)
+    same.calibrate_sky(_sky_with_a_faint_half())
+    assert_close(same.prox(x, 0.5), plain.prox(x, 0.5), atol=20 * rtol_for(dtype_name), xp=xp)
+
+
+def test_k_faint_without_a_sky_image_takes_the_first_prox_input(xp):
+    """No ``calibrate_sky`` (a regulariser used outside an imaging problem): the brightness is
+    the first prox input's broad-band image, frozen from then on; value alone does not freeze."""
+    shape, J, L = (8, 16, 16), 2, 2
+    options = dict(scales_2d=J, scales_1d=L, k=2.0, noise_sigma=1.0, k_faint=20.0, faint_level=0.05)
+    sky = _sky_with_a_faint_half()
+    x = xp.asarray(np.broadcast_to(sky / shape[0], shape).copy())
+    reg = _reg(xp, "float64", shape, **options)
+    reg.value(x)
+    assert reg.thresholds.shape == (L + 1, J + 1, 1, 1, 1)
+    reg.prox(x, 1.0)
+    told = _reg(xp, "float64", shape, **options)
+    told.calibrate_sky(sky)
+    np.testing.assert_allclose(reg.thresholds, told.thresholds, rtol=1e-12)
+    reg.prox(xp.asarray(np.ones(shape)), 1.0)  # a flat input later does not change the map
+    np.testing.assert_allclose(reg.thresholds, told.thresholds, rtol=1e-12)
+
+
+def test_k_faint_is_refused_with_explicit_thresholds_or_k_zero():
+    cls = xhsi.get("regularizer", "starlet2d1d_l1")
+    for extra in ({"k": 0.0}, {"thresholds": [[1.0, 1.0], [1.0, 0.0]]}):
+        with pytest.raises(ConfigError, match="k_faint"):
+            from_dict(cls.Options, {"scales_2d": 1, "scales_1d": 1, "k_faint": 5.0, **extra},
+                      Context(file="<test>"))
+
+
 # --------------------------------------------------------------------------------- memory
 def _peak_cubes(fn, x) -> float:
     tracemalloc.start()

@@ -55,6 +55,13 @@ class Regularizer:
         from it; the prox threshold τ·weight·λ_j is then k noise σ of the gradient step,
         whatever the step size. Default: nothing to calibrate."""
 
+    def calibrate_sky(self, image) -> None:
+        """Called once by imaging problems, before solving, with the broad-band image of
+        the start cube (summed over energy; host float64, (ny, nx), in the problem's units),
+        whatever variable the regulariser acts on (the cube, the cube over the brightness b
+        with ``regularize = "relative"``, rank maps). A regulariser whose strength follows the
+        sky's brightness (starlet2d1d_l1 ``k_faint``) takes it from here. Default: nothing."""
+
     def value(self, x) -> float:
         """weight · φ(x), as a Python float."""
         raise NotImplementedError

@@ -200,7 +200,8 @@ class ImagingProblem(Problem):
         mean = float(np.mean(z0))
         self.scale = mean if mean > 0 else 1.0
         z0 = z0 / self.scale
-        brightness = relative_scaling(z0, self.options.relative_floor) if self.options.regularize == "relative" else None
+        sky = np.sum(np.asarray(z0, dtype=np.float64), axis=0)  # broad-band image of the start
+        brightness = relative_scaling(sky, self.options.relative_floor) if self.options.regularize == "relative" else None
         scaling = Scaled(Identity(self.cube_shape), self.scale)
         if self.parametrisation is not None:
             # learnt and projected in float64 (then cast to the run's dtype): see initial_cube
@@ -217,6 +218,7 @@ class ImagingProblem(Problem):
         operators = [self._variable_forward(obs, to_cube, x0) for obs in self.observations]
         for reg in self.regularizers:
             reg.setup(tuple(x0.shape), xp, dtype)
+            reg.calibrate_sky(sky)
         smooth_regs = [r for r in self.regularizers if r.smooth]
         prox_terms: list[Any] = [r for r in self.regularizers if not r.smooth]
         nonnegative = self.parametrisation is None or self.parametrisation.nonnegative

@@ -63,10 +63,10 @@ def metric_mode(precondition: str, prox_terms: list, nonnegative: bool) -> str |
     return None
 
 
-def relative_scaling(start: np.ndarray, floor: float) -> np.ndarray:
+def relative_scaling(image: np.ndarray, floor: float) -> np.ndarray:
     """b for [problem] regularize = "relative": the broad-band image of the start cube
-    (summed over energy, host numpy), normalised to mean 1 and floored at ``floor``, shaped
-    (1, ny, nx) to scale every slice of the variable alike.
+    (summed over energy, host numpy, (ny, nx)), normalised to mean 1 and floored at
+    ``floor``, shaped (1, ny, nx) to scale every slice of the variable alike.
 
     The problem then solves for v with x = b·v (x the cube or the rank maps) and applies
     every regulariser to v: the penalty of a Sobolev term becomes ½‖∇(x/b)‖², that of a
@@ -80,7 +80,7 @@ def relative_scaling(start: np.ndarray, floor: float) -> np.ndarray:
     published-size fusion: docs/fusion.md. The floor bounds 1/b (a start that is 0 in a
     pixel would otherwise make its variable unbounded); a start that is 0 everywhere gives
     b = 1."""
-    image = np.sum(np.asarray(start, dtype=np.float64), axis=0)
+    image = np.asarray(image, dtype=np.float64)
     total = float(np.mean(image))
     b = image / total if total > 0 else np.ones_like(image)
     return np.maximum(b, floor)[None]

@@ -260,8 +260,18 @@ class Starlet2d1dL1Options:
         doc="bands penalised: every band but coarse × coarse (all), or only those that are details on both "
             "axes (details: the published HIFReD code; the spectral detail of the spatially coarse cube and "
             "the spatial detail of the spectrally coarse cube are left free)")
+    k_faint: float | None = option(
+        None, min=0.0, exclusive_min=True, unit="σ",
+        doc="k in the faint regions, for the spatial-detail bands (every band but the spatially coarse "
+            "column): k(p) = k + (k_faint − k)/(1 + (F(p)/F₀)²), F the start's broad-band image smoothed "
+            "to the coarsest spatial scale, F₀ = faint_level·max F (after HIFReD's kmad_var)")
+    faint_level: float = option(
+        0.01, min=0.0, exclusive_min=True, max=1.0, unit="fraction of the peak",
+        doc="F₀ of k_faint: the brightness, as a fraction of the brightest pixel of F, where k(p) is halfway")
 
     def check(self):
+        if self.k_faint is not None and (self.thresholds is not None or self.k == 0):
+            raise ValueError("`k_faint` scales the thresholds k·σ: it needs k > 0 and no explicit `thresholds`.")
         if self.per_pixel and (self.thresholds is not None or self.noise_sigma is not None):
             raise ValueError("`per_pixel` estimates the noise per pixel by MAD: drop it, or drop `thresholds` "
                              "and `noise_sigma`.")
@@ -299,6 +309,7 @@ class Starlet2d1dL1(_StarletL1):
         if len(shape) < 3:
             raise ShapeError(f"starlet2d1d_l1 acts on cubes (n_e, ny, nx), got shape {tuple(shape)}.")
         super().setup(shape, xp, dtype)
+        self._faint = self._faint_dev = None  # k(p)/k of k_faint: host (ny, nx), and as _band_factor
 
     def _analysis(self, x):
         """All bands at once, (L+1, J+1, *x.shape): (L+1)(J+1) cubes. Only a reference: ``prox``,
@@ -327,6 +338,63 @@ class Starlet2d1dL1(_StarletL1):
                 sigma[ell, j] = to_numpy(mad_sigma(band, axes, overwrite=own))
         lam = (self.options.k * sigma).reshape(self._band_shape() + (1,) * (x.ndim - 2) + sky)
         return xp.asarray(lam, dtype=x.dtype, device=device(x))
+
+    def calibrate_sky(self, image) -> None:
+        """With ``k_faint``: the factor k(p)/k from the start's broad-band image."""
+        if self.options.k_faint is not None:
+            self._faint, self._faint_dev = self._faint_factor(np.asarray(image, dtype=np.float64)), None
+
+    def _faint_factor(self, image: np.ndarray) -> np.ndarray:
+        """k(p)/k = 1 + (k_faint/k − 1)/(1 + (F/F₀)²), F the coarse band of the 2-D starlet of
+        ``image`` (its brightness smoothed over ±2^J pixels) clipped at 0, F₀ = faint_level·max F.
+
+        Brightness-adaptive thresholds, after the kmad_var option of the published HIFReD
+        code (Lascar et al. 2025), which raises k where a mask of the faint sky says so; here
+        the map is smooth and relative to the peak, so it does not depend on the units. Where
+        the sky is faint its counts are mostly the PSF wings of brighter neighbours and their
+        noise: a higher k there keeps those pixels' spatial detail from fitting pn's noise, and
+        their spectra come from the spatially coarse band, i.e. from their neighbours
+        (docs/fusion.md, "Known limits")."""
+        o = self.options
+        f = np.maximum(starlet2d(image, o.scales_2d)[-1], 0.0)
+        f0 = o.faint_level * float(f.max()) if f.max() > 0 else 1.0
+        return 1.0 + (o.k_faint / o.k - 1.0) / (1.0 + (f / f0) ** 2)
+
+    def _thresholds_for(self, x, coeffs, freeze: bool):
+        """λ, times k(p)/k in the spatial-detail bands with ``k_faint`` (the factor from
+        ``calibrate_sky``, else from the first prox input: ``freeze``)."""
+        lam = super()._thresholds_for(x, coeffs, freeze)
+        if self.options.k_faint is None:
+            return lam
+        if self._faint is None:
+            image = to_numpy(array_namespace(x).sum(x, axis=-3)).astype(np.float64)
+            faint = self._faint_factor(image.reshape((-1,) + image.shape[-2:]).sum(axis=0))
+            if not freeze:
+                return lam * self._on_device(self._band_factor(faint, x.ndim), x)
+            self._faint = faint
+        if self._faint_dev is None:
+            self._faint_dev = self._on_device(self._band_factor(self._faint, x.ndim), x)
+        return lam * self._faint_dev
+
+    def _band_factor(self, faint: np.ndarray, ndim: int) -> np.ndarray:
+        """k(p)/k on the spatial-detail bands j < J (every spectral scale), 1 on the spatially
+        coarse column, shaped to broadcast against λ of a variable with ``ndim`` axes."""
+        factor = np.ones(self._band_shape() + faint.shape)
+        factor[:, :-1] = faint
+        return factor.reshape(self._band_shape() + (1,) * (ndim - 2) + faint.shape)
+
+    @staticmethod
+    def _on_device(a: np.ndarray, x):
+        return array_namespace(x).asarray(a, dtype=x.dtype, device=device(x))
+
+    @property
+    def thresholds(self):
+        """λ as a numpy array, with ``k_faint`` the effective per-pixel λ·k(p)/k (band shape,
+        then (1, ny, nx)); None before calibration."""
+        lam = super().thresholds
+        if lam is None or self.options.k_faint is None or self._faint is None:
+            return lam
+        return lam * self._band_factor(self._faint, lam.ndim - 2)
 
     def _host_tau(self, lam) -> np.ndarray:
         """λ (or τ) as the host array ``xhsi.starlet2d1d`` takes: (L+1, J+1), or
