@@ -323,13 +323,15 @@ def test_k_faint_raises_the_spatial_detail_thresholds_where_the_sky_is_faint(xp,
 
 def test_k_faint_without_a_sky_image_takes_the_first_prox_input(xp):
     """No ``calibrate_sky`` (a regulariser used outside an imaging problem): the brightness is
-    the first prox input's broad-band image, frozen from then on; value alone does not freeze."""
+    the broad-band image of the first prox input that holds flux, frozen from then on; value
+    alone does not freeze."""
     shape, J, L = (8, 16, 16), 2, 2
     options = dict(scales_2d=J, scales_1d=L, k=2.0, noise_sigma=1.0, k_faint=20.0, faint_level=0.05)
     sky = _sky_with_a_faint_half()
     x = xp.asarray(np.broadcast_to(sky / shape[0], shape).copy())
     reg = _reg(xp, "float64", shape, **options)
     reg.value(x)
+    reg.prox(xp.asarray(np.zeros(shape)), 1.0)  # an all-zero input holds no brightness to freeze
     assert reg.thresholds.shape == (L + 1, J + 1, 1, 1, 1)
     reg.prox(x, 1.0)
     told = _reg(xp, "float64", shape, **options)

@@ -362,14 +362,16 @@ class Starlet2d1dL1(_StarletL1):
 
     def _thresholds_for(self, x, coeffs, freeze: bool):
         """λ, times k(p)/k in the spatial-detail bands with ``k_faint`` (the factor from
-        ``calibrate_sky``, else from the first prox input: ``freeze``)."""
+        ``calibrate_sky``, else from the first prox input that holds flux: ``freeze``, as
+        the base class does for λ, so that an all-zero start does not fix a flat map)."""
         lam = super()._thresholds_for(x, coeffs, freeze)
         if self.options.k_faint is None:
             return lam
         if self._faint is None:
             image = to_numpy(array_namespace(x).sum(x, axis=-3)).astype(np.float64)
-            faint = self._faint_factor(image.reshape((-1,) + image.shape[-2:]).sum(axis=0))
-            if not freeze:
+            image = image.reshape((-1,) + image.shape[-2:]).sum(axis=0)
+            faint = self._faint_factor(image)
+            if not (freeze and image.max() > 0):
                 return lam * self._on_device(self._band_factor(faint, x.ndim), x)
             self._faint = faint
         if self._faint_dev is None:
