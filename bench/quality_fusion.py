@@ -34,6 +34,7 @@ SETUPS = {
     "lowrank_sobolev_absolute": ROOT / "configs" / "fusion_xmm_xrism_lowrank_sobolev.toml",
     "lowrank_sobolev_pca": ROOT / "configs" / "fusion_xmm_xrism_lowrank_sobolev.toml",
     "lowrank_starlet2d_pca": ROOT / "configs" / "fusion_xmm_xrism_lowrank_starlet2d.toml",
+    "starlet2d1d_plain": ROOT / "configs" / "fusion_xmm_xrism.toml",
     "starlet2d1d_per_pixel": ROOT / "configs" / "fusion_xmm_xrism.toml",
     "starlet2d1d_relative_per_pixel": ROOT / "configs" / "fusion_xmm_xrism.toml",
     "starlet2d1d_details": ROOT / "configs" / "fusion_xmm_xrism.toml",
@@ -45,28 +46,33 @@ SETUPS = {
 #: the published principal-spectra basis (rank 4, W·H unconstrained) instead of the shipped
 #: non-negative one; Sobolev at its published weight and in its published (absolute) form.
 PCA = ['regularizers[0].options.basis="pca"', "regularizers[0].options.rank=4"]
-#: 2D-1D variants studied for its all-pixel ASAM (docs/fusion.md, "Known limits"): thresholds
-#: per sky pixel, and with them the relative variable (a preconditioner then) and k = 1.5;
-#: only the detail × detail bands penalised (the published code), alone and with the
-#: relative variable, per-pixel thresholds and a coarse spatial band ±32 pixels wide;
-#: brightness-adaptive thresholds (k_faint), alone and with the relative variable.
+#: The shipped 2D-1D set-up is 2D-1D starlet ℓ1 (k = 1.5, per-pixel thresholds) plus a weak
+#: Sobolev term, both relative to the start's brightness (docs/fusion.md). PLAIN undoes that:
+#: the 2D-1D ℓ1 alone on the cube, k = 3, per-band thresholds (the published objective; the
+#: Sobolev term is kept at weight 0, relative_floor back to its default for the variants).
+#: The variants studied for its all-pixel ASAM (docs/fusion.md, "Known limits") start from
+#: PLAIN: thresholds per sky pixel, and with them the relative variable (a preconditioner
+#: then) and k = 1.5; only the detail × detail bands penalised (the published code), alone
+#: and with the relative variable, per-pixel thresholds and a coarse spatial band ±32 pixels
+#: wide; brightness-adaptive thresholds (k_faint), alone and with the relative variable.
+PLAIN = ['problem.regularize="absolute"', "problem.relative_floor=0.1", "regularizers[0].options.k=3.0",
+         "regularizers[0].options.per_pixel=false", "regularizers[1].weight=0.0"]
 FAINT = ["regularizers[0].options.k=1.5", "regularizers[0].options.k_faint=10.0"]
 PER_PIXEL = ["regularizers[0].options.per_pixel=true"]
 DETAILS = ['regularizers[0].options.bands="details"']
+RELATIVE_PER_PIXEL = PER_PIXEL + ['problem.regularize="relative"', "regularizers[0].options.k=1.5"]
 EXTRA = {"lowrank_sobolev_pca": PCA + ["regularizers[1].weight=1.0", 'problem.regularize="absolute"'],
          "lowrank_starlet2d_pca": PCA,
          "lowrank_sobolev_absolute": ['problem.regularize="absolute"'],
-         "starlet2d1d_per_pixel": PER_PIXEL,
-         "starlet2d1d_relative_per_pixel": PER_PIXEL + ['problem.regularize="relative"',
-                                                        "regularizers[0].options.k=1.5"],
-         "starlet2d1d_details": DETAILS,
-         "starlet2d1d_relative_per_pixel_details": DETAILS + PER_PIXEL + ['problem.regularize="relative"',
-                                                                         "regularizers[0].options.scales_2d=4"],
-         "starlet2d1d_faint": FAINT,
-         "starlet2d1d_relative_per_pixel_faint": PER_PIXEL + ['problem.regularize="relative"',
-                                                             "regularizers[0].options.k=1.5",
-                                                             "regularizers[0].options.k_faint=100.0",
-                                                             "regularizers[0].options.faint_level=0.03"]}
+         "starlet2d1d_plain": PLAIN,
+         "starlet2d1d_per_pixel": PLAIN + PER_PIXEL,
+         "starlet2d1d_relative_per_pixel": PLAIN + RELATIVE_PER_PIXEL,
+         "starlet2d1d_details": PLAIN + DETAILS,
+         "starlet2d1d_relative_per_pixel_details": PLAIN + DETAILS + PER_PIXEL + [
+             'problem.regularize="relative"', "regularizers[0].options.scales_2d=4"],
+         "starlet2d1d_faint": PLAIN + FAINT,
+         "starlet2d1d_relative_per_pixel_faint": PLAIN + RELATIVE_PER_PIXEL + [
+             "regularizers[0].options.k_faint=100.0", "regularizers[0].options.faint_level=0.03"]}
 
 #: --small: the grid of configs/fusion_xmm_xrism_small.toml (240 × 24 × 24, pn rebin 8).
 SMALL = ["model.energy.bins=240", "model.pixels=[24, 24]", "observations.xmm.spectral_rebin=8"]

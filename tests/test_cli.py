@@ -129,6 +129,13 @@ def test_bin_command_writes_a_cube(tmp_path, capsys):
     assert main(["bin", str(tmp_path / "none.fits"), "--out", str(out)]) == 2
 
 
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(config, capsys):
+    """Every example config passes ``xhsi validate`` (the heavy ones are not run by the tests)."""
+    assert main(["validate", str(config)]) == 0, capsys.readouterr().err
+    assert "valid" in capsys.readouterr().out
+
+
 def test_validate_recognises_a_training_config(capsys, tmp_path):
     assert main(["validate", str(ROOT / "configs" / "train_surrogate_thermal.toml")]) == 0
     assert "valid training config for `xhsi train-model`" in unwrapped(capsys.readouterr().out)
