@@ -188,7 +188,11 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_continues(tmp_path):
     path = tiny(tmp_path, max_iter=100000)
     text = path.read_text().replace("report_every = 5", "report_every = 1")
     path.write_text(text)
-    proc = subprocess.Popen([sys.executable, "-m", "xhsi", "run", str(path)], stderr=subprocess.PIPE, text=True)
+    # A shell that starts a job in the background (`cmd &`) ignores SIGINT in it, and the
+    # child would inherit that: give it the default disposition, which Python turns into
+    # KeyboardInterrupt.
+    proc = subprocess.Popen([sys.executable, "-m", "xhsi", "run", str(path)], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stderr:  # progress lines (no terminal): wait until the solver is iterating
         if line.startswith("iteration") and int(line.split()[1]) >= 3:
             break

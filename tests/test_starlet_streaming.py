@@ -374,3 +374,54 @@ def test_numpy_prox_and_calibration_stay_within_a_few_cubes(monkeypatch):
     assert calib < 10.0, calib
     materialised = _peak_cubes(reg._analysis, x)
     assert materialised > 20.0  # the reference does hold every band: the measure can fail
+
+
+# ---------------------------------------------------------------------------- exact prox
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_exact_prox_minimises_its_definition(xp, dtype_name, per_pixel):
+    """prox = "exact": u = argmin_{u ≥ 0} ½‖u − z‖² + τ·Σ λ‖c(u)‖₁ (τ = step·weight). No
+    feasible point nearby, and not the approximate prox's answer, does better."""
+    J, L, shape = 1, 2, (8, 6, 6)
+    options = dict(scales_2d=J, scales_1d=L, k=1.0, prox="exact", prox_iter=3000, prox_tol=1e-10)
+    options.update(per_pixel=True) if per_pixel else options.update(noise_sigma=0.5)
+    reg = _reg(xp, dtype_name, shape, **options)
+    assert reg.exact_prox and not type(reg).exact_prox
+    a = RNG.standard_normal(shape)
+    if per_pixel:
+        reg.calibrate(xp.asarray(RNG.standard_normal(shape), dtype=getattr(xp, dtype_name)))
+    z = xp.asarray(a, dtype=getattr(xp, dtype_name))
+    u = reg.prox(z, 0.5)
+    assert u.dtype == z.dtype and u.shape == z.shape and float(xp.min(u)) >= 0.0
+    host = to_numpy(u).astype(np.float64)
+    lam = reg.thresholds.astype(np.float64)
+    analysis = reg._analysis
+
+    def objective(v):
+        return 0.5 * np.sum((v - a) ** 2) + 0.5 * 0.8 * np.sum(lam * np.abs(to_numpy(analysis(v))))
+
+    best = objective(host)
+    slack = 1e-9 if dtype_name == "float64" else 1e-3 * best
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        assert objective(np.maximum(host + 1e-2 * rng.standard_normal(shape), 0.0)) >= best - slack
+    plain = _reg(xp, dtype_name, shape, **{**options, "prox": "approximate"})
+    plain._lam = reg._lam  # the same thresholds
+    approximate = np.maximum(to_numpy(plain.prox(z, 0.5)).astype(np.float64), 0.0)
+    assert objective(approximate) > best + slack
+
+
+def test_exact_prox_norm_bound_and_refusal():
+    """‖Φ‖² from the two 1-D/2-D factors bounds (within 2 %) the power iteration of the full
+    2D-1D ΦᵀΦ; re-weighting is refused with the exact prox."""
+    import array_api_compat.numpy as cnp
+
+    reg = _reg(cnp, "float64", (16, 8, 8), scales_2d=2, scales_1d=3, noise_sigma=1.0, prox="exact")
+    v = RNG.standard_normal((16, 8, 8))
+    for _ in range(200):
+        v = reg._analysis_adjoint(reg._analysis(v))
+        top = np.linalg.norm(v)
+        v /= top
+    assert top <= reg._norm_sq() <= 1.02 * top
+    cls = xhsi.get("regularizer", "starlet2d1d_l1")
+    with pytest.raises(ConfigError, match="reweight"):
+        from_dict(cls.Options, {"prox": "exact", "reweight": 1}, Context(file="<test>"))

@@ -19,11 +19,12 @@ import numpy as np
 from array_api_compat import device
 
 from xhsi import starlet2d1d as stream
+from xhsi.analysis_prox import analysis_l1_prox_nonnegative
 from xhsi.backend import array_namespace, to_numpy
 from xhsi.errors import ShapeError
 from xhsi.regularizers import Regularizer
 from xhsi.schema import option
-from xhsi.wavelets import mad_sigma, soft_threshold, starlet1d, starlet2d
+from xhsi.wavelets import mad_sigma, soft_threshold, starlet1d, starlet1d_adjoint, starlet2d, starlet2d_adjoint
 
 __all__ = ["Starlet2dL1", "Starlet2d1dL1", "starlet_noise_norms"]
 
@@ -268,8 +269,17 @@ class Starlet2d1dL1Options:
     faint_level: float = option(
         0.01, min=0.0, exclusive_min=True, max=1.0, unit="fraction of the peak",
         doc="F₀ of k_faint: the brightness, as a fraction of the brightest pixel of F, where k(p) is halfway")
+    prox: str = option(
+        "approximate", choices=("approximate", "exact"),
+        doc="approximate: soft-threshold every band and sum them (the usual starlet prox, streamed); exact: "
+            "argmin over x >= 0 of ½‖x − z‖² + τ·Σ λ‖c(x)‖₁ by FISTA on its dual, warm-started (materialises "
+            "the bands; for non-negative variables: it includes x >= 0)")
+    prox_iter: int = option(20, min=1, unit="iterations", doc="most dual iterations per exact prox")
+    prox_tol: float = option(1e-6, min=0.0, doc="duality gap, relative to ½‖z‖² + 1, that ends an exact prox")
 
     def check(self):
+        if self.prox == "exact" and self.reweight:
+            raise ValueError("`reweight` re-weights the approximate prox's thresholds: drop it with prox = \"exact\".")
         if self.k_faint is not None and (self.thresholds is not None or self.k == 0):
             raise ValueError("`k_faint` scales the thresholds k·σ: it needs k > 0 and no explicit `thresholds`.")
         if self.per_pixel and (self.thresholds is not None or self.noise_sigma is not None):
@@ -287,6 +297,16 @@ class Starlet2d1dL1Options:
             raise ValueError("`thresholds`: the last entry (coarse × coarse band) must be 0; it is never thresholded.")
         if min(min(row) for row in t) < 0:
             raise ValueError("`thresholds` must be >= 0.")
+
+
+def _power(gram, v, iterations: int = 100) -> float:
+    """Largest eigenvalue of the symmetric positive operator ``gram`` by power iteration."""
+    top = 0.0
+    for _ in range(iterations):
+        v = gram(v)
+        top = float(np.linalg.norm(v))
+        v = v / top
+    return top
 
 
 class Starlet2d1dL1(_StarletL1):
@@ -310,6 +330,11 @@ class Starlet2d1dL1(_StarletL1):
             raise ShapeError(f"starlet2d1d_l1 acts on cubes (n_e, ny, nx), got shape {tuple(shape)}.")
         super().setup(shape, xp, dtype)
         self._faint = self._faint_dev = None  # k(p)/k of k_faint: host (ny, nx), and as _band_factor
+        self._dual = None  # the exact prox's dual variable, its warm start
+
+    def __init__(self, options=None, weight: float = 1.0):
+        super().__init__(options, weight)
+        self.exact_prox = self.options.prox == "exact"  # the class says False: the default prox
 
     def _analysis(self, x):
         """All bands at once, (L+1, J+1, *x.shape): (L+1)(J+1) cubes. Only a reference: ``prox``,
@@ -415,10 +440,37 @@ class Starlet2d1dL1(_StarletL1):
     def prox(self, x, step: float):
         """Soft-threshold every band by step·weight·λ_lj (re-weighted when asked) and sum the
         bands, streamed (``xhsi.starlet2d1d.shrink``): same result as thresholding the
-        materialised bands, in ~3 cubes of memory instead of (L+1)(J+1) + padding."""
+        materialised bands, in ~3 cubes of memory instead of (L+1)(J+1) + padding.
+        ``prox = "exact"``: argmin_{u ≥ 0} ½‖u − x‖² + step·weight·Σ λ‖c(u)‖₁
+        (``xhsi.analysis_prox``), warm-started from the previous call's dual; ~4(L+1)(J+1)
+        cubes of memory."""
         lam = self._thresholds_for(self._check_shape(x), None, freeze=True)
+        if self.exact_prox:
+            o = self.options
+            out, self._dual, _ = analysis_l1_prox_nonnegative(
+                x, self._analysis, self._analysis_adjoint, (step * self.weight) * lam, self._norm_sq(),
+                dual=self._dual, max_iter=o.prox_iter, tol=o.prox_tol)
+            return out
         return stream.shrink(x, *self._scales(), self._host_tau((step * self.weight) * lam),
                              reweight=self.options.reweight)
+
+    def _analysis_adjoint(self, coeffs):
+        """Φᵀ of ``_analysis``: (L+1, J+1, *shape) → shape."""
+        c2 = starlet1d_adjoint(coeffs, axis=len(self.shape) - 2)  # the energy axis of (J+1, *shape)
+        return starlet2d_adjoint(c2)
+
+    def _norm_sq(self) -> float:
+        """An upper bound of ‖Φ‖²: the 2D-1D analysis is the tensor product of a 1-D starlet
+        along energy and a 2-D one over the sky, so ‖Φ‖ = ‖Φ₁‖·‖Φ₂‖, each by power iteration
+        on the host (float64, 1 % margin), once."""
+        if getattr(self, "_norm_sq_value", None) is None:
+            n_e, ny, nx = self.shape[-3:]
+            rng = np.random.default_rng(0)
+            j, ell = self.options.scales_2d, self.options.scales_1d
+            one = _power(lambda v: starlet1d_adjoint(starlet1d(v, ell, axis=0), axis=0), rng.standard_normal(n_e))
+            two = _power(lambda v: starlet2d_adjoint(starlet2d(v, j)), rng.standard_normal((ny, nx)))
+            self._norm_sq_value = 1.01 * one * two
+        return self._norm_sq_value
 
     def _band_shape(self):
         return (self.options.scales_1d + 1, self.options.scales_2d + 1)
