@@ -275,7 +275,7 @@ class Starlet2d1dL1Options:
             "argmin over x >= 0 of ½‖x − z‖² + τ·Σ λ‖c(x)‖₁ by FISTA on its dual, warm-started (materialises "
             "the bands; for non-negative variables: it includes x >= 0)")
     prox_iter: int = option(20, min=1, unit="iterations", doc="most dual iterations per exact prox")
-    prox_tol: float = option(1e-6, min=0.0, doc="duality gap, relative to ½‖z‖² + 1, that ends an exact prox")
+    prox_tol: float = option(1e-6, min=0.0, doc="duality gap, relative to the penalty at the prox input (τ·Σ λ|c(z)|), that ends an exact prox")
 
     def check(self):
         if self.prox == "exact" and self.reweight:
