@@ -32,9 +32,10 @@ def analysis_l1_prox_nonnegative(z, analysis: Callable, adjoint: Callable, tau, 
     """(x, u, gap): the prox above at ``z``, the dual variable u (coefficient shape, for a
     warm start) and the duality gap of that pair (≥ P(x) − min P; ½‖x − x*‖² ≤ gap). It stops
     when gap ≤ ``tol`` · Σ τ|Φz| (the penalty at z, the scale of what the prox changes; a
-    scale relative to ‖z‖ would accept x = z when τ is small), or after ``max_iter`` ≥ 1 pairs. ``analysis``: x → Φx;
-    ``adjoint``: coefficients → Φᵀ(coefficients); ``tau`` ≥ 0 broadcasts against Φx (0
-    leaves a band free); ``norm_sq`` ≥ ‖Φ‖²; ``dual``: a start for u."""
+    scale relative to ‖z‖ would accept x = z when τ is small), or after ``max_iter`` ≥ 1
+    pairs. ``analysis``: x → Φx; ``adjoint``: coefficients → Φᵀ(coefficients); ``tau`` ≥ 0
+    broadcasts against Φx (0 leaves a band free); ``norm_sq`` ≥ ‖Φ‖²; ``dual``: a start
+    for u."""
     xp = array_namespace(z)
     step = 1.0 / norm_sq
     cz = analysis(z)

@@ -275,7 +275,8 @@ class Starlet2d1dL1Options:
             "argmin over x >= 0 of ½‖x − z‖² + τ·Σ λ‖c(x)‖₁ by FISTA on its dual, warm-started (materialises "
             "the bands; for non-negative variables: it includes x >= 0)")
     prox_iter: int = option(20, min=1, unit="iterations", doc="most dual iterations per exact prox")
-    prox_tol: float = option(1e-6, min=0.0, doc="duality gap, relative to the penalty at the prox input (τ·Σ λ|c(z)|), that ends an exact prox")
+    prox_tol: float = option(
+        1e-6, min=0.0, doc="duality gap, relative to the penalty at the prox input (τ·Σ λ|c(z)|), that ends an exact prox")
 
     def check(self):
         if self.prox == "exact" and self.reweight:
@@ -325,16 +326,16 @@ class Starlet2d1dL1(_StarletL1):
         reg.setup((6, 16, 16), xp, dtype)
         return reg
 
+    def __init__(self, options=None, weight: float = 1.0):
+        super().__init__(options, weight)
+        self.exact_prox = self.options.prox == "exact"  # the class says False: the default prox
+
     def setup(self, shape, xp, dtype) -> None:
         if len(shape) < 3:
             raise ShapeError(f"starlet2d1d_l1 acts on cubes (n_e, ny, nx), got shape {tuple(shape)}.")
         super().setup(shape, xp, dtype)
         self._faint = self._faint_dev = None  # k(p)/k of k_faint: host (ny, nx), and as _band_factor
-        self._dual = None  # the exact prox's dual variable, its warm start
-
-    def __init__(self, options=None, weight: float = 1.0):
-        super().__init__(options, weight)
-        self.exact_prox = self.options.prox == "exact"  # the class says False: the default prox
+        self._dual = self._norm_sq_value = None  # the exact prox's warm start and ‖Φ‖² bound
 
     def _analysis(self, x):
         """All bands at once, (L+1, J+1, *x.shape): (L+1)(J+1) cubes. Only a reference: ``prox``,
@@ -463,7 +464,7 @@ class Starlet2d1dL1(_StarletL1):
         """An upper bound of ‖Φ‖²: the 2D-1D analysis is the tensor product of a 1-D starlet
         along energy and a 2-D one over the sky, so ‖Φ‖ = ‖Φ₁‖·‖Φ₂‖, each by power iteration
         on the host (float64, 1 % margin), once."""
-        if getattr(self, "_norm_sq_value", None) is None:
+        if self._norm_sq_value is None:
             n_e, ny, nx = self.shape[-3:]
             rng = np.random.default_rng(0)
             j, ell = self.options.scales_2d, self.options.scales_1d
