@@ -8,28 +8,16 @@ import pytest
 import scipy.optimize
 
 from xhsi.analysis_prox import analysis_l1_prox_nonnegative
+from xhsi.operators import starlet2d1d
 from xhsi.testing import assert_close, rtol_for
-from xhsi.wavelets import starlet1d, starlet1d_adjoint, starlet2d, starlet2d_adjoint
 
 RNG = np.random.default_rng(11)
 
 
-def _starlet2d1d(J, L):
-    def analysis(x):
-        return starlet1d(starlet2d(x, J), L, axis=1)
-
-    def adjoint(c):
-        return starlet2d_adjoint(starlet1d_adjoint(c, axis=1))
-    return analysis, adjoint
-
-
-def _norm_sq(analysis, adjoint, shape):
-    v = RNG.standard_normal(shape)
-    for _ in range(300):
-        v = adjoint(analysis(v))
-        top = np.linalg.norm(v)
-        v /= top
-    return top
+def _starlet2d1d(shape, J, L):
+    """(Φ, Φᵀ, a bound of ‖Φ‖²) of the 2D-1D starlet of cubes of ``shape``."""
+    frame = starlet2d1d(shape, J, L)
+    return frame.apply, frame.adjoint, 1.01 * frame.norm(rtol=1e-10, n_iter=1000) ** 2
 
 
 def test_identity_analysis_gives_the_clipped_soft_threshold(xp, dtype_name):
@@ -51,11 +39,10 @@ def test_starlet_prox_matches_an_independent_constrained_solver():
     solution of the same problem written as a smooth program with slacks, min ½‖x − z‖² + Σ τs,
     −s ≤ Φx ≤ s, x ≥ 0, solved by SLSQP; the duality gap certifies it."""
     J, L, shape = 1, 1, (4, 4, 4)
-    analysis, adjoint = _starlet2d1d(J, L)
+    analysis, adjoint, norm_sq = _starlet2d1d(shape, J, L)
     z = RNG.standard_normal(shape)
     tau = np.array([[0.3, 0.2], [0.25, 0.0]]).reshape(2, 2, 1, 1, 1)
-    x, _, gap = analysis_l1_prox_nonnegative(z, analysis, adjoint, tau, 1.01 * _norm_sq(analysis, adjoint, shape),
-                                             max_iter=5000, tol=1e-10)
+    x, _, gap = analysis_l1_prox_nonnegative(z, analysis, adjoint, tau, norm_sq, max_iter=5000, tol=1e-10)
     assert gap <= 1e-10 * np.sum(tau * np.abs(analysis(z))) and float(x.min()) >= 0.0
 
     n = z.size
@@ -84,11 +71,10 @@ def test_the_gap_bounds_the_suboptimality_and_a_warm_start_needs_no_iteration():
     solution is certified at the first evaluation. The stopping rule is relative to the
     penalty at z: a tiny τ (a small solver step) still gets a prox, not x = z."""
     J, L, shape = 1, 2, (8, 6, 6)
-    analysis, adjoint = _starlet2d1d(J, L)
+    analysis, adjoint, norm_sq = _starlet2d1d(shape, J, L)
     z = RNG.standard_normal(shape)
     tau = np.full((L + 1, J + 1, 1, 1, 1), 0.3)
     tau[-1, -1] = 0.0
-    norm_sq = 1.01 * _norm_sq(analysis, adjoint, shape)
 
     def primal(x):
         return 0.5 * np.sum((x - z) ** 2) + np.sum(tau * np.abs(analysis(x)))

@@ -1,5 +1,5 @@
 """Linear operators: algebra in ``base``, physical building blocks in their own modules
-(``diagonal``, ``convolution``, ``response``, ``rebin``, ``crop``; ``fused`` for the
+(``diagonal``, ``convolution``, ``response``, ``rebin``, ``crop``, ``starlet``; ``fused`` for the
 PSF + response + rebin chain in one Fourier-space pass). See docs/operators.md."""
 from .base import BlockDiagonal, Composition, Identity, LinearOperator, Scaled, Sum, VStack, vdot
 from .convolution import SpatialConvolution, SpectralConvolution
@@ -8,9 +8,10 @@ from .diagonal import Diagonal
 from .fused import BlurRebin
 from .rebin import SpatialRebin, SpectralRebin
 from .response import SpectralResponse
+from .starlet import StarletAnalysis, starlet2d1d
 
 __all__ = [
     "LinearOperator", "Identity", "Composition", "Sum", "Scaled", "VStack", "BlockDiagonal", "vdot",
     "Diagonal", "SpatialConvolution", "SpectralConvolution", "SpectralResponse",
-    "SpatialRebin", "SpectralRebin", "Crop", "Pad", "BlurRebin",
+    "SpatialRebin", "SpectralRebin", "Crop", "Pad", "BlurRebin", "StarletAnalysis", "starlet2d1d",
 ]

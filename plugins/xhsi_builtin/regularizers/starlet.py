@@ -24,7 +24,9 @@ from xhsi.backend import array_namespace, to_numpy
 from xhsi.errors import ShapeError
 from xhsi.regularizers import Regularizer
 from xhsi.schema import option
-from xhsi.wavelets import mad_sigma, soft_threshold, starlet1d, starlet1d_adjoint, starlet2d, starlet2d_adjoint
+from xhsi.operators import StarletAnalysis
+from xhsi.operators import starlet2d1d as starlet2d1d_operator
+from xhsi.wavelets import mad_sigma, soft_threshold, starlet1d, starlet2d
 
 __all__ = ["Starlet2dL1", "Starlet2d1dL1", "starlet_noise_norms"]
 
@@ -300,16 +302,6 @@ class Starlet2d1dL1Options:
             raise ValueError("`thresholds` must be >= 0.")
 
 
-def _power(gram, v, iterations: int = 100) -> float:
-    """Largest eigenvalue of the symmetric positive operator ``gram`` by power iteration."""
-    top = 0.0
-    for _ in range(iterations):
-        v = gram(v)
-        top = float(np.linalg.norm(v))
-        v = v / top
-    return top
-
-
 class Starlet2d1dL1(_StarletL1):
     """ℓ1 of the 2-D (space) × 1-D (energy, axis -3) starlet coefficients of a cube
     (Starck et al. 2009, A&A 504, 641, the 2D-1D transform for Fermi-LAT cubes). Bands
@@ -336,12 +328,12 @@ class Starlet2d1dL1(_StarletL1):
         super().setup(shape, xp, dtype)
         self._faint = self._faint_dev = None  # k(p)/k of k_faint: host (ny, nx), and as _band_factor
         self._dual = self._norm_sq_value = None  # the exact prox's warm start and ‖Φ‖² bound
+        self._frame = starlet2d1d_operator(tuple(shape), self.options.scales_2d, self.options.scales_1d)
 
     def _analysis(self, x):
-        """All bands at once, (L+1, J+1, *x.shape): (L+1)(J+1) cubes. Only a reference: ``prox``,
-        ``value`` and the MAD calibration stream the bands (``xhsi.starlet2d1d``)."""
-        c2 = starlet2d(x, self.options.scales_2d)  # (J+1, ..., n_e, ny, nx)
-        return starlet1d(c2, self.options.scales_1d, axis=c2.ndim - 3)  # (L+1, J+1, ...)
+        """All bands at once, (L+1, J+1, *x.shape): (L+1)(J+1) cubes. The approximate ``prox``,
+        ``value`` and the MAD calibration stream the bands instead (``xhsi.starlet2d1d``)."""
+        return self._frame.apply(x)
 
     # -- streamed: never more than a few cubes (see xhsi.starlet2d1d) -------------------
     def _scales(self):
@@ -449,28 +441,22 @@ class Starlet2d1dL1(_StarletL1):
         if self.exact_prox:
             o = self.options
             out, self._dual, _ = analysis_l1_prox_nonnegative(
-                x, self._analysis, self._analysis_adjoint, (step * self.weight) * lam, self._norm_sq(),
+                x, self._frame.apply, self._frame.adjoint, (step * self.weight) * lam, self._norm_sq(),
                 dual=self._dual, max_iter=o.prox_iter, tol=o.prox_tol)
             return out
         return stream.shrink(x, *self._scales(), self._host_tau((step * self.weight) * lam),
                              reweight=self.options.reweight)
 
-    def _analysis_adjoint(self, coeffs):
-        """Φᵀ of ``_analysis``: (L+1, J+1, *shape) → shape."""
-        c2 = starlet1d_adjoint(coeffs, axis=len(self.shape) - 2)  # the energy axis of (J+1, *shape)
-        return starlet2d_adjoint(c2)
-
     def _norm_sq(self) -> float:
         """An upper bound of ‖Φ‖²: the 2D-1D analysis is the tensor product of a 1-D starlet
         along energy and a 2-D one over the sky, so ‖Φ‖ = ‖Φ₁‖·‖Φ₂‖, each by power iteration
-        on the host (float64, 1 % margin), once."""
+        on the host (``LinearOperator.norm``, float64) on one spectrum and one image, with a
+        1 % margin (power iteration approaches from below), once."""
         if self._norm_sq_value is None:
             n_e, ny, nx = self.shape[-3:]
-            rng = np.random.default_rng(0)
-            j, ell = self.options.scales_2d, self.options.scales_1d
-            one = _power(lambda v: starlet1d_adjoint(starlet1d(v, ell, axis=0), axis=0), rng.standard_normal(n_e))
-            two = _power(lambda v: starlet2d_adjoint(starlet2d(v, j)), rng.standard_normal((ny, nx)))
-            self._norm_sq_value = 1.01 * one * two
+            one = StarletAnalysis((n_e,), self.options.scales_1d, axis=0).norm()
+            two = StarletAnalysis((ny, nx), self.options.scales_2d).norm()
+            self._norm_sq_value = 1.01 * (one * two) ** 2
         return self._norm_sq_value
 
     def _band_shape(self):
