@@ -91,3 +91,27 @@ def test_the_gap_bounds_the_suboptimality_and_a_warm_start_needs_no_iteration():
     small = tau * 1e-6
     x, _, _ = analysis_l1_prox_nonnegative(np.abs(z), analysis, adjoint, small, norm_sq, max_iter=5000, tol=1e-3)
     assert 0.0 < np.max(np.abs(x - np.abs(z)))
+
+
+def test_the_numpy_in_place_path_gives_the_generic_bits(monkeypatch):
+    """On numpy the dual loop writes into the arrays Φ and Φᵀ return (``_InPlace``); with the
+    same operations in the same order it gives the generic path's bits, and the warm-start
+    dual it is given is left as it was."""
+    import xhsi.analysis_prox as module
+
+    shape, J, L = (12, 9, 8), 2, 2
+    analysis, adjoint, norm_sq = _starlet2d1d(shape, J, L)
+    z = RNG.standard_normal(shape).astype(np.float32)
+    tau = RNG.uniform(0.05, 0.3, (L + 1, J + 1, 1) + shape[1:]).astype(np.float32)
+    tau[-1, -1] = 0.0
+    _, dual, _ = analysis_l1_prox_nonnegative(z, analysis, adjoint, tau, norm_sq, max_iter=3, tol=0.0)
+    kept = dual.copy()
+    runs = []
+    for generic in (False, True):
+        if generic:
+            monkeypatch.setattr(module, "native_numpy", lambda xp: None)
+        runs.append([analysis_l1_prox_nonnegative(z, analysis, adjoint, tau, norm_sq, dual=d, max_iter=6, tol=0.0)
+                     for d in (None, dual)])
+    assert np.array_equal(dual, kept)
+    for (x, u, gap), (xg, ug, gapg) in zip(*runs):
+        assert np.array_equal(x, xg) and np.array_equal(u, ug) and gap == gapg

@@ -113,3 +113,36 @@ def test_build_gives_every_regulariser_the_start_brightness(backend, regularize)
     assert len(seen) == 1
     assert isinstance(seen[0], np.ndarray) and seen[0].dtype == np.float64
     np.testing.assert_allclose(seen[0], (problem.initial_cube() / problem.scale).sum(axis=0), rtol=1e-6)
+
+
+def test_the_exact_2d1d_prox_iterates_in_the_em_metric_on_the_same_objective(backend):
+    """starlet2d1d_l1 with prox = "exact" takes the metric (``use_metric``): precondition
+    auto iterates in the per-voxel EM metric, with the thresholds and the objective of the
+    Euclidean run at every cube, and FISTA lowers it there."""
+    from xhsi.schema import Context, from_dict
+
+    cls = xhsi.get("regularizer", "starlet2d1d_l1")
+    runs = {}
+    for precondition in ("none", "auto"):
+        reg = cls(from_dict(cls.Options, {"scales_2d": 1, "scales_1d": 1, "k": 1.0, "prox": "exact",
+                                          "prox_tol": 1e-4}, Context(file="<test>")), weight=0.1)
+        problem = Fusion(SimpleNamespace(run=SimpleNamespace(seed=0)), backend, SimpleNamespace(shape=SHAPE),
+                         _observations(backend), [reg], xhsi.get("likelihood", "poisson"),
+                         options=ImagingOptions(precondition=precondition))
+        runs[precondition] = (problem, reg, problem.build())
+    assert runs["none"][0].metric_mode is None and runs["auto"][0].metric_mode == "voxels"
+    np.testing.assert_allclose(runs["auto"][1].thresholds, runs["none"][1].thresholds, rtol=1e-4)
+    z = runs["none"][0].initial_cube() * (1.0 + 0.2 * np.random.default_rng(2).random(SHAPE))  # any cube >= 0
+    costs = []
+    for problem, reg, (x0, smooth, prox, to_cube) in runs.values():
+        variable = backend.asarray(z) / to_cube.apply(backend.xp.ones_like(x0))
+        costs.append(smooth.value(variable) + prox.value(variable))
+    assert costs[1] == pytest.approx(costs[0], rel=1e-4)
+    x0, smooth, prox, to_cube = runs["auto"][2]
+    solver = FISTA(max_iter=15, tol=0.0, report_every=5)
+    solver.setup(x0, smooth, prox)
+    out = solver.run()
+    assert out.history[-1][1] < out.history[0][1]
+    cube = to_cube.apply(out.x)
+    assert array_namespace(cube) == backend.xp and cube.dtype == backend.dtype
+    assert float(backend.xp.min(cube)) >= 0.0

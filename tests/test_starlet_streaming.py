@@ -145,6 +145,28 @@ def test_bands_and_norms_match_the_materialised_transform(xp, dtype_name, shape,
 
 
 # ----------------------------------------------------------------------- the regulariser
+@pytest.mark.parametrize("shape,J,L", CASES)
+def test_analysis_and_adjoint_match_the_materialised_transforms(xp, dtype_name, shape, J, L):
+    """Φx (all bands in one array) and Φᵀc streamed, against the materialised transforms and
+    their adjoints (``xhsi.wavelets``): the numpy adjoint is built from the forward smoothings
+    conjugated by the mirror weights (½ at both ends of every axis), so every border plane,
+    pixel block and energy chunk is compared."""
+    from xhsi.wavelets import starlet1d_adjoint, starlet2d_adjoint
+
+    a = RNG.standard_normal(shape)
+    coeffs = RNG.standard_normal((L + 1, J + 1) + shape)
+    dtype = getattr(xp, dtype_name)
+    got = stream.analysis(_arr(xp, dtype_name, a), J, L)
+    assert got.dtype == dtype and tuple(got.shape) == (L + 1, J + 1) + shape
+    assert_close(got, _arr(xp, dtype_name, _materialised(a, J, L)), atol=10 * rtol_for(dtype_name), xp=xp, dtype=dtype)
+    back = stream.adjoint(_arr(xp, dtype_name, coeffs), J, L)
+    expected = starlet2d_adjoint(starlet1d_adjoint(coeffs, axis=-3))
+    assert back.dtype == dtype and tuple(back.shape) == shape
+    assert_close(back, _arr(xp, dtype_name, expected), atol=50 * rtol_for(dtype_name), xp=xp, dtype=dtype)
+    with pytest.raises(ShapeError, match="coefficients must have shape"):
+        stream.adjoint(_arr(xp, dtype_name, coeffs[:, :J]), J, L)
+
+
 def _reg(xp, dtype_name, shape, **options):
     cls = xhsi.get("regularizer", "starlet2d1d_l1")
     reg = cls(from_dict(cls.Options, options, Context(file="<test>")), weight=0.8)
@@ -411,6 +433,49 @@ def test_exact_prox_minimises_its_definition(xp, dtype_name, per_pixel):
     plain._lam = reg._lam  # the same thresholds
     approximate = np.maximum(to_numpy(plain.prox(z, 0.5)).astype(np.float64), 0.0)
     assert objective(approximate) > best + slack
+
+
+def test_exact_prox_in_a_diagonal_metric_solves_the_prox_of_the_scaled_penalty(xp, dtype_name):
+    """use_metric(d): the variable is u with x = d·u. value(u) is the penalty of d·u with the
+    thresholds of x, the noise calibration takes the gradient noise in u (d times that in x)
+    and gives the Euclidean thresholds, and prox(u) = argmin_{w ≥ 0} ½‖w − u‖² + τφ(d·w):
+    no feasible point nearby, nor the Euclidean prox of d·u mapped back, does better."""
+    J, L, shape = 1, 2, (8, 6, 6)
+    dtype = getattr(xp, dtype_name)
+    # float32 sums cannot certify a tiny gap: stop it at 1e-6 (its slack below is 1e-3)
+    tol = 1e-8 if dtype_name == "float64" else 1e-6
+    options = dict(scales_2d=J, scales_1d=L, k=1.0, prox="exact", prox_iter=3000, prox_tol=tol)
+    plain, reg = _reg(xp, dtype_name, shape, **options), _reg(xp, dtype_name, shape, **options)
+    assert reg.diagonal_metric == "weighted"
+    assert _reg(xp, dtype_name, shape, scales_2d=J, scales_1d=L).diagonal_metric is None
+    d_host = RNG.uniform(0.5, 2.0, shape)
+    d = xp.asarray(d_host, dtype=dtype)
+    reg.use_metric(d)
+    noise = RNG.standard_normal(shape)
+    plain.calibrate_noise(xp.asarray(noise, dtype=dtype))
+    reg.calibrate_noise(xp.asarray(noise * d_host, dtype=dtype))  # the noise of the gradient in u
+    np.testing.assert_allclose(reg.thresholds, plain.thresholds, rtol=20 * rtol_for(dtype_name))
+    a = RNG.standard_normal(shape)
+    u = xp.asarray(a, dtype=dtype)
+    assert reg.value(u) == pytest.approx(plain.value(d * u), rel=50 * rtol_for(dtype_name))
+    w = reg.prox(u, 0.5)
+    assert w.dtype == dtype and w.shape == u.shape and float(xp.min(w)) >= 0.0
+    host = to_numpy(w).astype(np.float64)
+    lam = plain.thresholds.astype(np.float64)
+
+    def objective(v):
+        return 0.5 * np.sum((v - a) ** 2) + 0.5 * 0.8 * np.sum(lam * np.abs(_materialised(d_host * v, J, L)))
+
+    best = objective(host)
+    slack = 1e-9 if dtype_name == "float64" else 1e-3 * best
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        assert objective(np.maximum(host + 1e-2 * rng.standard_normal(shape), 0.0)) >= best - slack
+    euclidean = to_numpy(plain.prox(d * u, 0.5)).astype(np.float64) / d_host
+    unscaled = to_numpy(plain.prox(u, 0.5)).astype(np.float64)  # the prox of φ(u), d ignored
+    assert objective(euclidean) > best + slack and objective(unscaled) > best + slack
+    with pytest.raises(ConfigError, match="exact"):
+        _reg(xp, dtype_name, shape, scales_2d=J, scales_1d=L).use_metric(d)
 
 
 def test_exact_prox_norm_bound_and_refusal():

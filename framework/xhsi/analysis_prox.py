@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .backend import array_namespace
+from .backend import array_namespace, native_numpy
 
 __all__ = ["analysis_l1_prox_nonnegative"]
 
@@ -35,23 +35,116 @@ def analysis_l1_prox_nonnegative(z, analysis: Callable, adjoint: Callable, tau, 
     scale relative to ‖z‖ would accept x = z when τ is small), or after ``max_iter`` ≥ 1
     pairs. ``analysis``: x → Φx; ``adjoint``: coefficients → Φᵀ(coefficients); ``tau`` ≥ 0
     broadcasts against Φx (0 leaves a band free); ``norm_sq`` ≥ ‖Φ‖²; ``dual``: a start
-    for u."""
+    for u (not modified). On numpy the coefficient-sized arrays are updated in place
+    (``_InPlace``), with the same operations in the same order, so both paths give the same
+    bits; the arrays ``analysis`` and ``adjoint`` return are written to unless they share
+    memory with their input (then copied)."""
     xp = array_namespace(z)
+    ops = _InPlace(native_numpy(xp)) if native_numpy(xp) is not None else _Generic(xp)
     step = 1.0 / norm_sq
-    cz = analysis(z)
-    target = tol * float(xp.sum(tau * xp.abs(cz)))
-    u = xp.zeros_like(cz) if dual is None else xp.clip(dual, min=-tau, max=tau)
-    del cz
+    target = tol * ops.penalty(tau, analysis(z))
+    u = xp.clip(dual, min=-tau, max=tau) if dual is not None else None  # None: 0
     v, t = u, 1.0
     for i in range(max_iter):
-        x = xp.clip(z - adjoint(v), min=0.0)
-        c = analysis(x)
-        gap = float(xp.sum(tau * xp.abs(c) - v * c))
+        x = ops.primal(z, ops.owned(adjoint(v), v) if v is not None else None)
+        c = ops.owned(analysis(x), x)
+        gap = ops.gap(tau, c, v)
         if gap <= target or i == max_iter - 1:
-            return x, v, gap
-        u_next = xp.clip(v + step * c, min=-tau, max=tau)
+            return x, (v if v is not None else xp.zeros_like(c)), gap
+        u_next = ops.ascent(v, c, step, tau)  # takes c over
         t_next = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
         # the extrapolated point is projected back into the box, so that every evaluated
         # (x(v), v) is a feasible primal-dual pair and its gap a certificate
-        v = xp.clip(u_next + ((t - 1.0) / t_next) * (u_next - u), min=-tau, max=tau)
+        v = ops.extrapolate(u_next, u, (t - 1.0) / t_next, tau)  # takes u over (not v: v may be u)
         u, t = u_next, t_next
+
+
+class _Generic:
+    """The dual iteration's array expressions in any namespace; ``None`` stands for 0."""
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    def owned(self, result, source):
+        """``result`` of Φ or Φᵀ applied to ``source``, as an array this loop may write to."""
+        return result
+
+    def penalty(self, tau, c) -> float:
+        return float(self.xp.sum(tau * self.xp.abs(c)))
+
+    def primal(self, z, back):
+        """x(v) = max(z − Φᵀv, 0)."""
+        return self.xp.clip(z if back is None else z - back, min=0.0)
+
+    def gap(self, tau, c, v) -> float:
+        """Σ (τ|c| − v·c), terms ≥ 0 (module docstring)."""
+        xp = self.xp
+        return self.penalty(tau, c) if v is None else float(xp.sum(tau * xp.abs(c) - v * c))
+
+    def ascent(self, v, c, step: float, tau):
+        return self.xp.clip(c * step if v is None else v + step * c, min=-tau, max=tau)
+
+    def extrapolate(self, u_next, u, beta: float, tau):
+        if u is None:
+            return self.xp.clip(u_next + beta * u_next, min=-tau, max=tau)
+        return self.xp.clip(u_next + beta * (u_next - u), min=-tau, max=tau)
+
+
+class _InPlace(_Generic):
+    """The same on numpy, into the arrays it takes over (the coefficient arrays are
+    (L+1)(J+1) cubes: at 2400 × 45 × 45 a fresh one per operation cost more than Φ and Φᵀ)."""
+
+    def __init__(self, np):
+        super().__init__(np)
+        self._scratch = [None, None]
+
+    def _buffer(self, like, i: int = 0):
+        """Scratch array ``i`` (0 or 1) of ``like``'s shape and dtype, allocated once."""
+        b = self._scratch[i]
+        if b is None or b.shape != like.shape or b.dtype != like.dtype:
+            b = self._scratch[i] = self.xp.empty_like(like)
+        return b
+
+    def owned(self, result, source):
+        return result.copy() if self.xp.may_share_memory(result, source) else result
+
+    def penalty(self, tau, c) -> float:
+        w = self._buffer(c)
+        np = self.xp
+        np.abs(c, out=w)
+        np.multiply(tau, w, out=w)
+        return float(np.sum(w))
+
+    def primal(self, z, back):
+        np = self.xp
+        if back is None:
+            return np.clip(z, 0.0, None)
+        np.subtract(z, back, out=back)
+        return np.clip(back, 0.0, None, out=back)
+
+    def gap(self, tau, c, v) -> float:
+        if v is None:
+            return self.penalty(tau, c)
+        np, w = self.xp, self._buffer(c)
+        np.abs(c, out=w)
+        np.multiply(tau, w, out=w)
+        vc = np.multiply(v, c, out=self._buffer(c, 1))
+        np.subtract(w, vc, out=w)
+        return float(np.sum(w))
+
+    def ascent(self, v, c, step: float, tau):
+        np = self.xp
+        np.multiply(c, step, out=c)
+        if v is not None:
+            np.add(v, c, out=c)
+        return np.clip(c, -tau, tau, out=c)
+
+    def extrapolate(self, u_next, u, beta: float, tau):
+        np = self.xp
+        if u is None:
+            u = np.multiply(u_next, beta)
+        else:
+            np.subtract(u_next, u, out=u)
+            np.multiply(u, beta, out=u)
+        np.add(u_next, u, out=u)
+        return np.clip(u, -tau, tau, out=u)

@@ -33,9 +33,10 @@ class Regularizer:
     #: solves the same problem, so that a problem may iterate in them ([problem]
     #: precondition): "voxels" (any d: a separable penalty or constraint), "slices" (d
     #: constant over each slice along the first axis: penalties set per slice in units of
-    #: the calibrated noise, which scale with the slice), or None (the Euclidean metric
-    #: only; the safe default for third-party plugins). Smooth terms need none: the problem
-    #: composes them with the change of variable.
+    #: the calibrated noise, which scale with the slice), "weighted" (any d, handed to the
+    #: regulariser by ``use_metric``: it solves its prox in the new variable itself), or
+    #: None (the Euclidean metric only; the safe default for third-party plugins). Smooth
+    #: terms need none: the problem composes them with the change of variable.
     diagonal_metric: str | None = None
 
     def __init__(self, options: Any = None, weight: float = 1.0):
@@ -54,6 +55,17 @@ class Regularizer:
         regulariser whose strength is set in noise units (starlet: λ_j = k·σ_j) takes σ_j
         from it; the prox threshold τ·weight·λ_j is then k noise σ of the gradient step,
         whatever the step size. Default: nothing to calibrate."""
+
+    def use_metric(self, d) -> None:
+        """Called by imaging problems on regularisers whose ``diagonal_metric`` is
+        "weighted", after ``setup`` and before ``calibrate_noise``, when they iterate in a
+        diagonal metric: from then on the variable handed to ``value`` and ``prox`` is u with
+        x = d·u (d > 0, an array on the run's device that broadcasts against the variable),
+        so that value(u) = weight·φ(d·u) and prox(u, step) = argmin_w ½‖w − u‖² +
+        step·weight·φ(d·w); the noise given to ``calibrate_noise`` is then that of the
+        gradient in u (d times the one in x). The penalty φ of x, and so the objective, stays
+        what it is without the metric."""
+        raise NotImplementedError(f"{self.name} does not solve its prox in a diagonal metric.")
 
     def calibrate_sky(self, image) -> None:
         """Called once by imaging problems, before solving, with the broad-band image of

@@ -13,7 +13,16 @@ energy, and consume it at once:
   x − Σ_lj clip(c_lj, −τ_lj, τ_lj) since the bands sum to x; bands with τ = 0 are skipped;
   τ_lj is one number per band or one per band and sky pixel (a (ny, nx) map);
 * ``l1_norms(x, J, L)``: ‖c_lj‖₁ per band (the regulariser's value), or per band and sky pixel;
-* ``bands(x, J, L)``: the bands themselves, one 2-D scale at a time (MAD calibration).
+* ``bands(x, J, L)``: the bands themselves, one 2-D scale at a time (MAD calibration);
+* ``analysis(x, J, L)`` and ``adjoint(c, J, L)``: Φx, all bands in one array
+  (L+1, J+1, *x.shape), and Φᵀc, for the exact prox (``xhsi.analysis_prox``), which needs
+  them both every dual iteration. The adjoint uses that a B3 smoothing S with the
+  whole-sample mirror boundary is self-adjoint for the weights w = (½, 1, …, 1, ½) along
+  its axis (its symmetric extension is periodic, as for the DCT-I): Sᵀ = W S W⁻¹, so
+  Φᵀc = W·Ψ(W⁻¹c) with Ψ the Horner form of the adjoint (``wavelets._starlet_adjoint``)
+  built from the forward smoothings, W = w ⊗ w ⊗ w over (energy, y, x). The fast forward
+  smoothings then serve the adjoint too, streamed like the analysis: the energy stage per
+  pixel block into J + 1 cubes, the 2-D stage on energy chunks.
 
 numpy path (float32/float64 cubes whose axes are longer than the largest dilation): the 2-D
 smoothing runs on chunks of ``CHUNK_E`` energy slices, the energy stage on column blocks of
@@ -34,9 +43,10 @@ from array_api_compat import device
 
 from .backend import array_namespace, to_numpy
 from .errors import ShapeError
-from .wavelets import _check_scales, _smooth, _smooth_numpy, _tap3_numpy
+from .wavelets import (_check_scales, _smooth, _smooth_numpy, _tap3_numpy, starlet1d, starlet1d_adjoint, starlet2d,
+                       starlet2d_adjoint)
 
-__all__ = ["bands", "l1_norms", "shrink", "wanted_bands", "BLOCK_PX", "CHUNK_E", "WORKERS"]
+__all__ = ["adjoint", "analysis", "bands", "l1_norms", "shrink", "wanted_bands", "BLOCK_PX", "CHUNK_E", "WORKERS"]
 
 #: Pixels per block of the energy stage (numpy path). On the 2400 × 45 × 45 float32 cube
 #: (2 cores, AMD EPYC, 1 MiB L2 per core) 128 was the fastest of 16–256: smaller blocks pay
@@ -59,6 +69,21 @@ def _n_workers() -> int:
     if WORKERS is not None:
         return max(1, int(WORKERS))
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor | None:
+    """The process's pool of ``workers`` threads (None for one), created once: starting
+    threads on every call cost more than the work on small cubes (the exact prox calls
+    Φ and Φᵀ thousands of times). Keyed by process id, as a forked child has no threads."""
+    if workers <= 1:
+        return None
+    key = (os.getpid(), workers)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="xhsi-starlet")
+    return _POOLS[key]
 
 
 def _numpy_fast(x, scales_2d: int, scales_1d: int) -> bool:
@@ -161,29 +186,25 @@ class _Engine:
 
     def run(self, wanted, per_block):
         n_e, npx = self.n_e, self.npx
-        pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
-        try:
-            cubes = [np.empty_like(self.x), np.empty_like(self.x)]
-            c = self.x
-            for j in range(self.J + 1):
-                s = None
-                if j < self.J:
-                    s = cubes[j % 2]
-                    self._map(pool, lambda e0, c=c, s=s, d=2 ** j: self._smooth2d_chunk(c, d, s, e0),
-                              range(0, n_e, CHUNK_E))
-                c2 = c.reshape(n_e, npx)
-                s2 = None if s is None else s.reshape(n_e, npx)
+        pool = _pool(self.workers)
+        cubes = [np.empty_like(self.x), np.empty_like(self.x)]
+        c = self.x
+        for j in range(self.J + 1):
+            s = None
+            if j < self.J:
+                s = cubes[j % 2]
+                self._map(pool, lambda e0, c=c, s=s, d=2 ** j: self._smooth2d_chunk(c, d, s, e0),
+                          range(0, n_e, CHUNK_E))
+            c2 = c.reshape(n_e, npx)
+            s2 = None if s is None else s.reshape(n_e, npx)
 
-                def task(p0, j=j, c2=c2, s2=s2):
-                    p1 = min(p0 + self.blk, npx)
-                    return per_block(j, p0, p1, self._blocks(c2, s2, j, p0, p1, wanted))
+            def task(p0, j=j, c2=c2, s2=s2):
+                p1 = min(p0 + self.blk, npx)
+                return per_block(j, p0, p1, self._blocks(c2, s2, j, p0, p1, wanted))
 
-                yield j, self._map(pool, task, range(0, npx, self.blk))
-                if s is not None:
-                    c = s
-        finally:
-            if pool is not None:
-                pool.shutdown()
+            yield j, self._map(pool, task, range(0, npx, self.blk))
+            if s is not None:
+                c = s
 
 
 def _cubes(x):
@@ -345,3 +366,117 @@ def bands(x, scales_2d: int, scales_1d: int):
         del done  # before the next scale's bands are allocated
         if j < scales_2d:
             fresh()
+
+
+# ----------------------------------------------------------------------- analysis, adjoint
+def analysis(x, scales_2d: int, scales_1d: int):
+    """Φx: the 2D-1D starlet bands of ``x`` (..., n_e, ny, nx) in one array
+    (L+1, J+1, ..., n_e, ny, nx), coarse last on both axes (the layout of
+    ``xhsi.operators.starlet2d1d``); streamed on numpy, each band block written once;
+    elsewhere the materialised transforms of ``xhsi.wavelets``."""
+    scales_2d, scales_1d = _check(x, scales_2d, scales_1d)
+    bands_shape = (scales_1d + 1, scales_2d + 1)
+    if not _numpy_fast(x, scales_2d, scales_1d):
+        return starlet1d(starlet2d(x, scales_2d), scales_1d, axis=-3)
+    xb = _cubes(x)
+    n_e, npx = xb.shape[1], xb.shape[2] * xb.shape[3]
+    out = np.empty(bands_shape + xb.shape, dtype=x.dtype)
+    flat = out.reshape(bands_shape + (xb.shape[0], n_e, npx))
+    wanted = np.ones(bands_shape, dtype=bool)
+    for i, cube in enumerate(xb):
+        def per_block(j, p0, p1, blocks, i=i):
+            for ell, b in blocks:
+                flat[ell, j, i, :, p0:p1] = b
+
+        for _ in _Engine(cube, scales_2d, scales_1d).run(wanted, per_block):
+            pass
+    return out.reshape(bands_shape + tuple(x.shape))
+
+
+def adjoint(coeffs, scales_2d: int, scales_1d: int):
+    """Φᵀc for coefficients ``coeffs`` (L+1, J+1, ..., n_e, ny, nx) of ``analysis``: the
+    cube (..., n_e, ny, nx). Streamed on numpy (module docstring: Sᵀ = W S W⁻¹); elsewhere
+    the materialised adjoints of ``xhsi.wavelets``."""
+    scales_2d, scales_1d = _check_scales(scales_2d), _check_scales(scales_1d)
+    bands_shape = (scales_1d + 1, scales_2d + 1)
+    if tuple(coeffs.shape[:2]) != bands_shape or coeffs.ndim < 5:
+        raise ShapeError(f"the 2D-1D coefficients must have shape {bands_shape} + (..., n_e, ny, nx), "
+                         f"got {tuple(coeffs.shape)}.")
+    shape = tuple(coeffs.shape[2:])
+    template = coeffs[0, 0, ...]
+    if not _numpy_fast(template, scales_2d, scales_1d):
+        return starlet2d_adjoint(starlet1d_adjoint(coeffs, axis=-3))
+    c = np.ascontiguousarray(coeffs).reshape(bands_shape + (-1,) + shape[-3:])
+    out = np.empty((c.shape[2],) + shape[-3:], dtype=coeffs.dtype)
+    for i in range(c.shape[2]):
+        _adjoint_numpy(c[:, :, i], out[i], scales_2d, scales_1d)
+    return out.reshape(shape)
+
+
+def _unweight(a, axes) -> None:
+    """a ← W⁻¹a in place along ``axes``: the first and last samples times 2."""
+    for ax in axes:
+        for k in (0, -1):
+            idx = [slice(None)] * a.ndim
+            idx[ax] = k
+            a[tuple(idx)] *= 2
+
+
+def _weight(a, axes) -> None:
+    """a ← W·a in place along ``axes``: the first and last samples halved."""
+    for ax in axes:
+        for k in (0, -1):
+            idx = [slice(None)] * a.ndim
+            idx[ax] = k
+            a[tuple(idx)] *= 0.5
+
+
+def _adjoint_numpy(c, out, scales_2d: int, scales_1d: int) -> None:
+    """Φᵀc of one cube's coefficients ``c`` (L+1, J+1, n_e, ny, nx) into ``out``:
+    g_j = w_e·Σ_l E_l(w_e⁻¹ c_lj) along energy per pixel block (Horner: E_l are the 1-D
+    bands, built from the forward smoothings), then W_s·Σ_j P_j-Horner(W_s⁻¹ g_j) over the
+    sky on energy chunks, W_s = w_y ⊗ w_x."""
+    J, L = scales_2d, scales_1d
+    n_e = out.shape[0]
+    eng = _Engine(out, J, L)
+    npx = eng.npx
+    c2 = c.reshape(c.shape[:3] + (npx,))
+    g = np.empty((J + 1, n_e, npx), dtype=out.dtype)
+
+    def energy(p0):
+        p1 = min(p0 + eng.blk, npx)
+        k = p1 - p0
+        r, s, t, a, e = (b[:, :k] for b in eng.bufs()[:5])
+        for j in range(J + 1):
+            y = c2[:, j, :, p0:p1]
+            np.subtract(y[L], y[L - 1], out=r)
+            _unweight(r, (0,))
+            for ell in range(L - 1, -1, -1):
+                r, s = _smooth_numpy(r, 2 ** ell, 0, out=s, scratch=(t, a)), r
+                if ell:
+                    np.subtract(y[ell], y[ell - 1], out=e)
+                else:
+                    np.copyto(e, y[0])
+                _unweight(e, (0,))
+                np.add(r, e, out=r)
+            _weight(r, (0,))
+            g[j, :, p0:p1] = r
+
+    pool = _pool(eng.workers)
+    eng._map(pool, energy, range(0, npx, eng.blk))
+    cubes = g.reshape((J + 1,) + out.shape)
+    _unweight(cubes, (2, 3))
+    r, s = out, np.empty_like(out)
+    np.subtract(cubes[J], cubes[J - 1], out=r)
+    for j in range(J - 1, -1, -1):
+        eng._map(pool, lambda e0, src=r, dst=s, d=2 ** j: eng._smooth2d_chunk(src, d, dst, e0),
+                 range(0, n_e, CHUNK_E))
+        r, s = s, r
+        if j:
+            np.add(r, cubes[j], out=r)
+            np.subtract(r, cubes[j - 1], out=r)
+        else:
+            np.add(r, cubes[0], out=r)
+    if r is not out:
+        np.copyto(out, r)
+    _weight(out, (1, 2))

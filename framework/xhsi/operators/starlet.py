@@ -1,8 +1,10 @@
 """The starlet analysis as a linear operator (``xhsi.wavelets``: Starck, Fadili & Murtagh
 2007): x → (J+1, *x.shape), its true adjoint, and so ‖Φ‖ by the shared power iteration
-(``LinearOperator.norm``). Composed, two of them give the 2D-1D frame of a cube."""
+(``LinearOperator.norm``); and the 2D-1D frame of a cube, the composition of a 2-D and a
+1-D one, applied streamed on numpy (``xhsi.starlet2d1d.analysis`` and ``adjoint``)."""
 from __future__ import annotations
 
+from .. import starlet2d1d as stream
 from ..wavelets import starlet1d, starlet1d_adjoint, starlet2d, starlet2d_adjoint
 from .base import LinearOperator
 
@@ -24,9 +26,24 @@ class StarletAnalysis(LinearOperator):
         return starlet2d_adjoint(c) if self.axis is None else starlet1d_adjoint(c, axis=self.axis)
 
 
-def starlet2d1d(shape, scales_2d: int, scales_1d: int) -> LinearOperator:
+class Starlet2d1d(LinearOperator):
     """The 2D-1D analysis of cubes (..., n_e, ny, nx) (Starck et al. 2009): the 2-D starlet
     of every slice, then the 1-D starlet along energy of every 2-D band; coefficients
-    (L+1, J+1, ..., n_e, ny, nx)."""
-    spatial = StarletAnalysis(shape, scales_2d)
-    return StarletAnalysis(spatial.shape_out, scales_1d, axis=len(shape) - 2) @ spatial
+    (L+1, J+1, ..., n_e, ny, nx). Equal to ``StarletAnalysis(.., L, axis=-3) @
+    StarletAnalysis(.., J)``, computed without the intermediate (J+1)-band array (on numpy
+    3× faster for Φ and 7× for Φᵀ at 2400 × 45 × 45, measured in bench/bench_starlet.py)."""
+
+    def __init__(self, shape, scales_2d: int, scales_1d: int):
+        super().__init__(shape, (scales_1d + 1, scales_2d + 1) + tuple(shape))
+        self.scales_2d, self.scales_1d = scales_2d, scales_1d
+
+    def _apply(self, x):
+        return stream.analysis(x, self.scales_2d, self.scales_1d)
+
+    def _adjoint(self, c):
+        return stream.adjoint(c, self.scales_2d, self.scales_1d)
+
+
+def starlet2d1d(shape, scales_2d: int, scales_1d: int) -> Starlet2d1d:
+    """The 2D-1D frame of cubes of ``shape`` (``Starlet2d1d``)."""
+    return Starlet2d1d(shape, scales_2d, scales_1d)

@@ -233,6 +233,9 @@ class ImagingProblem(Problem):
             self.metric = Diagonal(d, tuple(x0.shape))
             operators, x0, to_cube = _substitute(self.metric, operators, x0, to_cube)
             smooth_regs = [Precomposed(r, self.metric) for r in smooth_regs]
+            for reg in prox_terms:
+                if reg.diagonal_metric == "weighted":
+                    reg.use_metric(d)
         data_terms = [DataTerm(self.likelihood_cls.for_counts(obs.counts), op, obs.counts, obs.background,
                                what=f"counts of `{obs.name}`") for op, obs in zip(operators, self.observations)]
         if prox_terms:

@@ -42,21 +42,23 @@ def em_scaling(x0, operators, floor: float, per_slice: bool = False):
 
 def metric_mode(precondition: str, prox_terms: list, nonnegative: bool) -> str | None:
     """The metric to iterate in ([problem] precondition; see ``em_scaling``): "voxels"
-    when every prox term accepts any diagonal metric, "slices" when they accept one
-    constant per slice (``Regularizer.diagonal_metric``), else None (Euclidean)."""
+    when every prox term accepts any diagonal metric (as it is, or handed to it:
+    "weighted"), "slices" when some accept only one constant per slice
+    (``Regularizer.diagonal_metric``), else None (Euclidean)."""
     if precondition == "none":
         return None
     kinds = {r.diagonal_metric for r in prox_terms}
     if not nonnegative:
         why = "its variable is not constrained to >= 0 (the principal-spectra basis of lowrank_pca)"
-    elif kinds <= {"voxels"}:
+    elif kinds <= {"voxels", "weighted"}:
         return "voxels"
-    elif kinds <= {"voxels", "slices"}:
+    elif kinds <= {"voxels", "slices", "weighted"}:
         return "slices"
     else:
         why = (", ".join(f"`{r.name}`" for r in prox_terms if r.diagonal_metric is None)
-               + " solve their prox in the Euclidean metric only (starlet2d1d_l1 mixes energies; "
-                 "starlet2d_l1 needs per_slice = true and MAD thresholds)")
+               + " solve their prox in the Euclidean metric only (starlet2d1d_l1 mixes energies: "
+                 "its prox = \"exact\" takes a metric; starlet2d_l1 needs per_slice = true and MAD "
+                 "thresholds)")
     if precondition == "em":
         raise ConfigError(f"[problem] precondition = \"em\" does not apply to this run: {why}; "
                           "use precondition = \"auto\" or \"none\".")

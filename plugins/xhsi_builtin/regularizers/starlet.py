@@ -21,7 +21,7 @@ from array_api_compat import device
 from xhsi import starlet2d1d as stream
 from xhsi.analysis_prox import analysis_l1_prox_nonnegative
 from xhsi.backend import array_namespace, to_numpy
-from xhsi.errors import ShapeError
+from xhsi.errors import ConfigError, ShapeError
 from xhsi.regularizers import Regularizer
 from xhsi.schema import option
 from xhsi.operators import StarletAnalysis
@@ -328,6 +328,7 @@ class Starlet2d1dL1(_StarletL1):
         super().setup(shape, xp, dtype)
         self._faint = self._faint_dev = None  # k(p)/k of k_faint: host (ny, nx), and as _band_factor
         self._dual = self._norm_sq_value = None  # the exact prox's warm start and ‖Φ‖² bound
+        self._metric = None  # d of a diagonal metric (use_metric): the variable is u, x = d·u
         self._frame = starlet2d1d_operator(tuple(shape), self.options.scales_2d, self.options.scales_1d)
 
     def _analysis(self, x):
@@ -422,10 +423,36 @@ class Starlet2d1dL1(_StarletL1):
         lam, bands = to_numpy(lam), self._band_shape()
         return lam.reshape(bands if lam.size == np.prod(bands) else bands + lam.shape[-2:])
 
+    @property
+    def diagonal_metric(self) -> str | None:
+        """"weighted" with ``prox = "exact"``: its dual loop takes Φ∘diag(d) as well as Φ
+        (``use_metric``), so a problem may iterate in the EM metric; the approximate prox
+        (threshold the bands of the cube) has no form in a per-voxel metric."""
+        return "weighted" if self.exact_prox else None
+
+    def use_metric(self, d) -> None:
+        """Iterate on u with x = d·u (``Regularizer.use_metric``): value and prox of u, the
+        exact prox by the same dual loop with Φ∘diag(d), ‖Φ∘diag(d)‖ ≤ ‖Φ‖·max d."""
+        if not self.exact_prox:
+            raise ConfigError("starlet2d1d_l1 takes a diagonal metric only with prox = \"exact\".")
+        self._metric, self._dual = d, None
+        self._metric_max_sq = float(array_namespace(d).max(d)) ** 2
+
+    def _in_x(self, u):
+        """The variable the penalty is defined on: x = d·u in a metric, else u itself."""
+        return u if self._metric is None else self._metric * u
+
+    def calibrate_noise(self, noise) -> None:
+        """As ``_StarletL1.calibrate_noise``, on the noise of the gradient in x (in a metric
+        the problem gives that in u, d times it): λ, and so the objective, do not depend on
+        the metric the solver iterates in."""
+        super().calibrate_noise(noise if self._metric is None else noise / self._metric)
+
     def value(self, x) -> float:
         """weight·Σ_lj λ_lj‖c_lj‖₁ (base λ, also when re-weighting; per pixel: Σ over pixels
-        of λ_lj(p) times the ℓ1 over energy), bands streamed."""
-        lam = self._host_tau(self._thresholds_for(self._check_shape(x), None, freeze=False)).astype(np.float64)
+        of λ_lj(p) times the ℓ1 over energy), bands streamed; of d·x in a metric."""
+        x = self._in_x(self._check_shape(x))
+        lam = self._host_tau(self._thresholds_for(x, None, freeze=False)).astype(np.float64)
         per_pixel = lam.ndim == 4
         norms = stream.l1_norms(x, *self._scales(), wanted=stream.wanted_bands(lam), per_pixel=per_pixel)
         return self.weight * float(np.sum(lam * norms))
@@ -437,11 +464,15 @@ class Starlet2d1dL1(_StarletL1):
         ``prox = "exact"``: argmin_{u ≥ 0} ½‖u − x‖² + step·weight·Σ λ‖c(u)‖₁
         (``xhsi.analysis_prox``), warm-started from the previous call's dual; ~4(L+1)(J+1)
         cubes of memory."""
-        lam = self._thresholds_for(self._check_shape(x), None, freeze=True)
+        lam = self._thresholds_for(self._in_x(self._check_shape(x)), None, freeze=True)
         if self.exact_prox:
-            o = self.options
+            o, d = self.options, self._metric
+            analysis, adjoint, norm_sq = self._frame.apply, self._frame.adjoint, self._norm_sq()
+            if d is not None:  # the prox of u ↦ φ(d·u): the frame Φ∘diag(d)
+                analysis, adjoint = (lambda u: self._frame.apply(d * u)), (lambda c: d * self._frame.adjoint(c))
+                norm_sq *= self._metric_max_sq
             out, self._dual, _ = analysis_l1_prox_nonnegative(
-                x, self._frame.apply, self._frame.adjoint, (step * self.weight) * lam, self._norm_sq(),
+                x, analysis, adjoint, (step * self.weight) * lam, norm_sq,
                 dual=self._dual, max_iter=o.prox_iter, tol=o.prox_tol)
             return out
         return stream.shrink(x, *self._scales(), self._host_tau((step * self.weight) * lam),
