@@ -84,8 +84,13 @@ def test_relative_regularisation_penalises_the_cube_over_the_start_brightness(ba
 
 
 def test_relative_regularisation_iterates_on_every_backend(backend):
-    problem, (x0, smooth, prox, to_cube) = _relative_problem(backend, "starlet2d_l1")
+    problem, built = _relative_problem(backend, "starlet2d_l1")
     assert problem.metric_mode == "slices"
+    _lowers_the_cost(backend, *built)
+
+
+def _lowers_the_cost(backend, x0, smooth, prox, to_cube):
+    """15 FISTA iterations lower the cost; the cube keeps the namespace and dtype, and is >= 0."""
     solver = FISTA(max_iter=15, tol=0.0, report_every=5)
     solver.setup(x0, smooth, prox)
     out = solver.run()
@@ -138,11 +143,4 @@ def test_the_exact_2d1d_prox_iterates_in_the_em_metric_on_the_same_objective(bac
         variable = backend.asarray(z) / to_cube.apply(backend.xp.ones_like(x0))
         costs.append(smooth.value(variable) + prox.value(variable))
     assert costs[1] == pytest.approx(costs[0], rel=1e-4)
-    x0, smooth, prox, to_cube = runs["auto"][2]
-    solver = FISTA(max_iter=15, tol=0.0, report_every=5)
-    solver.setup(x0, smooth, prox)
-    out = solver.run()
-    assert out.history[-1][1] < out.history[0][1]
-    cube = to_cube.apply(out.x)
-    assert array_namespace(cube) == backend.xp and cube.dtype == backend.dtype
-    assert float(backend.xp.min(cube)) >= 0.0
+    _lowers_the_cost(backend, *runs["auto"][2])

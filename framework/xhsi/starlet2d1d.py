@@ -413,22 +413,14 @@ def adjoint(coeffs, scales_2d: int, scales_1d: int):
     return out.reshape(shape)
 
 
-def _unweight(a, axes) -> None:
-    """a ← W⁻¹a in place along ``axes``: the first and last samples times 2."""
+def _scale_ends(a, axes, factor: float) -> None:
+    """Multiply the first and last samples of ``a`` along each of ``axes`` by ``factor``,
+    in place: W⁻¹ (factor 2) and W (factor ½) of the mirror weights (module docstring)."""
     for ax in axes:
         for k in (0, -1):
             idx = [slice(None)] * a.ndim
             idx[ax] = k
-            a[tuple(idx)] *= 2
-
-
-def _weight(a, axes) -> None:
-    """a ← W·a in place along ``axes``: the first and last samples halved."""
-    for ax in axes:
-        for k in (0, -1):
-            idx = [slice(None)] * a.ndim
-            idx[ax] = k
-            a[tuple(idx)] *= 0.5
+            a[tuple(idx)] *= factor
 
 
 def _adjoint_numpy(c, out, scales_2d: int, scales_1d: int) -> None:
@@ -450,22 +442,22 @@ def _adjoint_numpy(c, out, scales_2d: int, scales_1d: int) -> None:
         for j in range(J + 1):
             y = c2[:, j, :, p0:p1]
             np.subtract(y[L], y[L - 1], out=r)
-            _unweight(r, (0,))
+            _scale_ends(r, (0,), 2.0)
             for ell in range(L - 1, -1, -1):
                 r, s = _smooth_numpy(r, 2 ** ell, 0, out=s, scratch=(t, a)), r
                 if ell:
                     np.subtract(y[ell], y[ell - 1], out=e)
                 else:
                     np.copyto(e, y[0])
-                _unweight(e, (0,))
+                _scale_ends(e, (0,), 2.0)
                 np.add(r, e, out=r)
-            _weight(r, (0,))
+            _scale_ends(r, (0,), 0.5)
             g[j, :, p0:p1] = r
 
     pool = _pool(eng.workers)
     eng._map(pool, energy, range(0, npx, eng.blk))
     cubes = g.reshape((J + 1,) + out.shape)
-    _unweight(cubes, (2, 3))
+    _scale_ends(cubes, (2, 3), 2.0)
     r, s = out, np.empty_like(out)
     np.subtract(cubes[J], cubes[J - 1], out=r)
     for j in range(J - 1, -1, -1):
@@ -479,4 +471,4 @@ def _adjoint_numpy(c, out, scales_2d: int, scales_1d: int) -> None:
             np.add(r, cubes[0], out=r)
     if r is not out:
         np.copyto(out, r)
-    _weight(out, (1, 2))
+    _scale_ends(out, (1, 2), 0.5)
