@@ -360,6 +360,9 @@ def test_em_scaling_is_flux_over_sensitivity():
     per_slice = expected.reshape(2, 2).mean(axis=1)
     np.testing.assert_allclose(d.ravel() ** 2, per_slice / per_slice.mean(), rtol=1e-12)
     assert d.shape == (2, 1, 1)
+    # bounded: D at most cap × its mean, the rest unchanged
+    d = em_scaling(x0, ops, floor=0.75, cap=1.2)
+    np.testing.assert_allclose(d ** 2, np.minimum(expected / expected.mean(), 1.2), rtol=1e-12)
 
 
 def test_em_metric_converges_faster_to_the_same_minimum(tmp_path):

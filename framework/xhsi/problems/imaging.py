@@ -121,6 +121,11 @@ class ImagingOptions:
     precondition_floor: float = option(0.1, min=0.0, exclusive_min=True,
                                        doc="floor of the em metric's numerator, as a fraction of the start's mean: "
                                            "voxels that are 0 at the start can still grow")
+    precondition_max: float | None = option(None, min=1.0,
+                                            doc="upper bound of the em metric D, as a multiple of its mean (none: "
+                                                "unbounded): where the sensitivity is tiny (field corners, band "
+                                                "edges) D is thousands of times its mean, which slows an iterative "
+                                                "prox in the metric (starlet2d1d_l1 prox = \"exact\")")
     regularize: str = option("absolute", choices=("absolute", "relative"),
                              doc="relative: the regularisers act on the cube (or rank maps) divided by the start's "
                                  "broad-band image b (mean 1), so faint regions are regularised like bright ones")
@@ -229,7 +234,8 @@ class ImagingProblem(Problem):
             operators, x0, to_cube = _substitute(self.relative, operators, x0, to_cube)
         if self.metric_mode is not None:
             # x = d·u: every term sees x (smooth regularisers through Precomposed), the solver u
-            d = em_scaling(x0, operators, self.options.precondition_floor, per_slice=self.metric_mode == "slices")
+            d = em_scaling(x0, operators, self.options.precondition_floor, per_slice=self.metric_mode == "slices",
+                           cap=self.options.precondition_max)
             self.metric = Diagonal(d, tuple(x0.shape))
             operators, x0, to_cube = _substitute(self.metric, operators, x0, to_cube)
             smooth_regs = [Precomposed(r, self.metric) for r in smooth_regs]

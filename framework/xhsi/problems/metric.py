@@ -10,7 +10,7 @@ from ..backend import array_namespace
 from ..errors import ConfigError
 
 
-def em_scaling(x0, operators, floor: float, per_slice: bool = False):
+def em_scaling(x0, operators, floor: float, per_slice: bool = False, cap: float | None = None):
     """d = √D for the fixed diagonal metric D = max(x0, floor·mean(x0)) / Σ_k A_kᵀ1 of the
     solver's variable (normalised to mean(D) = 1), with A_k the operators from the variable
     to each observation's counts and x0 ≥ 0 the start; ``per_slice``: D averaged over each
@@ -27,7 +27,13 @@ def em_scaling(x0, operators, floor: float, per_slice: bool = False):
     projection on x ≥ 0 stays a clip (d > 0). The floor keeps voxels that are 0 at the
     start free to grow. Measured on the published low-rank + Sobolev fusion (rank-24 NMF,
     float32): final cost 453.5e3 after 1000 iterations against 456.9e3 without the metric,
-    and float32 and float64 runs to convergence within 3e-4 dB PSNR (docs/fusion.md)."""
+    and float32 and float64 runs to convergence within 3e-4 dB PSNR (docs/fusion.md).
+
+    ``cap``: D bounded above by ``cap`` times its mean (after the normalisation), as SGP
+    bounds its scaling matrices: where the sensitivity is tiny (the field's corners, whose
+    PSF wings fall mostly outside it; the band's edges) D reaches ~2600× its mean at the
+    published fusion size, and an iterative prox in the metric (``starlet2d1d_l1`` exact:
+    its dual step scales with 1/max D) slows with it."""
     xp = array_namespace(x0)
     sensitivity = None
     for op in operators:
@@ -37,7 +43,8 @@ def em_scaling(x0, operators, floor: float, per_slice: bool = False):
     d2 = numerator / xp.clip(sensitivity, min=float(xp.max(sensitivity)) * 1e-6)
     if per_slice:  # shape (n, 1, ...): one scalar per slice, broadcast by the operators
         d2 = xp.mean(d2, axis=tuple(range(1, d2.ndim)), keepdims=True)
-    return xp.sqrt(d2 / float(xp.mean(d2)))
+    d2 = d2 / float(xp.mean(d2))
+    return xp.sqrt(d2 if cap is None else xp.clip(d2, max=float(cap)))
 
 
 def metric_mode(precondition: str, prox_terms: list, nonnegative: bool) -> str | None:
