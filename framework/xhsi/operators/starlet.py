@@ -31,7 +31,7 @@ class Starlet2d1d(LinearOperator):
     of every slice, then the 1-D starlet along energy of every 2-D band; coefficients
     (L+1, J+1, ..., n_e, ny, nx). Equal to ``StarletAnalysis(.., L, axis=-3) @
     StarletAnalysis(.., J)``, computed without the intermediate (J+1)-band array (on numpy
-    3× faster for Φ and 7× for Φᵀ at 2400 × 45 × 45, measured in bench/bench_starlet.py)."""
+    3× faster for Φ and 7× for Φᵀ at 2400 × 45 × 45, bench/test_starlet_bench.py)."""
 
     def __init__(self, shape, scales_2d: int, scales_1d: int):
         super().__init__(shape, (scales_1d + 1, scales_2d + 1) + tuple(shape))
