@@ -46,9 +46,10 @@ SETUPS = {
 #: the published principal-spectra basis (rank 4, W·H unconstrained) instead of the shipped
 #: non-negative one; Sobolev at its published weight and in its published (absolute) form.
 PCA = ['regularizers[0].options.basis="pca"', "regularizers[0].options.rank=4"]
-#: The shipped 2D-1D set-up is 2D-1D starlet ℓ1 (k = 1.5, per-pixel thresholds) plus a weak
-#: Sobolev term, both relative to the start's brightness (docs/fusion.md). PLAIN undoes that:
-#: the 2D-1D ℓ1 alone on the cube, k = 3, per-band thresholds (the published objective; the
+#: The shipped 2D-1D set-up is 2D-1D starlet ℓ1 (k = 1.5, per-pixel thresholds, exact prox in
+#: the EM metric) plus a weak Sobolev term, both relative to the start's brightness
+#: (docs/fusion.md). PLAIN undoes that: the 2D-1D ℓ1 alone on the cube, k = 3, per-band
+#: thresholds, the approximate prox, monotone FISTA, 1200 iterations (the published objective; the
 #: Sobolev term is kept at weight 0, relative_floor back to its default for the variants).
 #: The variants studied for its all-pixel ASAM (docs/fusion.md, "Known limits") start from
 #: PLAIN: thresholds per sky pixel, and with them the relative variable (a preconditioner
@@ -56,7 +57,8 @@ PCA = ['regularizers[0].options.basis="pca"', "regularizers[0].options.rank=4"]
 #: and with the relative variable, per-pixel thresholds and a coarse spatial band ±32 pixels
 #: wide; brightness-adaptive thresholds (k_faint), alone and with the relative variable.
 PLAIN = ['problem.regularize="absolute"', "problem.relative_floor=0.1", "regularizers[0].options.k=3.0",
-         "regularizers[0].options.per_pixel=false", "regularizers[1].weight=0.0"]
+         "regularizers[0].options.per_pixel=false", "regularizers[1].weight=0.0",
+         'regularizers[0].options.prox="approximate"', "solver.options.monotone=true", "solver.max_iter=1200"]
 FAINT = ["regularizers[0].options.k=1.5", "regularizers[0].options.k_faint=10.0"]
 PER_PIXEL = ["regularizers[0].options.per_pixel=true"]
 DETAILS = ['regularizers[0].options.bands="details"']
