@@ -108,12 +108,14 @@ class _InPlace(_Generic):
     def owned(self, result, source):
         return result.copy() if self.xp.may_share_memory(result, source) else result
 
-    def penalty(self, tau, c) -> float:
+    def _tau_abs(self, tau, c):
+        """τ·|c| into scratch array 0."""
         w = self._buffer(c)
-        np = self.xp
-        np.abs(c, out=w)
-        np.multiply(tau, w, out=w)
-        return float(np.sum(w))
+        self.xp.abs(c, out=w)
+        return self.xp.multiply(tau, w, out=w)
+
+    def penalty(self, tau, c) -> float:
+        return float(self.xp.sum(self._tau_abs(tau, c)))
 
     def primal(self, z, back):
         np = self.xp
@@ -125,9 +127,7 @@ class _InPlace(_Generic):
     def gap(self, tau, c, v) -> float:
         if v is None:
             return self.penalty(tau, c)
-        np, w = self.xp, self._buffer(c)
-        np.abs(c, out=w)
-        np.multiply(tau, w, out=w)
+        np, w = self.xp, self._tau_abs(tau, c)
         vc = np.multiply(v, c, out=self._buffer(c, 1))
         np.subtract(w, vc, out=w)
         return float(np.sum(w))
