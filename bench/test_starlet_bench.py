@@ -2,8 +2,8 @@
 ``configs/fusion_xmm_xrism.toml``), numpy, float32 and float64: Φ and Φᵀ streamed
 (``xhsi.operators.Starlet2d1d``) against the composition of the two materialised starlet
 operators they replaced (``StarletAnalysis(.., L, axis=-3) @ StarletAnalysis(.., J)``), the
-streamed approximate prox (``xhsi.starlet2d1d.shrink``) for scale, and one dual iteration of
-the exact prox (``xhsi.analysis_prox``: one Φ, one Φᵀ and the in-place updates), all in the
+streamed approximate prox (``xhsi.sparsity.frame2d1d.shrink``) for scale, and one dual iteration of
+the exact prox (``xhsi.sparsity.analysis_prox``: one Φ, one Φᵀ and the in-place updates), all in the
 same run so that the ratios compare like with like."""
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ DTYPES = ["float32", "float64"]
 
 
 def _frames():
-    from xhsi.operators import StarletAnalysis, starlet2d1d
+    from xhsi.operators import Starlet2d1d, StarletAnalysis
 
     spatial = StarletAnalysis(SHAPE, J)
     composed = StarletAnalysis(spatial.shape_out, L, axis=len(SHAPE) - 2) @ spatial
-    return {"streamed": starlet2d1d(SHAPE, J, L), "composed": composed}
+    return {"streamed": Starlet2d1d(SHAPE, J, L), "composed": composed}
 
 
 def _cube(dtype):
@@ -43,7 +43,7 @@ def test_frame(benchmark, impl, direction, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_approximate_prox(benchmark, dtype):
-    from xhsi.starlet2d1d import shrink
+    from xhsi.sparsity.frame2d1d import shrink
 
     x = _cube(dtype)
     tau = np.full((L + 1, J + 1), 0.05)
@@ -59,7 +59,7 @@ def test_exact_prox_dual_iteration(benchmark, dtype):
     a warm start), so that the set-up (Φz for the stopping target, the first pair) cancels."""
     import time
 
-    from xhsi.analysis_prox import analysis_l1_prox_nonnegative
+    from xhsi.sparsity.analysis_prox import analysis_l1_prox_nonnegative
 
     frame = _frames()["streamed"]
     z = _cube(dtype)

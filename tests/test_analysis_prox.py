@@ -1,5 +1,5 @@
 """The exact prox of an analysis ℓ1 term plus x ≥ 0 by FISTA on its dual
-(``xhsi.analysis_prox``): against a closed form, against an independent constrained solver,
+(``xhsi.sparsity.analysis_prox``): against a closed form, against an independent constrained solver,
 and its duality gap as a certificate."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from xhsi.analysis_prox import analysis_l1_prox_nonnegative
-from xhsi.operators import starlet2d1d
+from xhsi.sparsity.analysis_prox import analysis_l1_prox_nonnegative
+from xhsi.operators import Starlet2d1d
 from xhsi.testing import assert_close, rtol_for
 
 RNG = np.random.default_rng(11)
@@ -16,7 +16,7 @@ RNG = np.random.default_rng(11)
 
 def _starlet2d1d(shape, J, L):
     """(Φ, Φᵀ, a bound of ‖Φ‖²) of the 2D-1D starlet of cubes of ``shape``."""
-    frame = starlet2d1d(shape, J, L)
+    frame = Starlet2d1d(shape, J, L)
     return frame.apply, frame.adjoint, 1.01 * frame.norm(rtol=1e-10, n_iter=1000) ** 2
 
 
@@ -97,7 +97,7 @@ def test_the_numpy_in_place_path_gives_the_generic_bits(monkeypatch):
     """On numpy the dual loop writes into the arrays Φ and Φᵀ return (``_InPlace``); with the
     same operations in the same order it gives the generic path's bits, and the warm-start
     dual it is given is left as it was."""
-    import xhsi.analysis_prox as module
+    import xhsi.sparsity.analysis_prox as module
 
     shape, J, L = (12, 9, 8), 2, 2
     analysis, adjoint, norm_sq = _starlet2d1d(shape, J, L)

@@ -9,6 +9,7 @@ import pytest
 from astropy.io import fits
 
 from xhsi.errors import DataError
+from xhsi.instruments import load_instrument
 from xhsi.io import bin_events, read_cube
 
 PIXEL_DEG = 0.492 / 3600.0
@@ -54,7 +55,7 @@ def gaussian_instrument(tmp_path):
         kind = "gaussian"
         fwhm_arcsec = 4.0
     """))
-    return path
+    return load_instrument(path)
 
 
 def test_energy_column_through_a_gaussian_instrument(tmp_path, gaussian_instrument):

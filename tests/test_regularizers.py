@@ -13,7 +13,7 @@ from xhsi.backend import to_numpy
 from xhsi.errors import ConfigError, ShapeError
 from xhsi.schema import Context, from_dict
 from xhsi.testing import assert_close, rtol_for
-from xhsi.wavelets import dwt2, idwt2, mad_sigma, starlet1d, starlet2d
+from xhsi.sparsity.wavelets import dwt2, idwt2, mad_sigma, starlet1d, starlet2d
 
 RNG = np.random.default_rng(2024)
 BUILTIN = ["l2", "lowrank_pca", "nonnegative", "sobolev", "starlet2d1d_l1", "starlet2d_l1", "wavelet2d_l1"]

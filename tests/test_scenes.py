@@ -6,12 +6,13 @@ import pytest
 from astropy.io import fits
 
 import xhsi
-from xhsi import spectra
+from xhsi.spectral import spectra
 from xhsi.backend import Backend, to_numpy
 from xhsi.config import EnergyGrid, ModelSection
 from xhsi.errors import ConfigError, DataError, ShapeError
 from xhsi.operators.base import Identity
-from xhsi.simulate import ModelGrid, Scene, simulate_counts
+from xhsi.grid import ModelGrid
+from xhsi.simulate import Scene, simulate_counts
 from xhsi.testing import rtol_for
 
 GRID = ModelGrid(np.linspace(0.5, 10.0, 25), 16, 18, 2.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.special
 
-from xhsi import spectra
+from xhsi.spectral import spectra
 from xhsi.backend import Backend, to_numpy
 from xhsi.errors import DataError
 from xhsi.testing import assert_close, rtol_for

@@ -1,4 +1,4 @@
-"""Built-in spectral models: agreement with ``xhsi.spectra``, options, products of models,
+"""Built-in spectral models: agreement with ``xhsi.spectral.spectra``, options, products of models,
 XSPEC/OGIP table models read from FITS, and the errors a user can cause."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 from astropy.io import fits
 
 import xhsi
-from xhsi import spectra
+from xhsi.spectral import spectra
 from xhsi.backend import Backend, to_numpy
 from xhsi.errors import ConfigError, DataError
-from xhsi.spectral_models import Parameter, Product, build_spectral_model
+from xhsi.spectral.models import Parameter, Product, build_spectral_model
 from xhsi.testing import assert_close
 
 EDGES = np.linspace(0.5, 10.0, 39)

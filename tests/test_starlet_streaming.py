@@ -1,4 +1,4 @@
-"""The streamed 2D-1D starlet (xhsi.starlet2d1d) and the starlet2d1d_l1 regulariser built on
+"""The streamed 2D-1D starlet (xhsi.sparsity.frame2d1d) and the starlet2d1d_l1 regulariser built on
 it, against the materialised transform starlet1d(starlet2d(x, J), L, axis=-3) (all bands at
 once) on every backend and dtype: shrink (the prox), band norms (the value), bands and MAD
 thresholds (the calibration), and the memory the numpy path holds."""
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import xhsi
-from xhsi import starlet2d1d as stream
+from xhsi.sparsity import frame2d1d as stream
 from xhsi.backend import to_numpy
 from xhsi.errors import ConfigError, ShapeError
 from xhsi.schema import Context, from_dict
 from xhsi.testing import assert_close, rtol_for
-from xhsi.wavelets import mad_sigma, starlet1d, starlet2d
+from xhsi.sparsity.wavelets import mad_sigma, starlet1d, starlet2d
 
 RNG = np.random.default_rng(77)
 
@@ -148,10 +148,10 @@ def test_bands_and_norms_match_the_materialised_transform(xp, dtype_name, shape,
 @pytest.mark.parametrize("shape,J,L", CASES)
 def test_analysis_and_adjoint_match_the_materialised_transforms(xp, dtype_name, shape, J, L):
     """Φx (all bands in one array) and Φᵀc streamed, against the materialised transforms and
-    their adjoints (``xhsi.wavelets``): the numpy adjoint is built from the forward smoothings
+    their adjoints (``xhsi.sparsity.wavelets``): the numpy adjoint is built from the forward smoothings
     conjugated by the mirror weights (½ at both ends of every axis), so every border plane,
     pixel block and energy chunk is compared."""
-    from xhsi.wavelets import starlet1d_adjoint, starlet2d_adjoint
+    from xhsi.sparsity.wavelets import starlet1d_adjoint, starlet2d_adjoint
 
     a = RNG.standard_normal(shape)
     coeffs = RNG.standard_normal((L + 1, J + 1) + shape)
@@ -493,10 +493,10 @@ def test_exact_prox_norm_bound_and_refusal():
 
 def test_the_2d1d_frame_passes_the_dot_test_and_matches_the_bands(xp, dtype_name):
     """``xhsi.operators.starlet2d1d``: ⟨Φx, c⟩ = ⟨x, Φᵀc⟩, and its bands are the streamed ones."""
-    from xhsi.operators import starlet2d1d, vdot
+    from xhsi.operators import Starlet2d1d, vdot
 
     J, L, shape = 2, 2, (2, 9, 7, 8)  # a leading batch axis too
-    frame = starlet2d1d(shape, J, L)
+    frame = Starlet2d1d(shape, J, L)
     dtype = getattr(xp, dtype_name)
     x = xp.asarray(RNG.standard_normal(shape), dtype=dtype)
     c = xp.asarray(RNG.standard_normal(frame.shape_out), dtype=dtype)

@@ -8,12 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from xhsi import cli, spectra
+from xhsi import cli
+
+from xhsi.spectral import spectra
 from xhsi.backend import Backend, to_numpy
 from xhsi.errors import ConfigError, DataError
-from xhsi.spectral_models import Product, build_spectral_model
-from xhsi.surrogate import (TrainSurrogateSection, load_surrogate, load_training_config, response_identity,
-                            save_surrogate, train_surrogate)
+from xhsi.spectral.models import Product, build_spectral_model
+from xhsi.spectral.surrogate import load_surrogate, save_surrogate
+from xhsi.spectral.training import TrainSurrogateSection, load_training_config, response_identity, train_surrogate
 from xhsi.testing import assert_close
 from xhsi_builtin.spectral_models import SurrogateModel
 
@@ -143,7 +145,7 @@ def test_bad_training_settings_are_config_errors(settings, message):
 def test_example_training_config_is_valid():
     from pathlib import Path
 
-    from xhsi.surrogate import _training_bounds
+    from xhsi.spectral.training import _training_bounds
 
     cfg = load_training_config(Path(__file__).resolve().parents[1] / "configs" / "train_surrogate_thermal.toml")
     model = build_spectral_model(cfg.surrogate.model, cfg.surrogate.options)

@@ -236,8 +236,9 @@ def test_start_spread_ignores_the_pixels_left_at_the_init():
 
 
 def test_a_folded_surrogate_component_is_refused_with_a_fix(tmp_path):
-    from xhsi.spectral_models import build_spectral_model
-    from xhsi.surrogate import TrainSurrogateSection, save_surrogate, train_surrogate
+    from xhsi.spectral.models import build_spectral_model
+    from xhsi.spectral.surrogate import save_surrogate
+    from xhsi.spectral.training import TrainSurrogateSection, train_surrogate
 
     edges = np.linspace(3.0, 8.0, 41)  # the tiny config's model grid
     settings = TrainSurrogateSection(model="powerlaw", n_samples=100, n_components=2, hidden=[4], epochs=2,

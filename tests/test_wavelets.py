@@ -1,4 +1,4 @@
-"""xhsi.wavelets: starlet (analysis, synthesis, adjoint), orthonormal DWT, MAD, thresholding,
+"""xhsi.sparsity.wavelets: starlet (analysis, synthesis, adjoint), orthonormal DWT, MAD, thresholding,
 on every backend and dtype. References are independent: scipy.ndimage for the starlet,
 explicit block formulas for Haar, numpy.median for the MAD."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from array_api_compat import array_namespace
 from xhsi.backend import to_numpy
 from xhsi.errors import ShapeError, XhsiError
 from xhsi.testing import assert_close, rtol_for
-from xhsi.wavelets import (B3_SPLINE, dwt2, idwt2, mad_sigma, median, soft_threshold, starlet1d,
+from xhsi.sparsity.wavelets import (B3_SPLINE, dwt2, idwt2, mad_sigma, median, soft_threshold, starlet1d,
                            starlet1d_adjoint, starlet2d, starlet2d_adjoint, starlet_synthesis)
 
 RNG = np.random.default_rng(12345)
@@ -187,7 +187,7 @@ def test_numpy_smoothing_matches_the_generic_mirror_path(n, axis):
     periodic-mirror cases 2·d ≥ n included) and on a non-contiguous input."""
     import array_api_strict as xps
 
-    from xhsi.wavelets import _smooth
+    from xhsi.sparsity.wavelets import _smooth
 
     shape = [4, 6, 7]
     shape[axis] = n

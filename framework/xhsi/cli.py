@@ -26,8 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and unmixing of photon-count cubes, driven by TOML configs.")
     parser.add_argument("--version", action="version", version=f"xhsi {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    disable_help = ("do not import the plugin with this entry-point name (as XHSI_DISABLE_PLUGINS=NAME does), "
+                    "e.g. a broken third-party one; repeatable")
+    parser.add_argument("--disable-plugin", dest="disable_plugins", action="append", default=[], metavar="NAME",
+                        help=disable_help)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of user errors")
+    # Its own dest: a sub-command's values would otherwise replace those given before it.
+    common.add_argument("--disable-plugin", dest="disable_plugins_after", action="append", default=argparse.SUPPRESS,
+                        metavar="NAME", help=disable_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser = functools.partial(sub.add_parser, parents=[common])
 
@@ -46,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-defaults", action="store_true", help="print the full config with every default filled in")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("plugins", help="list installed plugins and what each registers")
+    p = sub.add_parser("plugins", help="list installed plugins (disabled ones too), the hooks each implements "
+                       "and what each registers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
 
@@ -87,7 +95,7 @@ def cmd_validate(args) -> int:
     from .tomlio import load_toml
 
     if Path(args.config).is_file() and "surrogate" in load_toml(args.config):  # a train-model config
-        from .surrogate import load_training_config
+        from .spectral.training import load_training_config
 
         training = load_training_config(args.config)
         print(f"{args.config}: valid training config for `xhsi train-model` (surrogate of "
@@ -114,7 +122,9 @@ def cmd_plugins(args) -> int:
         return 0
     for p in plugins:
         origin = f"{p.get('distribution') or '?'} {p.get('version') or ''}".strip()
-        print(f"{p['name']}  ({origin}; {p.get('module', '')})")
+        print(f"{p['name']}  ({origin}; {p.get('module', '')})" + ("  (disabled)" if p.get("disabled") else ""))
+        if p.get("hooks"):
+            print(f"    hooks: {', '.join(p['hooks'])}")
         for kind, names in sorted(p["registers"].items()):
             print(f"    {kind}: {', '.join(names)}")
     return 0
@@ -177,9 +187,11 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_bin(args) -> int:
+    from .instruments import load_instrument
     from .io.events import bin_events
 
-    cube = bin_events(args.events, args.instrument, args.out, crop=tuple(args.crop) if args.crop else None,
+    instrument = load_instrument(args.instrument) if args.instrument else None
+    cube = bin_events(args.events, instrument, args.out, crop=tuple(args.crop) if args.crop else None,
                       spatial_bin=args.spatial_bin, energy_bin=args.energy_bin,
                       energy_range_kev=tuple(args.energy_range) if args.energy_range else None,
                       exposure_s=args.exposure)
@@ -190,7 +202,7 @@ def cmd_bin(args) -> int:
 
 
 def cmd_train_model(args) -> int:
-    from .surrogate import train_from_config
+    from .spectral.training import train_from_config
 
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     surrogate = train_from_config(args.config, args.out, log=log)
@@ -213,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
+    from .plugins import disabling
+
     try:
-        return args.func(args)
+        with disabling([*args.disable_plugins, *getattr(args, "disable_plugins_after", [])]):
+            return args.func(args)
     except Interrupted as exc:
         print(f"xhsi {args.command}: {_paragraph(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -40,7 +40,7 @@ class Prepared:
 
 
 def _grid(cfg: Config):
-    from .simulate import ModelGrid
+    from .grid import ModelGrid
 
     if cfg.model is None:
         raise XhsiError(f"{cfg.source}: the config has no [model] table (the sky grid: energy, pixels, pixel_arcsec).")

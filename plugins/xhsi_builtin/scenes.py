@@ -23,8 +23,9 @@ from xhsi import hookimpl
 from xhsi.backend import Backend, array_namespace, to_numpy
 from xhsi.errors import DataError
 from xhsi.schema import option
-from xhsi.simulate import ComponentTruth, ModelGrid, Scene, SceneTruth
-from xhsi import spectra
+from xhsi.grid import ModelGrid
+from xhsi.simulate import ComponentTruth, Scene, SceneTruth
+from xhsi.spectral import spectra
 
 
 # -- shared helpers -------------------------------------------------------------------
@@ -78,7 +79,7 @@ def _on_backend(backend: Backend, grid: ModelGrid, maps: dict):
 class CasALike(Scene):
     """A young supernova remnant: a clumpy thermal shell plus a synchrotron filament.
 
-    Thermal component (``xhsi.spectra.thermal``): a Gaussian ring of radius ``radius``
+    Thermal component (``xhsi.spectral.spectra.thermal``): a Gaussian ring of radius ``radius``
     and width ``shell_width`` modulated by log-normal clumps (a seeded Gaussian random
     field of correlation length ``clump_scale_px``, exponentiated with rms
     ``clumpiness`` e-folds) plus a faint diffuse interior; its temperature varies
@@ -88,7 +89,7 @@ class CasALike(Scene):
     1039; DeLaney et al. 2010, ApJ 725, 2038) plus random structure, bounded by
     ``max_velocity_kms``, giving the redshift map z.
 
-    Synchrotron component (``xhsi.spectra.powerlaw``): a thin arc just outside the shell
+    Synchrotron component (``xhsi.spectral.spectra.powerlaw``): a thin arc just outside the shell
     (the forward shock), covering ``filament_arc_deg`` of azimuth, plus a faint diffuse
     part following the shell; the photon index goes linearly from ``index_start`` to
     ``index_end`` along the arc (Cas A rim filaments: Γ ≈ 2.5–3.2, Helder & Vink 2008,

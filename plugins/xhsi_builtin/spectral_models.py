@@ -1,8 +1,8 @@
 """Built-in spectral models plugin: ``powerlaw``, ``thermal``, ``absorption`` (analytic,
-from ``xhsi.spectra``, with exact derivatives), ``table`` (an XSPEC/OGIP table model file,
-multilinear interpolation) and ``surrogate`` (a learnt emulator, ``xhsi.surrogate``).
+from ``xhsi.spectral.spectra``, with exact derivatives), ``table`` (an XSPEC/OGIP table model file,
+multilinear interpolation) and ``surrogate`` (a learnt emulator, ``xhsi.spectral.surrogate``).
 
-See ``xhsi.spectral_models`` for the contract (``setup``, ``evaluate``, ``vjp``, ``jvp``)."""
+See ``xhsi.spectral.models`` for the contract (``setup``, ``evaluate``, ``vjp``, ``jvp``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from xhsi import hookimpl, spectra
+from xhsi import hookimpl
+
+from xhsi.spectral import spectra
 from xhsi.errors import ConfigError, DataError
 from xhsi.schema import option
-from xhsi.spectral_models import Parameter, SpectralModel, edges_digest
+from xhsi.spectral.models import Parameter, SpectralModel, edges_digest
 
 _EXAMPLE_EDGES = np.linspace(0.5, 8.0, 31)
 
@@ -22,7 +24,7 @@ _EXAMPLE_EDGES = np.linspace(0.5, 8.0, 31)
 # -- analytic models -----------------------------------------------------------------------
 class PowerLaw(SpectralModel):
     """Photon power law N(E) ∝ E^-Γ: exact bin integrals normalised to unit photon flux over
-    the grid (``xhsi.spectra.powerlaw``), so the amplitude map carries the flux."""
+    the grid (``xhsi.spectral.spectra.powerlaw``), so the amplitude map carries the flux."""
 
     name = "powerlaw"
     parameters = (Parameter("index", "", 2.0, (0.0, 5.0), doc="photon index Γ, N(E) ∝ E^-Γ"),)
@@ -45,12 +47,12 @@ class ThermalOptions:
 
 class Thermal(SpectralModel):
     """Analytic approximation of an optically thin collisional plasma
-    (``xhsi.spectra.thermal``: Born-Gaunt bremsstrahlung with temperature kT plus the
+    (``xhsi.spectral.spectra.thermal``: Born-Gaunt bremsstrahlung with temperature kT plus the
     He- and H-like K-shell lines of Si, S, Ar, Ca and Fe with temperature-dependent
     strengths, every constant sourced there), Doppler shifted by z (E_obs = E_rest/(1+z);
-    ``xhsi.spectra.redshift_from_velocity`` converts a line-of-sight velocity), with an
+    ``xhsi.spectral.spectra.redshift_from_velocity`` converts a line-of-sight velocity), with an
     optional abundance parameter. Unit photon flux over the grid. Derivatives are exact
-    (``xhsi.spectra.thermal_derivatives``)."""
+    (``xhsi.spectral.spectra.thermal_derivatives``)."""
 
     name = "thermal"
     Options = ThermalOptions
@@ -81,7 +83,7 @@ class Thermal(SpectralModel):
 class Absorption(SpectralModel):
     """Multiplicative photoelectric absorption by cold gas, exp(-N_H σ(E)) with the
     Morrison & McCammon (1983, ApJ 270, 119) cross-sections, averaged over each bin
-    (``xhsi.spectra.absorption``). Combine with an emission model:
+    (``xhsi.spectral.spectra.absorption``). Combine with an emission model:
     ``build_spectral_model("absorption * thermal")``."""
 
     name = "absorption"
@@ -376,7 +378,7 @@ class SurrogateOptions:
 
 
 class SurrogateModel(SpectralModel):
-    """A learnt emulator of another spectral model (``xhsi.surrogate``): PCA of sampled
+    """A learnt emulator of another spectral model (``xhsi.spectral.surrogate``): PCA of sampled
     spectra + a small tanh network from the parameters to the PCA coefficients, with
     exact vjp/jvp of the network. Its parameters, bounds (the training range) and energy
     grid come from the file; ``setup`` refuses another energy grid. When trained after an
@@ -387,7 +389,7 @@ class SurrogateModel(SpectralModel):
     Options = SurrogateOptions
 
     def __init__(self, options=None, surrogate=None):
-        from xhsi.surrogate import load_surrogate
+        from xhsi.spectral.surrogate import load_surrogate
 
         super().__init__(options)
         if surrogate is None:
@@ -405,7 +407,7 @@ class SurrogateModel(SpectralModel):
         return self.surrogate.n_out
 
     def _setup(self) -> None:
-        from xhsi.surrogate import DeviceSurrogate
+        from xhsi.spectral.surrogate import DeviceSurrogate
 
         grid = self.surrogate.metadata.get("energy_grid", {})
         if edges_digest(self.energy_edges_kev) != grid.get("sha256"):
@@ -440,8 +442,8 @@ class SurrogateModel(SpectralModel):
 @lru_cache(maxsize=1)
 def _example_surrogate():
     """A quickly trained (not accurate) emulator of ``absorption * powerlaw`` on the example grid."""
-    from xhsi.spectral_models import Product
-    from xhsi.surrogate import TrainSurrogateSection, train_surrogate
+    from xhsi.spectral.models import Product
+    from xhsi.spectral.training import TrainSurrogateSection, train_surrogate
 
     model = Product([Absorption(), PowerLaw()]).setup(_EXAMPLE_EDGES)
     settings = TrainSurrogateSection(model="absorption * powerlaw", n_samples=200, n_components=4, hidden=[8],

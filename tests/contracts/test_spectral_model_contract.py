@@ -17,7 +17,7 @@ from array_api_compat import array_namespace
 import xhsi
 from xhsi.backend import Backend, to_numpy
 from xhsi.errors import ShapeError
-from xhsi.spectral_models import Parameter, SpectralModel, build_spectral_model
+from xhsi.spectral.models import Parameter, SpectralModel, build_spectral_model
 from xhsi.testing import rtol_for
 
 MODEL_NAMES = xhsi.available("spectral_model")

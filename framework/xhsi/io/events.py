@@ -77,9 +77,11 @@ def bin_events(events_path: str | Path, instrument=None, out: str | Path | None 
 
     Parameters
     ----------
-    instrument : an instrument name, TOML path or :class:`xhsi.instruments.Instrument`
-        (channel grid, pixel size, name in the header); optional when ``energy_edges_kev``
-        is given and the positions carry a WCS (or ``pixel_arcsec`` is given).
+    instrument : an :class:`xhsi.instruments.Instrument` (``xhsi.instruments.load_instrument``
+        turns a name or TOML path into one): channel grid, pixel size, name in the header;
+        optional when ``energy_edges_kev`` is given and the positions carry a WCS (or
+        ``pixel_arcsec`` is given). This module reads file formats only and never imports
+        the instrument model.
     crop : (x_min, x_max, y_min, y_max) in event pixel coordinates; default: all events.
     spatial_bin : event pixels per cube pixel along each axis (>= 1).
     energy_bin : channels per cube plane (>= 1).
@@ -93,10 +95,11 @@ def bin_events(events_path: str | Path, instrument=None, out: str | Path | None 
     exposure_s : default: the event header's EXPOSURE (or LIVETIME, ONTIME).
 
     Returns the :class:`~xhsi.io.cubes.Cube` (data int64 counts, ``e_min``/``e_max`` keV)."""
-    from ..instruments import Instrument, load_instrument
-
     path = Path(events_path)
-    inst: Instrument | None = load_instrument(instrument) if instrument is not None else None
+    inst = instrument
+    if inst is not None and not hasattr(inst, "channel_edges"):
+        raise TypeError(f"bin_events takes an xhsi.instruments.Instrument, got {type(inst).__name__} "
+                        "(load one with xhsi.instruments.load_instrument(name_or_path)).")
     for name, value in (("spatial_bin", spatial_bin), ("energy_bin", energy_bin)):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise DataError(f"{name} must be a positive integer, got {value!r}.")

@@ -8,10 +8,10 @@ from .diagonal import Diagonal
 from .fused import BlurRebin
 from .rebin import SpatialRebin, SpectralRebin
 from .response import SpectralResponse
-from .starlet import Starlet2d1d, StarletAnalysis, starlet2d1d
+from .starlet import Starlet2d1d, StarletAnalysis
 
 __all__ = [
     "LinearOperator", "Identity", "Composition", "Sum", "Scaled", "VStack", "BlockDiagonal", "vdot",
     "Diagonal", "SpatialConvolution", "SpectralConvolution", "SpectralResponse",
-    "SpatialRebin", "SpectralRebin", "Crop", "Pad", "BlurRebin", "Starlet2d1d", "StarletAnalysis", "starlet2d1d",
+    "SpatialRebin", "SpectralRebin", "Crop", "Pad", "BlurRebin", "Starlet2d1d", "StarletAnalysis",
 ]

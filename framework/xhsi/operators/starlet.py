@@ -1,11 +1,11 @@
-"""The starlet analysis as a linear operator (``xhsi.wavelets``: Starck, Fadili & Murtagh
+"""The starlet analysis as a linear operator (``xhsi.sparsity.wavelets``: Starck, Fadili & Murtagh
 2007): x → (J+1, *x.shape), its true adjoint, and so ‖Φ‖ by the shared power iteration
 (``LinearOperator.norm``); and the 2D-1D frame of a cube, the composition of a 2-D and a
-1-D one, applied streamed on numpy (``xhsi.starlet2d1d.analysis`` and ``adjoint``)."""
+1-D one, applied streamed on numpy (``xhsi.sparsity.frame2d1d.analysis`` and ``adjoint``)."""
 from __future__ import annotations
 
-from .. import starlet2d1d as stream
-from ..wavelets import starlet1d, starlet1d_adjoint, starlet2d, starlet2d_adjoint
+from ..sparsity import frame2d1d
+from ..sparsity.wavelets import starlet1d, starlet1d_adjoint, starlet2d, starlet2d_adjoint
 from .base import LinearOperator
 
 
@@ -38,12 +38,8 @@ class Starlet2d1d(LinearOperator):
         self.scales_2d, self.scales_1d = scales_2d, scales_1d
 
     def _apply(self, x):
-        return stream.analysis(x, self.scales_2d, self.scales_1d)
+        return frame2d1d.analysis(x, self.scales_2d, self.scales_1d)
 
     def _adjoint(self, c):
-        return stream.adjoint(c, self.scales_2d, self.scales_1d)
+        return frame2d1d.adjoint(c, self.scales_2d, self.scales_1d)
 
-
-def starlet2d1d(shape, scales_2d: int, scales_1d: int) -> Starlet2d1d:
-    """The 2D-1D frame of cubes of ``shape`` (``Starlet2d1d``)."""
-    return Starlet2d1d(shape, scales_2d, scales_1d)

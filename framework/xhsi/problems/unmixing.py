@@ -40,21 +40,6 @@ from .starts import backprojection
 from .unmixing_prior import METRIC_FLOOR, FisherStarlet, coefficient_sigma, metric_noise, start_spread
 
 
-class Box:
-    """Projection onto lo ≤ x ≤ hi (exact prox of the box indicator)."""
-
-    def __init__(self, lo: float, hi: float):
-        self.lo, self.hi = float(lo), float(hi)
-
-    def prox(self, x, step: float):
-        from ..backend import array_namespace
-
-        return array_namespace(x).clip(x, min=self.lo, max=self.hi)
-
-    def value(self, x) -> float:
-        return 0.0
-
-
 @dataclass
 class ResolvedComponent:
     """A component with its spectral model set up and each parameter resolved to a block
@@ -86,7 +71,7 @@ def resolve_components(sections, grid, backend: Backend, source: str,
     """Build the spectral models of ``[[components]]`` and assign blocks. Every user error
     (unknown model or parameter, init out of bounds, bad links) is a ConfigError naming the
     dotted key."""
-    from ..spectral_models import build_spectral_model
+    from ..spectral.models import build_spectral_model
 
     if not sections:
         raise ConfigError(f"{source}: problem `unmixing` needs [[components]] (name, model, ...).")
@@ -257,7 +242,7 @@ class Unmixing(Problem):
     def build(self):
         """(x0 list, smooth value, PALM blocks, mixture)."""
         from ..likelihoods import DataTerm
-        from ..solvers import Block, NonNegative, ProxChain
+        from ..solvers import Block, Box, NonNegative, ProxChain
         xp, dtype = self.backend.xp, self.backend.dtype
         n_comp = len(self.components)
         start = self.initial_maps()
@@ -512,7 +497,7 @@ def map_metrics(maps: dict[str, np.ndarray], truth) -> dict[str, dict[str, float
                 # The relative error of a redshift is ill-defined where z crosses 0 (the
                 # CasA-like velocity dipole does): also the median absolute error as a
                 # line-of-sight speed, c·|Δz| (c = 299 792.458 km/s, exact by SI definition).
-                from ..spectra import SPEED_OF_LIGHT_KMS
+                from ..spectral.spectra import SPEED_OF_LIGHT_KMS
 
                 out[key]["median_absolute_error_kms"] = SPEED_OF_LIGHT_KMS * out[key]["median_absolute_error"]
     return out

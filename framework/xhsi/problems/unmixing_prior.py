@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_namespace
-from ..wavelets import mad_sigma, soft_threshold, starlet2d
+from ..sparsity.wavelets import mad_sigma, soft_threshold, starlet2d
 
 #: Floor of a block's Fisher metric, relative to its median over the pixels. The Fisher
 #: information is a local model of the curvature; where it is near zero (a faint pixel, or a

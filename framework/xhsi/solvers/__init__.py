@@ -3,14 +3,14 @@ Teboulle 2014; Pock & Sabach 2016), the terms problems hand them, and checkpoint
 
 See docs/solvers.md for the algorithms, options and stopping rules.
 """
-from .base import (Composite, NonNegative, Precomposed, ProxChain, ProxTerm, SmoothTerm, Solver, SolverResult, Zero,
-                   lipschitz_of, value_and_gradient)
+from .base import Composite, Precomposed, SmoothTerm, Solver, SolverResult, lipschitz_of, value_and_gradient
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .fista import FISTA, ISTA, FistaState
 from .palm import PALM, Block, PalmState
+from .prox import Box, NonNegative, ProxChain, ProxTerm, Zero
 
 __all__ = [
-    "Solver", "SolverResult", "SmoothTerm", "ProxTerm", "Composite", "Precomposed", "ProxChain", "NonNegative", "Zero",
+    "Solver", "SolverResult", "SmoothTerm", "ProxTerm", "Composite", "Precomposed", "ProxChain", "NonNegative", "Box", "Zero",
     "value_and_gradient", "lipschitz_of", "ISTA", "FISTA", "FistaState", "PALM", "Block", "PalmState",
     "Checkpoint", "save_checkpoint", "load_checkpoint",
 ]

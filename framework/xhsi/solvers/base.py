@@ -13,7 +13,8 @@ smooth one is a SmoothTerm, a proximable one a ProxTerm. Adapters: :class:`Compo
 smooth terms (Poisson data terms of several observations + Sobolev/L2 regularisers),
 :class:`Precomposed` composes one with a change of variable,
 :class:`ProxChain` applies several proxes in turn (starlet soft-thresholding, then the
-projection on x ≥ 0), :class:`NonNegative` is that projection, :class:`Zero` is g = 0.
+projection on x ≥ 0), :class:`NonNegative` is that projection, :class:`Zero` is g = 0
+(the prox terms live in ``xhsi.solvers.prox``).
 
 A solver is ``Solver(options, max_iter=, tol=, max_time_s=, report_every=)``; ``setup(...)``
 gives it the problem, ``step()`` does one iteration, ``run()`` iterates until a stopping
@@ -39,8 +40,7 @@ from ..errors import ConfigError, RunStopped
 from ..schema import Context, NoOptions, from_dict
 
 __all__ = [
-    "SmoothTerm", "ProxTerm", "Composite", "ProxChain", "NonNegative", "Zero", "SolverResult", "Solver",
-    "value_and_gradient", "lipschitz_of",
+    "SmoothTerm", "Composite", "Precomposed", "SolverResult", "Solver", "value_and_gradient", "lipschitz_of",
 ]
 
 
@@ -50,13 +50,6 @@ class SmoothTerm(Protocol):
     def value(self, x) -> float: ...
 
     def gradient(self, x): ...
-
-
-@runtime_checkable
-class ProxTerm(Protocol):
-    def prox(self, x, step: float): ...
-
-    def value(self, x) -> float: ...
 
 
 def value_and_gradient(term, x) -> tuple[float, Any]:
@@ -140,54 +133,6 @@ def _accumulate(g, gi, owned: bool):
     if np_ is not None and g.dtype == gi.dtype and g.shape == gi.shape:
         return np_.add(g, gi, out=g)
     return g + gi
-
-
-class ProxChain:
-    """g = Σ_i g_i, with prox_g approximated by prox_{g_n} ∘ … ∘ prox_{g_1} (the first term
-    applied first). value = Σ value_i.
-
-    The composition is the exact prox of the sum in some cases (Yu 2013, "On decomposing
-    the proximal map", NeurIPS): e.g. a separable L1 norm followed by the projection on
-    x ≥ 0, or any prox followed by the projection on a box when the first prox commutes
-    with it coordinate-wise. For a redundant-frame L1 (starlet) followed by x ≥ 0 it is the
-    usual approximation of the sparse-recovery literature (e.g. Starck et al. 2010), and the
-    cost no longer strictly decreases under MFISTA/PALM; order the terms projection last.
-    """
-
-    def __init__(self, terms: Sequence):
-        self.terms = list(terms)
-
-    def prox(self, x, step: float):
-        for t in self.terms:
-            x = t.prox(x, step)
-        return x
-
-    def value(self, x) -> float:
-        return sum(float(t.value(x)) for t in self.terms)
-
-
-class NonNegative:
-    """Indicator of x ≥ 0: prox is the projection max(x, 0); value is 0 (iterates are
-    feasible after every prox, so the indicator's +inf is never met)."""
-
-    name = "nonnegative"
-
-    def prox(self, x, step: float):
-        xp = array_namespace(x)
-        return xp.clip(x, min=0.0)
-
-    def value(self, x) -> float:
-        return 0.0
-
-
-class Zero:
-    """g = 0: prox is the identity (a smooth-only problem)."""
-
-    def prox(self, x, step: float):
-        return x
-
-    def value(self, x) -> float:
-        return 0.0
 
 
 # -- results ---------------------------------------------------------------------------

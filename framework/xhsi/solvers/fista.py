@@ -56,7 +56,8 @@ from typing import Any
 from ..backend import array_namespace, native_numpy
 from ..errors import ConfigError, RunStopped
 from ..schema import option
-from .base import Solver, Zero, lipschitz_of, tree_norm, value_and_gradient
+from .base import Solver, lipschitz_of, tree_norm, value_and_gradient
+from .prox import Zero
 
 __all__ = ["ISTA", "FISTA", "FistaState"]
 

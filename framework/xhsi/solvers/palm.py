@@ -48,8 +48,9 @@ from typing import Any, Callable, Sequence
 from ..backend import array_namespace
 from ..errors import ConfigError, RunStopped
 from ..schema import option
-from .base import Solver, Zero, tree_norm
+from .base import Solver, tree_norm
 from .fista import _SLACK_EPS, _machine_eps
+from .prox import Zero
 
 __all__ = ["PALM", "Block", "PalmState"]
 

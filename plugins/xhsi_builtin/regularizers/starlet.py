@@ -2,13 +2,13 @@
 (``starlet2d_l1``) and of the 2-D × 1-D starlet coefficients of a cube (``starlet2d1d_l1``).
 
 φ(x) = Σ_b λ_b ‖c_b(x)‖₁ over the detail bands b (the coarse band is not penalised), with
-c = Φx the starlet analysis (``xhsi.wavelets``; Starck, Fadili & Murtagh 2007) and
+c = Φx the starlet analysis (``xhsi.sparsity.wavelets``; Starck, Fadili & Murtagh 2007) and
 λ_b = k·σ_b (k-sigma thresholding; Starck & Murtagh 2006, *Astronomical Image and Data
 Analysis*, §2.3). The starlet is redundant and not a tight frame, so the exact prox of
 ‖Φx‖₁ has no closed form; ``prox`` is the usual approximation used in astronomy:
 soft-threshold every detail band by step·weight·λ_b, then reconstruct by the sum of the
 bands. ``starlet2d1d_l1`` streams its (L+1)(J+1) bands instead of materialising them
-(``xhsi.starlet2d1d``): prox, value and MAD calibration hold a few cubes at a time.
+(``xhsi.sparsity.frame2d1d``): prox, value and MAD calibration hold a few cubes at a time.
 See docs/regularizers.md.
 """
 from __future__ import annotations
@@ -18,15 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import device
 
-from xhsi import starlet2d1d as stream
-from xhsi.analysis_prox import analysis_l1_prox_nonnegative
+from xhsi.sparsity import frame2d1d
+from xhsi.sparsity.analysis_prox import analysis_l1_prox_nonnegative
 from xhsi.backend import array_namespace, to_numpy
 from xhsi.errors import ConfigError, ShapeError
 from xhsi.regularizers import Regularizer
 from xhsi.schema import option
 from xhsi.operators import StarletAnalysis
-from xhsi.operators import starlet2d1d as starlet2d1d_operator
-from xhsi.wavelets import mad_sigma, soft_threshold, starlet1d, starlet2d
+from xhsi.operators import Starlet2d1d
+from xhsi.sparsity.wavelets import mad_sigma, soft_threshold, starlet1d, starlet2d
 
 __all__ = ["Starlet2dL1", "Starlet2d1dL1", "starlet_noise_norms"]
 
@@ -329,14 +329,14 @@ class Starlet2d1dL1(_StarletL1):
         self._faint = self._faint_dev = None  # k(p)/k of k_faint: host (ny, nx), and as _band_factor
         self._dual = self._norm_sq_value = None  # the exact prox's warm start and ‖Φ‖² bound
         self._metric = None  # d of a diagonal metric (use_metric): the variable is u, x = d·u
-        self._frame = starlet2d1d_operator(tuple(shape), self.options.scales_2d, self.options.scales_1d)
+        self._frame = Starlet2d1d(tuple(shape), self.options.scales_2d, self.options.scales_1d)
 
     def _analysis(self, x):
         """All bands at once, (L+1, J+1, *x.shape): (L+1)(J+1) cubes. The approximate ``prox``,
-        ``value`` and the MAD calibration stream the bands instead (``xhsi.starlet2d1d``)."""
+        ``value`` and the MAD calibration stream the bands instead (``xhsi.sparsity.frame2d1d``)."""
         return self._frame.apply(x)
 
-    # -- streamed: never more than a few cubes (see xhsi.starlet2d1d) -------------------
+    # -- streamed: never more than a few cubes (see xhsi.sparsity.frame2d1d) -------------------
     def _scales(self):
         return self.options.scales_2d, self.options.scales_1d
 
@@ -349,7 +349,7 @@ class Starlet2d1dL1(_StarletL1):
         sky = tuple(x.shape[-2:]) if self.options.per_pixel else (1, 1)
         sigma = np.zeros(self._band_shape() + sky)
         free = self._free()
-        for ell, j, band in stream.bands(x, *self._scales()):
+        for ell, j, band in frame2d1d.bands(x, *self._scales()):
             if not free[ell, j]:
                 # the streamed band is ours (not a view of x) on numpy: MAD in place
                 own = isinstance(band, np.ndarray) and not np.may_share_memory(band, x)
@@ -418,7 +418,7 @@ class Starlet2d1dL1(_StarletL1):
         return lam * self._band_factor(self._faint, lam.ndim - 2)
 
     def _host_tau(self, lam) -> np.ndarray:
-        """λ (or τ) as the host array ``xhsi.starlet2d1d`` takes: (L+1, J+1), or
+        """λ (or τ) as the host array ``xhsi.sparsity.frame2d1d`` takes: (L+1, J+1), or
         (L+1, J+1, ny, nx) per pixel."""
         lam, bands = to_numpy(lam), self._band_shape()
         return lam.reshape(bands if lam.size == np.prod(bands) else bands + lam.shape[-2:])
@@ -454,15 +454,15 @@ class Starlet2d1dL1(_StarletL1):
         x = self._in_x(self._check_shape(x))
         lam = self._host_tau(self._thresholds_for(x, None, freeze=False)).astype(np.float64)
         per_pixel = lam.ndim == 4
-        norms = stream.l1_norms(x, *self._scales(), wanted=stream.wanted_bands(lam), per_pixel=per_pixel)
+        norms = frame2d1d.l1_norms(x, *self._scales(), wanted=frame2d1d.wanted_bands(lam), per_pixel=per_pixel)
         return self.weight * float(np.sum(lam * norms))
 
     def prox(self, x, step: float):
         """Soft-threshold every band by step·weight·λ_lj (re-weighted when asked) and sum the
-        bands, streamed (``xhsi.starlet2d1d.shrink``): same result as thresholding the
+        bands, streamed (``xhsi.sparsity.frame2d1d.shrink``): same result as thresholding the
         materialised bands, in ~3 cubes of memory instead of (L+1)(J+1) + padding.
         ``prox = "exact"``: argmin_{u ≥ 0} ½‖u − x‖² + step·weight·Σ λ‖c(u)‖₁
-        (``xhsi.analysis_prox``), warm-started from the previous call's dual; ~4(L+1)(J+1)
+        (``xhsi.sparsity.analysis_prox``), warm-started from the previous call's dual; ~4(L+1)(J+1)
         cubes of memory."""
         lam = self._thresholds_for(self._in_x(self._check_shape(x)), None, freeze=True)
         if self.exact_prox:
@@ -475,7 +475,7 @@ class Starlet2d1dL1(_StarletL1):
                 x, analysis, adjoint, (step * self.weight) * lam, norm_sq,
                 dual=self._dual, max_iter=o.prox_iter, tol=o.prox_tol)
             return out
-        return stream.shrink(x, *self._scales(), self._host_tau((step * self.weight) * lam),
+        return frame2d1d.shrink(x, *self._scales(), self._host_tau((step * self.weight) * lam),
                              reweight=self.options.reweight)
 
     def _norm_sq(self) -> float:

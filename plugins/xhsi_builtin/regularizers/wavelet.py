@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from xhsi.backend import array_namespace
 from xhsi.regularizers import Regularizer
 from xhsi.schema import option
-from xhsi.wavelets import WAVELETS, dwt2, dwt2_approximation_shape, dwt2_keep_approximation, idwt2, soft_threshold
+from xhsi.sparsity.wavelets import WAVELETS, dwt2, dwt2_approximation_shape, dwt2_keep_approximation, idwt2, soft_threshold
 
 __all__ = ["Wavelet2dL1"]
 

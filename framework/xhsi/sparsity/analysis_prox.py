@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .backend import array_namespace, native_numpy
+from ..backend import array_namespace, native_numpy
 
 __all__ = ["analysis_l1_prox_nonnegative"]
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import array_namespace
-from .errors import DataError
+from ..backend import array_namespace
+from ..errors import DataError
 
 __all__ = [
     "powerlaw", "powerlaw_derivatives", "thermal", "thermal_derivatives", "absorption", "absorption_derivatives",
@@ -85,7 +85,7 @@ def _setup(edges_kev, *params):
 
 
 def _host(x):
-    from .backend import to_numpy
+    from ..backend import to_numpy
 
     return to_numpy(x)
 

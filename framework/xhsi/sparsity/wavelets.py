@@ -39,8 +39,8 @@ import numpy as np
 
 from array_api_compat import device as _device
 
-from .backend import array_namespace, is_numpy_namespace
-from .errors import ShapeError, XhsiError
+from ..backend import array_namespace, is_numpy_namespace
+from ..errors import ShapeError, XhsiError
 
 __all__ = [
     "B3_SPLINE", "starlet2d", "starlet2d_adjoint", "starlet1d", "starlet1d_adjoint",

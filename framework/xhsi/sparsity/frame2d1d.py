@@ -3,7 +3,7 @@
 The 2D-1D transform (Starck et al. 2009, A&A 504, 641) is a 2-D starlet of every energy
 slice followed by a 1-D starlet along energy (axis −3) of every 2-D band:
 c_lj = starlet1d(starlet2d(x, J)_j, L)_l, (L+1)(J+1) bands of the cube's size, coarse last in
-both l and j (``xhsi.wavelets``; Starck, Fadili & Murtagh 2007). Materialising them costs
+both l and j (``xhsi.sparsity.wavelets``; Starck, Fadili & Murtagh 2007). Materialising them costs
 (L+1)(J+1) cubes (20 for the default 3 × 4 scales); the functions here produce each band from
 c_{j−1} → c_j (2-D detail w_j = c_{j−1} − c_j) and, for each w_j, from the 1-D smoothings along
 energy, and consume it at once:
@@ -15,7 +15,7 @@ energy, and consume it at once:
 * ``l1_norms(x, J, L)``: ‖c_lj‖₁ per band (the regulariser's value), or per band and sky pixel;
 * ``bands(x, J, L)``: the bands themselves, one 2-D scale at a time (MAD calibration);
 * ``analysis(x, J, L)`` and ``adjoint(c, J, L)``: Φx, all bands in one array
-  (L+1, J+1, *x.shape), and Φᵀc, for the exact prox (``xhsi.analysis_prox``), which needs
+  (L+1, J+1, *x.shape), and Φᵀc, for the exact prox (``xhsi.sparsity.analysis_prox``), which needs
   them both every dual iteration. The adjoint uses that a B3 smoothing S with the
   whole-sample mirror boundary is self-adjoint for the weights w = (½, 1, …, 1, ½) along
   its axis (its symmetric extension is periodic, as for the DCT-I): Sᵀ = W S W⁻¹, so
@@ -41,8 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from array_api_compat import device
 
-from .backend import array_namespace, to_numpy
-from .errors import ShapeError
+from ..backend import array_namespace, to_numpy
+from ..errors import ShapeError
 from .wavelets import (_check_scales, _smooth, _smooth_numpy, _tap3_numpy, starlet1d, starlet1d_adjoint, starlet2d,
                        starlet2d_adjoint)
 
@@ -373,7 +373,7 @@ def analysis(x, scales_2d: int, scales_1d: int):
     """Φx: the 2D-1D starlet bands of ``x`` (..., n_e, ny, nx) in one array
     (L+1, J+1, ..., n_e, ny, nx), coarse last on both axes (the layout of
     ``xhsi.operators.starlet2d1d``); streamed on numpy, each band block written once;
-    elsewhere the materialised transforms of ``xhsi.wavelets``."""
+    elsewhere the materialised transforms of ``xhsi.sparsity.wavelets``."""
     scales_2d, scales_1d = _check(x, scales_2d, scales_1d)
     bands_shape = (scales_1d + 1, scales_2d + 1)
     if not _numpy_fast(x, scales_2d, scales_1d):
@@ -396,7 +396,7 @@ def analysis(x, scales_2d: int, scales_1d: int):
 def adjoint(coeffs, scales_2d: int, scales_1d: int):
     """Φᵀc for coefficients ``coeffs`` (L+1, J+1, ..., n_e, ny, nx) of ``analysis``: the
     cube (..., n_e, ny, nx). Streamed on numpy (module docstring: Sᵀ = W S W⁻¹); elsewhere
-    the materialised adjoints of ``xhsi.wavelets``."""
+    the materialised adjoints of ``xhsi.sparsity.wavelets``."""
     scales_2d, scales_1d = _check_scales(scales_2d), _check_scales(scales_1d)
     bands_shape = (scales_1d + 1, scales_2d + 1)
     if tuple(coeffs.shape[:2]) != bands_shape or coeffs.ndim < 5:

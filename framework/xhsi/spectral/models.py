@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import array_namespace, to_numpy
-from .errors import ConfigError, DataError, PluginError, ShapeError
-from .schema import Context, NoOptions, from_dict
+from ..backend import array_namespace, to_numpy
+from ..errors import ConfigError, DataError, PluginError, ShapeError
+from ..schema import Context, NoOptions, from_dict
 
 __all__ = ["Parameter", "SpectralModel", "Product", "build_spectral_model", "check_energy_edges",
            "edges_digest"]
@@ -170,7 +170,7 @@ class SpectralModel:
         for p in self.parameters:
             if p.name == name:
                 return p
-        from .errors import did_you_mean
+        from ..errors import did_you_mean
 
         raise ConfigError(f"spectral model `{self.name}` has no parameter `{name}`"
                           f"{did_you_mean(name, self.parameter_names)}; its parameters are: "
@@ -384,7 +384,7 @@ def build_spectral_model(expression: str, options: dict | None = None, *, where:
     in error messages; relative file options resolve against ``base_dir`` (the config's
     folder). The model still needs ``setup(energy_edges_kev, xp, dtype)``."""
     base_dir = Path(base_dir)
-    from . import plugins
+    from .. import plugins
 
     names = [part.strip() for part in str(expression).split("*")]
     if not names or any(not n for n in names):
@@ -399,7 +399,7 @@ def build_spectral_model(expression: str, options: dict | None = None, *, where:
     options = dict(options or {})
     unknown = [k for k in options if k not in names]
     if unknown:
-        from .errors import did_you_mean
+        from ..errors import did_you_mean
 
         raise ConfigError(f"{where}: options for `{unknown[0]}`, which is not a factor of `{expression}`"
                           f"{did_you_mean(unknown[0], names)}; key the options of a product by model name.")
