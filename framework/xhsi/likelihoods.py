@@ -27,13 +27,13 @@ are never written to.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .backend import array_namespace, native_numpy
 from .errors import DataError, ShapeError
 from .schema import NoOptions, option
 
-__all__ = ["Likelihood", "Poisson", "Gaussian", "SumOfLikelihoods", "DataTerm", "check_data"]
+__all__ = ["Likelihood", "Poisson", "Gaussian", "DataTerm", "check_data"]
 
 
 def check_data(data, *, nonnegative: bool = True, what: str = "counts") -> None:
@@ -279,40 +279,6 @@ class Gaussian(Likelihood):
             return 1.0 / self.options.sigma ** 2
         xp = array_namespace(self.variance)
         return float(1.0 / xp.min(self.variance))
-
-
-class SumOfLikelihoods:
-    """Σ_k L_k(m_k, y_k) over several observations (e.g. the two instruments of a fusion).
-
-    ``models`` and ``data`` are sequences with one array per observation; ``gradient``
-    returns a list of arrays in the same order.
-    """
-
-    def __init__(self, likelihoods: Sequence[Likelihood]):
-        self.likelihoods = list(likelihoods)
-        if not self.likelihoods:
-            raise ValueError("SumOfLikelihoods needs at least one likelihood")
-
-    def _check(self, models, data) -> None:
-        n = len(self.likelihoods)
-        if len(models) != n or len(data) != n:
-            raise ShapeError(f"SumOfLikelihoods holds {n} likelihoods but got {len(models)} models "
-                             f"and {len(data)} data arrays.")
-
-    def check_data(self, data) -> None:
-        for k, (lik, y) in enumerate(zip(self.likelihoods, data)):
-            lik.check_data(y, what=f"counts of observation {k}")
-
-    def value(self, models, data) -> float:
-        self._check(models, data)
-        return sum(lik.value(m, y) for lik, m, y in zip(self.likelihoods, models, data))
-
-    def deviance(self, models, data) -> float:
-        return 2.0 * self.value(models, data)
-
-    def gradient(self, models, data) -> list:
-        self._check(models, data)
-        return [lik.gradient(m, y) for lik, m, y in zip(self.likelihoods, models, data)]
 
 
 class DataTerm:

@@ -4,8 +4,7 @@ Each class of the ``likelihood`` registry is built with its default options and 
 the gradient against central finite differences (float64), value ≥ 0 with deviance = 2·value
 and 0 at model == data, safety at zero counts and zero model (finite, no warnings), data
 validation, and namespace/dtype/shape of results — on numpy and array_api_strict (and cupy).
-Plus checks specific to the built-in Poisson and Gaussian likelihoods, SumOfLikelihoods and
-DataTerm.
+Plus checks specific to the built-in Poisson and Gaussian likelihoods and DataTerm.
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from array_api_compat import array_namespace
 import xhsi
 from xhsi.backend import Backend, to_numpy
 from xhsi.errors import DataError, ShapeError
-from xhsi.likelihoods import DataTerm, Gaussian, Poisson, SumOfLikelihoods, check_data
+from xhsi.likelihoods import DataTerm, Gaussian, Poisson, check_data
 from xhsi.testing import DenseOperator, assert_close
 
 LIKELIHOOD_NAMES = xhsi.available("likelihood")
@@ -174,22 +173,6 @@ def test_gaussian_with_variance_array(xp):
 
 
 # -- several observations and the smooth term of the solvers ------------------------------
-def test_sum_of_likelihoods(xp):
-    be = Backend("numpy", "float64")
-    (m1, y1), (m2, y2) = _data(be, 0), _data(be, 1)
-    m1, y1, m2, y2 = (xp.asarray(to_numpy(a)) for a in (m1, y1, m2, y2))
-    total = SumOfLikelihoods([Poisson(), Gaussian()])
-    assert total.value([m1, m2], [y1, y2]) == pytest.approx(Poisson().value(m1, y1) + Gaussian().value(m2, y2))
-    assert total.deviance([m1, m2], [y1, y2]) == pytest.approx(2 * total.value([m1, m2], [y1, y2]))
-    g = total.gradient([m1, m2], [y1, y2])
-    assert_close(g[1], Gaussian().gradient(m2, y2), xp=xp)
-    with pytest.raises(ShapeError, match="2 likelihoods"):
-        total.value([m1], [y1])
-    total.check_data([y1, -y2 - 1.0])  # Gaussian data may be negative
-    with pytest.raises(DataError, match="observation 0"):
-        total.check_data([-y1 - 1.0, y2])
-
-
 Dense = DenseOperator  # a dense matrix as a LinearOperator
 
 

@@ -227,66 +227,6 @@ class Scaled(LinearOperator):
         return abs(self.scalar) * self.op.norm(*args, **kwargs)
 
 
-class VStack:
-    """Several observations of one cube: ``x -> [A_1 x, A_2 x, ...]``.
-
-    Inputs are one array; outputs are a list of arrays of different shapes, so this is not a
-    LinearOperator of one output shape. ``adjoint`` sums the back-projections. ``norm()``
-    is ‖[A_1; A_2; ...]‖₂ by power iteration on Σ_k A_k* A_k.
-    """
-
-    def __init__(self, ops: Sequence[LinearOperator]):
-        ops = list(ops)
-        if not ops:
-            raise ValueError("VStack needs at least one operator")
-        for op in ops[1:]:
-            if op.shape_in != ops[0].shape_in:
-                raise ShapeError(f"stacked operators must share an input shape: {ops[0]!r} vs {op!r}.")
-        self.ops = ops
-        self.shape_in = ops[0].shape_in
-        self.shape_out = [op.shape_out for op in ops]
-        self._norm: float | None = None
-
-    def apply(self, x) -> list:
-        return [op.apply(x) for op in self.ops]
-
-    def adjoint(self, ys: Sequence) -> object:
-        if len(ys) != len(self.ops):
-            raise ShapeError(f"VStack.adjoint takes {len(self.ops)} arrays, got {len(ys)}.")
-        out = self.ops[0].adjoint(ys[0])
-        for op, y in zip(self.ops[1:], ys[1:]):
-            out = out + op.adjoint(y)
-        return out
-
-    def norm(self, xp=None, n_iter: int = 100, rtol: float = 1e-6, seed: int = 0, dtype=None) -> float:
-        if self._norm is None:
-            gram = Sum([op.H @ op for op in self.ops])
-            self._norm = math.sqrt(gram.norm(xp=xp, n_iter=n_iter, rtol=rtol, seed=seed, dtype=dtype))
-        return self._norm
-
-
-class BlockDiagonal:
-    """Independent operators on a list of inputs: ``[x_1, x_2] -> [A_1 x_1, A_2 x_2]``."""
-
-    def __init__(self, ops: Sequence[LinearOperator]):
-        self.ops = list(ops)
-        self.shape_in = [op.shape_in for op in self.ops]
-        self.shape_out = [op.shape_out for op in self.ops]
-
-    def apply(self, xs: Sequence) -> list:
-        if len(xs) != len(self.ops):
-            raise ShapeError(f"BlockDiagonal takes {len(self.ops)} arrays, got {len(xs)}.")
-        return [op.apply(x) for op, x in zip(self.ops, xs)]
-
-    def adjoint(self, ys: Sequence) -> list:
-        if len(ys) != len(self.ops):
-            raise ShapeError(f"BlockDiagonal.adjoint takes {len(self.ops)} arrays, got {len(ys)}.")
-        return [op.adjoint(y) for op, y in zip(self.ops, ys)]
-
-    def norm(self, **kwargs) -> float:
-        return max(op.norm(**kwargs) for op in self.ops)
-
-
 def vdot(a, b) -> float:
     """Real inner product <a, b> of two arrays of any shape, as a Python float."""
     xp = array_namespace(a, b)

@@ -71,16 +71,14 @@ def read_start_cube(path: Path, grid) -> np.ndarray:
     """A sky cube FITS (photons / s / cm² per bin and pixel) on the model grid, read by the
     ``fits`` scene (EBOUNDS or a spectral WCS; resampled when the grids differ by integer
     factors, else a DataError), and checked to be ≥ 0."""
-    from .. import plugins
-    from ..backend import Backend
     from ..errors import XhsiError
+    from ..io.sky import read_sky_cube
 
     where = f"[problem] start_file {path}"
     if not Path(path).is_file():
         raise DataError(f"{where}: no such file; give the result.fits of an earlier run on this [model] grid.")
-    scene_cls = plugins.get("scene", "fits")
     try:
-        data = scene_cls(scene_cls.Options(path=Path(path))).generate(grid, Backend("numpy", "float64"))
+        data = read_sky_cube(Path(path), grid)
     except XhsiError as exc:
         raise type(exc)(f"[problem] start_file: {exc}") from None
     if data.min() < 0:

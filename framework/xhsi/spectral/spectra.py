@@ -19,6 +19,9 @@ How bins are integrated:
 - thermal continuum and absorption: Simpson's rule on (lo, mid, hi) of each bin
   (error O(ΔE⁴ f⁗), negligible for bins much narrower than kT);
 - emission lines: exact integrals of Gaussians over each bin (difference of erfc).
+
+Over 500 lines because the three shapes and their derivatives share these bin-integration
+helpers; split, the helpers would become a public module of their own for no other user.
 """
 from __future__ import annotations
 
