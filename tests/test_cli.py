@@ -76,10 +76,10 @@ def test_user_error_in_subprocess_has_no_traceback(tmp_path):
 def test_plugins_json_lists_builtins():
     out = subprocess.run([sys.executable, "-m", "xhsi", "plugins", "--json"], capture_output=True, text=True, check=True)
     listing = {p["name"]: p for p in json.loads(out.stdout)}
-    assert {"operators", "regularizers", "solvers", "problems", "instruments"} <= set(listing)
-    assert listing["solvers"]["distribution"] == "xhsi"
+    assert {"core", "regularizers", "scenes", "spectral_models"} <= set(listing)
+    assert listing["core"]["distribution"] == "xhsi"
     # each plugin's options schema, with defaults and units, is part of the listing
-    fista = {f["name"]: f for f in listing["solvers"]["options"]["solver"]["fista"]}
+    fista = {f["name"]: f for f in listing["core"]["options"]["solver"]["fista"]}
     assert fista["restart"]["default"] == "adaptive"
     starlet = {f["name"]: f for f in listing["regularizers"]["options"]["regularizer"]["starlet2d1d_l1"]}
     assert starlet["k"]["default"] == 3.0 and starlet["k"]["unit"]

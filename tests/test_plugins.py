@@ -21,7 +21,7 @@ from xhsi.errors import PluginError
 def test_builtin_plugins_come_from_the_entry_point_group():
     pm = xhsi.get_plugin_manager()
     names = {name for name, _ in pm.list_name_plugin()}
-    assert {"operators", "regularizers", "solvers", "likelihoods", "problems", "scenes", "instruments"} <= names
+    assert {"core", "regularizers", "scenes", "spectral_models"} <= names
     # registered through the entry point group, like a third-party plugin
     from importlib.metadata import entry_points
 
@@ -104,8 +104,7 @@ def test_every_registration_hook_is_used_by_a_builtin_plugin():
     pm = xhsi.get_plugin_manager()
     for hook_name in list(plugins.KINDS.values()) + [plugins.INSTRUMENT_HOOK]:
         impls = getattr(pm.hook, hook_name).get_hookimpls()
-        assert any(i.plugin_name in {"operators", "likelihoods", "regularizers", "solvers", "problems", "scenes",
-                                     "spectral_models", "instruments"} for i in impls), hook_name
+        assert any(i.plugin_name in {"core", "regularizers", "scenes", "spectral_models"} for i in impls), hook_name
 
 
 def test_run_event_hooks_can_ask_to_stop():
@@ -302,8 +301,9 @@ def test_plugins_command_lists_hooks_in_text_and_json(monkeypatch, capsys):
 
 def test_builtin_plugins_list_their_registration_hook():
     listing = {p["name"]: p for p in plugins.build_registries(xhsi.get_plugin_manager(disabled=())).plugins}
-    assert listing["solvers"]["hooks"] == ["xhsi_register_solvers"]
-    assert listing["instruments"]["hooks"] == ["xhsi_register_instruments"]
+    assert listing["core"]["hooks"] == ["xhsi_register_operators", "xhsi_register_likelihoods",
+                                        "xhsi_register_solvers", "xhsi_register_problems", "xhsi_register_instruments"]
+    assert listing["scenes"]["hooks"] == ["xhsi_register_scenes"]
 
 
 # -- disabling plugins ---------------------------------------------------------------------
