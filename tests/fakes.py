@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 from xhsi import hookimpl
 from xhsi.plugins import build_registries, get_plugin_manager
+from xhsi.problems import Problem
 from xhsi.schema import option
 
 
@@ -27,8 +28,13 @@ class ToySolver:
         restart: str = option("adaptive", choices=("adaptive", "none"))
 
 
-class ToyProblem:
+class ToyProblem(Problem):
     name = "toy_problem"
+
+    @classmethod
+    def check_config(cls, config, regularizers=None) -> list:
+        """Nothing to check: the toy config's instruments and scene are not registered."""
+        return []
 
 
 class ToyScene:

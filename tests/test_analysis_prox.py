@@ -38,7 +38,7 @@ def test_starlet_prox_matches_an_independent_constrained_solver():
     """On a tiny cube, the 2D-1D starlet prox (per-band τ, coarse × coarse free) equals the
     solution of the same problem written as a smooth program with slacks, min ½‖x − z‖² + Σ τs,
     −s ≤ Φx ≤ s, x ≥ 0, solved by SLSQP; the duality gap certifies it."""
-    J, L, shape = 1, 1, (4, 4, 4)
+    J, L, shape = 1, 1, (4, 3, 3)  # 36 voxels: SLSQP on 36 + 108 variables
     analysis, adjoint, norm_sq = _starlet2d1d(shape, J, L)
     z = RNG.standard_normal(shape)
     tau = np.array([[0.3, 0.2], [0.25, 0.0]]).reshape(2, 2, 1, 1, 1)
@@ -70,7 +70,7 @@ def test_the_gap_bounds_the_suboptimality_and_a_warm_start_needs_no_iteration():
     """Stopped early, P(x) − P(x*) ≤ gap; restarted from its own dual, the converged
     solution is certified at the first evaluation. The stopping rule is relative to the
     penalty at z: a tiny τ (a small solver step) still gets a prox, not x = z."""
-    J, L, shape = 1, 2, (8, 6, 6)
+    J, L, shape = 1, 1, (4, 4, 4)
     analysis, adjoint, norm_sq = _starlet2d1d(shape, J, L)
     z = RNG.standard_normal(shape)
     tau = np.full((L + 1, J + 1, 1, 1, 1), 0.3)

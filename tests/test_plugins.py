@@ -227,14 +227,9 @@ def _run_with(recorder, tmp_path, monkeypatch):
     from xhsi.config import load_config
     from xhsi.runner import run
 
-    build = plugins.get_plugin_manager
-
-    def with_recorder(*args, **kwargs):
-        pm = build(*args, **kwargs)
-        pm.register(recorder, name="recorder")
-        return pm
-
-    monkeypatch.setattr(plugins, "get_plugin_manager", with_recorder)  # the manager run() builds
+    pm = plugins.get_plugin_manager()
+    pm.register(recorder, name="recorder")
+    monkeypatch.setitem(plugins._CACHE, "reg", plugins.build_registries(pm))  # the one manager of the process
     path = tmp_path / "run.toml"
     path.write_text(SMALL_RUN)
     cfg = load_config(path)

@@ -132,7 +132,7 @@ def test_map_metrics_report_z_error_in_km_per_s():
     # metrics also give c·median|Δz| in km/s.
     from types import SimpleNamespace
 
-    from xhsi.problems.unmixing import map_metrics
+    from xhsi.problems.components import map_metrics
 
     amp = np.ones((4, 4))
     truth = SimpleNamespace(components=[SimpleNamespace(name="thermal", amplitude=amp,

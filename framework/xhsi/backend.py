@@ -4,6 +4,12 @@
 only when asked for. Core code takes its namespace from its inputs
 (``array_namespace(x)``) and its FFTs from ``fft_namespace(xp)``; only code that creates
 arrays from scratch (problems, simulations) needs the Backend itself.
+
+Public functions that take a namespace argument (``SpectralModel.setup(edges, xp, dtype)``,
+``Regularizer.setup``, ``LinearOperator.norm(xp=...)``, ...) accept plain ``numpy`` or
+``cupy`` as well as the array-API namespaces: they pass it through
+:func:`compat_namespace`, which gives the namespace ``array_namespace`` returns for that
+library's arrays, so results compare equal to ``array_namespace(result)``.
 """
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ from array_api_compat import array_namespace, is_cupy_namespace, is_numpy_namesp
 
 from .errors import XhsiError
 
-__all__ = ["Backend", "array_namespace", "fft_namespace", "to_numpy", "is_numpy_namespace", "native_numpy"]
+__all__ = ["Backend", "array_namespace", "compat_namespace", "float_dtype", "dtype_name", "fft_namespace", "to_numpy",
+           "is_numpy_namespace", "native_numpy"]
 
 
 def _workers() -> int:
@@ -90,6 +97,55 @@ def to_numpy(x) -> np.ndarray:
         return np.from_dlpack(x)
     except (TypeError, AttributeError, RuntimeError, BufferError):
         return np.asarray(x)
+
+
+def compat_namespace(xp):
+    """The array-API namespace for ``xp``, as ``array_namespace`` returns it for that library's
+    arrays: plain ``numpy`` → ``array_api_compat.numpy``, plain ``cupy`` →
+    ``array_api_compat.cupy``; a name ("numpy", "cupy", "array_api_strict") → that backend's
+    namespace; array-API namespaces (``array_api_strict``, the ``array_api_compat`` wrappers)
+    and None unchanged. Entry points that take a namespace call this once, so a library user
+    may pass ``numpy`` itself.
+
+    >>> import numpy
+    >>> compat_namespace(numpy).__name__
+    'array_api_compat.numpy'
+    """
+    if xp is None:
+        return None
+    if isinstance(xp, str):
+        return _load_namespace(xp)
+    if is_numpy_namespace(xp):
+        import array_api_compat.numpy as compat
+
+        return compat
+    if is_cupy_namespace(xp):
+        import array_api_compat.cupy as compat
+
+        return compat
+    return xp
+
+
+def float_dtype(xp, dtype=None):
+    """The float dtype object of namespace ``xp`` (as :func:`compat_namespace` gives it) for
+    ``dtype``: None → float64; a name ("float32", "float64"), a numpy dtype or scalar type →
+    the namespace's own dtype of that name, so that ``array.dtype == float_dtype(xp, ...)``
+    holds for arrays of ``xp``. Raises XhsiError for anything but float32 / float64."""
+    if dtype is None:
+        return xp.float64
+    name = dtype_name(dtype)
+    if name not in ("float32", "float64"):
+        raise XhsiError(f"dtype must be float32 or float64, got `{dtype}`.")
+    return getattr(xp, name)
+
+
+def dtype_name(dtype) -> str:
+    """The plain name ("float32", "int64", ...) of a dtype of any library, a numpy scalar type
+    or a name: for messages and for :func:`float_dtype`."""
+    if isinstance(dtype, str):
+        return dtype
+    name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None)
+    return str(name) if name is not None else str(dtype).rsplit(".", 1)[-1]
 
 
 @lru_cache(maxsize=None)

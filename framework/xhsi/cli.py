@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check a config and print it resolved")
+    p = sub.add_parser("validate", help="check a config (keys, plugins, instruments, data files, scene, solver, "
+                       "memory estimate) as `xhsi run` does before it starts, and print it resolved")
     p.add_argument("config", type=Path)
     _add_set(p)
     p.add_argument("--show-defaults", action="store_true", help="print the full config with every default filled in")
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_validate(args) -> int:
     from .config import load_config
-    from .runner import check_problem_config
+    from .runner import check_config
     from .tomlio import load_toml
 
     if Path(args.config).is_file() and "surrogate" in load_toml(args.config):  # a train-model config
@@ -102,7 +103,7 @@ def cmd_validate(args) -> int:
               f"{training.surrogate.model}).")
         return 0
     cfg = load_config(args.config, args.overrides)
-    check_problem_config(cfg)
+    check_config(cfg)
     if args.show_defaults:
         print(cfg.to_toml(), end="")
     else:

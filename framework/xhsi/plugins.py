@@ -2,7 +2,9 @@
 
 Nothing registers at import time: ``get_plugin_manager()`` builds a fresh manager from the
 ``xhsi`` entry-point group, and ``registries()`` caches the name → class tables built from it
-(``reset()`` drops the cache, e.g. after installing a plugin in a test).
+together with that manager (``plugin_manager()``: the one a run calls its run-event hooks on),
+so a process builds one manager (``reset()`` drops the cache, e.g. after installing a plugin
+in a test).
 
 A plugin named in the environment variable ``XHSI_DISABLE_PLUGINS`` (comma-separated
 entry-point names) or by ``xhsi --disable-plugin NAME`` is never imported: the manager blocks
@@ -164,17 +166,18 @@ class Registries:
 
     ``plugins``: one dict per plugin (disabled ones included) with its ``name``, ``module``,
     ``distribution``, ``version``, ``disabled``, the ``hooks`` it implements and what it
-    ``registers`` ({kind: [names]})."""
+    ``registers`` ({kind: [names]}); ``manager``: the plugin manager they were built from."""
 
     by_kind: dict[str, dict[str, type]] = field(default_factory=dict)
     instruments: dict[str, Path] = field(default_factory=dict)
     sources: dict[tuple[str, str], str] = field(default_factory=dict)
     plugins: list[dict] = field(default_factory=list)
+    manager: pluggy.PluginManager | None = None
 
 
 def build_registries(pm: pluggy.PluginManager) -> Registries:
     """Call every registration hook implementation and build the registries."""
-    reg = Registries(by_kind={kind: {} for kind in KINDS})
+    reg = Registries(by_kind={kind: {} for kind in KINDS}, manager=pm)
     listing: dict[str, dict] = {}
     order = {name: i for i, name in enumerate(hook_names())}
     for plugin_name, plugin in pm.list_name_plugin():
@@ -251,6 +254,12 @@ def registries() -> Registries:
     return _CACHE["reg"]
 
 
+def plugin_manager() -> pluggy.PluginManager:
+    """The plugin manager the cached registries were built from: the process's one manager,
+    whose run-event hooks (``xhsi_run_start``, ``xhsi_iteration``, ``xhsi_run_end``) a run calls."""
+    return registries().manager
+
+
 def reset() -> None:
     """Forget the cached registries (they are rebuilt on next use)."""
     _CACHE.clear()
@@ -287,10 +296,3 @@ def get(kind: str, name: str):
         raise PluginError(
             f"no {kind} named `{name}`{did_you_mean(name, table)}. Available: {names}.{hint}"
         ) from None
-
-
-def call_run_hook(pm: pluggy.PluginManager | None, hook_name: str, **kwargs) -> list:
-    """Call a run-event hook if a plugin manager is given; return the implementations' results."""
-    if pm is None:
-        return []
-    return getattr(pm.hook, hook_name)(**kwargs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .backend import compat_namespace
 from .schema import NoOptions
 
 
@@ -45,8 +46,9 @@ class Regularizer:
 
     def setup(self, shape: tuple[int, ...], xp, dtype) -> None:
         """Called once by the problem with the shape, namespace and dtype of the variable
-        the regulariser acts on, before the first ``prox``/``gradient``."""
-        self.shape, self.xp, self.dtype = tuple(shape), xp, dtype
+        the regulariser acts on, before the first ``prox``/``gradient`` (``xp`` may be plain
+        numpy or cupy: ``xhsi.backend.compat_namespace``)."""
+        self.shape, self.xp, self.dtype = tuple(shape), compat_namespace(xp), dtype
 
     def calibrate_noise(self, noise) -> None:
         """Called once by problems, before solving, with one realisation of the counting

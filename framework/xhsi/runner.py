@@ -1,9 +1,12 @@
 """``xhsi run`` and ``xhsi simulate``: from a validated config to files on disk.
 
-Order of work: every check that can fail on user input (output folder, instruments, counts
-files and their grids, plugin options) runs before the first heavy computation; results are
+Order of work: every check that can fail on user input (output folder, then the problem's
+``check_config``: instruments, counts files and their grids, scene, solver, memory, plugin
+options) runs before the first heavy computation and before anything is written, so a run
+refused by a check leaves its output folder as it found it (and creates none); results are
 written atomically, so an interrupted run never leaves a truncated file; Ctrl-C writes a
-checkpoint that ``--resume`` continues from.
+checkpoint that ``--resume`` continues from. The runner knows problems only through their
+contract (``xhsi.problems.Problem``).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from . import plugins
 from .backend import Backend, to_numpy
 from .config import Config, options_schema
 from .errors import DataError, Interrupted, XhsiError
-from .problems.base import ObservationData
+from .problems.base import ObservationData, make_regularizers  # noqa: F401  (re-exported: bench, tests)
+from .problems.checks import check_cube_grid, model_grid
 from .schema import NoOptions
 from .results import Result, atomic_write_text, check_output_folder, write_history, write_json
 
@@ -39,47 +43,23 @@ class Prepared:
     scene_truth: Any = None
 
 
-def _grid(cfg: Config):
-    from .grid import ModelGrid
-
-    if cfg.model is None:
-        raise XhsiError(f"{cfg.source}: the config has no [model] table (the sky grid: energy, pixels, pixel_arcsec).")
-    return ModelGrid.from_config(cfg.model)
-
-
-def _compile(obs, instrument, grid, backend: Backend, cache: bool = True):
-    """The forward operator of one [[observations]] table on the run's grid."""
-    from .instruments import compile_forward
-
-    return compile_forward(instrument, grid.energy_edges_kev, (grid.ny, grid.nx), grid.pixel_arcsec, obs.exposure_s,
-                           spatial_rebin=obs.spatial_rebin, spectral_rebin=obs.spectral_rebin, backend=backend,
-                           psf_size=obs.psf_size, cache=cache)
-
-
-def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
+def prepare(cfg: Config) -> Prepared:
     """Compile every observation's forward operator, read or simulate its counts, and read
-    or simulate the truth. All input checks happen here."""
-    from .instruments import load_instrument
+    or simulate the truth, for a config that passed :func:`check_config` (which holds the
+    input checks; reading still refuses a file whose grid does not match)."""
+    from .instruments import compile_observation, load_instrument
     from .io.cubes import read_cube
 
     backend = Backend(cfg.run.backend, cfg.run.dtype, seed=cfg.run.seed)
-    grid = _grid(cfg)
-    if not cfg.observations:
-        raise XhsiError(f"{cfg.source}: the config has no [[observations]].")
+    grid = model_grid(cfg)
     compiled = []
     for i, obs in enumerate(cfg.observations):
-        where = f"observations[{i}] (`{obs.name}`)"
         instrument = load_instrument(obs.instrument)
         try:
-            forward = _compile(obs, instrument, grid, backend)
+            forward = compile_observation(obs, instrument, grid, backend)
         except XhsiError as exc:
-            raise type(exc)(f"{cfg.source}: {where}: {exc}") from None
+            raise type(exc)(f"{cfg.source}: observations[{i}] (`{obs.name}`): {exc}") from None
         compiled.append((obs, instrument, forward))
-        if obs.counts is None and cfg.simulate is None and need_counts:
-            raise XhsiError(f"{cfg.source}: {where} has no `counts` file and the config has no [simulate] table "
-                            "to simulate them: give counts = \"file.fits\" or add [simulate] scene = \"...\".")
-        if obs.counts is not None and not Path(obs.counts).is_file():
-            raise DataError(f"{cfg.source}: {where}: counts file {obs.counts} does not exist.")
 
     truth, scene_truth = None, None
     # Simulation (truth and expected counts) runs in float32 numpy on the host whatever the
@@ -93,13 +73,10 @@ def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
     same = backend.name == "numpy" and backend.dtype_name == "float32"  # the run's operators are the host ones
     if cfg.simulate is not None:
         scene = plugins.get("scene", cfg.simulate.scene)(cfg.simulate.options)
-        if hasattr(scene, "generate_components"):
-            try:
-                scene_truth = scene.generate_components(grid, sim_backend)
-                truth = scene_truth.cube
-            except NotImplementedError:
-                truth = scene.generate(grid, sim_backend)
-        else:
+        try:
+            scene_truth = scene.generate_components(grid, sim_backend)
+            truth = scene_truth.cube
+        except NotImplementedError:  # a scene that only overrides ``generate``
             truth = scene.generate(grid, sim_backend)
     if cfg.metrics is not None and cfg.metrics.truth is not None:
         cube = read_cube(cfg.metrics.truth)
@@ -118,11 +95,12 @@ def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
             background = backend.asarray(_read_matching(read_cube, obs.background, forward, obs.name, "background"))
         elif bkg is not None and np.any(bkg > 0):
             background = backend.asarray(np.broadcast_to(bkg, forward.shape_out).copy())
-        compile_host = None if same else functools.partial(_compile, obs, instrument, grid, sim_backend, cache=False)
+        compile_host = None if same else functools.partial(compile_observation, obs, instrument, grid, sim_backend,
+                                                           cache=False)
         data = ObservationData(obs.name, forward, None, background, instrument, compile_host)
         if obs.counts is not None:
             data.counts = backend.asarray(_read_matching(read_cube, obs.counts, forward, obs.name, "counts"))
-        elif need_counts:
+        else:
             sim_background = None if background is None else to_numpy(background).astype(np.float32)
             data.counts = backend.asarray(to_numpy(simulate_counts(truth, data.host_forward(), sim_backend,
                                                                    sim_background)))
@@ -134,16 +112,8 @@ def prepare(cfg: Config, need_counts: bool = True) -> Prepared:
 
 def _read_matching(read_cube, path, forward, name: str, what: str) -> np.ndarray:
     cube = read_cube(path)
-    if tuple(cube.data.shape) != tuple(forward.shape_out):
-        raise DataError(
-            f"{path}: the {what} cube of observation `{name}` has shape {cube.data.shape} but its instrument and "
-            f"rebin factors give {tuple(forward.shape_out)} (channels, ny, nx): check spatial_rebin, "
-            "spectral_rebin and the [model] grid.")
-    edges = getattr(forward, "channel_edges_kev", None)
-    if edges is not None and not np.allclose(cube.energy_edges_kev, edges, rtol=1e-5, atol=1e-6):
-        raise DataError(f"{path}: the {what} cube's energy channels (EBOUNDS, {cube.energy_edges_kev[0]:.4g}–"
-                        f"{cube.energy_edges_kev[-1]:.4g} keV) differ from those of observation `{name}` "
-                        f"({edges[0]:.4g}–{edges[-1]:.4g} keV).")
+    check_cube_grid(path, cube.data.shape, cube.energy_edges_kev, forward.shape_out,
+                    getattr(forward, "channel_edges_kev", None), name, what)
     return cube.data
 
 
@@ -194,17 +164,12 @@ class Progress:
             self.bar.close()
 
 
-def make_regularizers(cfg: Config) -> list:
-    """The [[regularizers]] of ``cfg`` as plugin instances, in config order."""
-    return [plugins.get("regularizer", r.name)(r.options, weight=r.weight) for r in cfg.regularizers]
-
-
-def check_problem_config(cfg: Config) -> None:
-    """Run the problem plugin's own config checks (``Problem.check_config``; a plugin that
-    does not derive from ``Problem`` has none)."""
-    check = getattr(plugins.get("problem", cfg.run.problem), "check_config", None)
-    if check is not None:
-        check(cfg, make_regularizers(cfg))
+def check_config(cfg: Config) -> list:
+    """Every check of ``cfg`` that a user's input can fail (``Problem.check_config`` of the
+    [run] problem), what ``xhsi validate`` runs and ``xhsi run`` runs before anything is
+    read, computed or written. Returns the [[regularizers]] instances it checked, which the
+    run then uses (``make_regularizers``)."""
+    return plugins.get("problem", cfg.run.problem).check_config(cfg)
 
 
 def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: bool = False,
@@ -215,15 +180,14 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
     t_start = time.perf_counter()
     out = Path(out) if out is not None else Path(cfg.run.output)
     check_output_folder(out, resume=resume, overwrite=overwrite)
-    check_problem_config(cfg)
+    regularizers = check_config(cfg)
     prep = prepare(cfg)
-    regularizers = make_regularizers(cfg)
     problem_cls = plugins.get("problem", cfg.run.problem)
-    pm = plugins.get_plugin_manager()
+    pm = plugins.plugin_manager()
     # A problem that declares options gets the validated [problem] table.
     extra = {} if options_schema(problem_cls) is NoOptions else {"options": cfg.problem}
     problem = problem_cls(cfg, prep.backend, prep.grid, prep.observations, regularizers,
-                          plugins.get("likelihood", cfg.run.likelihood), pm=pm, **extra)
+                          plugins.get("likelihood", cfg.run.likelihood), **extra)
     solver = plugins.get("solver", cfg.solver.name).from_config(cfg.solver)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -258,13 +222,11 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
     result.metadata.update({"wall_s": time.perf_counter() - t_start, "config_digest": cfg.digest(),
                             "backend": cfg.run.backend, "dtype": cfg.run.dtype})
     if prep.truth is not None:
-        result.metrics = compute_metrics(result, prep.truth, problem)
-    if result.maps and prep.scene_truth is not None:
-        from .problems.unmixing import map_metrics
+        from .simulate import SceneTruth
 
-        result.metrics["maps"] = map_metrics(result.maps, prep.scene_truth)
-        if hasattr(problem, "baseline_maps"):
-            result.metrics["maps_pixelfit"] = map_metrics(problem.baseline_maps(), prep.scene_truth)
+        result.metrics = compute_metrics(result, prep.truth, problem)
+        truth = prep.scene_truth if prep.scene_truth is not None else SceneTruth(prep.truth)
+        result.metrics.update(problem.extra_metrics(result, truth))
     write_outputs(out, cfg, prep, result)
     pm.hook.xhsi_run_end(config=cfg, result=result)
     if not quiet:
@@ -274,18 +236,17 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
 
 def compute_metrics(result: Result, truth: np.ndarray, problem) -> dict:
     """``result`` and ``baselines``: ``all_metrics`` of the result and of each data-only
-    baseline; ``asam_by_flux``: the same cubes' ASAM per class of true flux."""
+    baseline (``Problem.baselines``); ``asam_by_flux``: the same cubes' ASAM per class of
+    true flux."""
     from .metrics import all_metrics, asam_by_flux
 
     truth = np.asarray(truth, dtype=np.float64)
     cube = np.asarray(result.arrays["cube"], dtype=np.float64)
     metrics = {"result": all_metrics(cube, truth)}
     by_flux = {"result": asam_by_flux(cube, truth)}
-    baselines = getattr(problem, "baselines", None)
-    if baselines is not None:
-        cubes = {name: np.asarray(b, dtype=np.float64) for name, b in baselines().items()}
-        metrics["baselines"] = {name: all_metrics(b, truth) for name, b in cubes.items()}
-        by_flux["baselines"] = {name: asam_by_flux(b, truth) for name, b in cubes.items()}
+    cubes = {name: np.asarray(b, dtype=np.float64) for name, b in problem.baselines().items()}
+    metrics["baselines"] = {name: all_metrics(b, truth) for name, b in cubes.items()}
+    by_flux["baselines"] = {name: asam_by_flux(b, truth) for name, b in cubes.items()}
     metrics["asam_by_flux"] = by_flux
     return metrics
 

@@ -80,6 +80,11 @@ class Scene:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options!r})"
 
+    def check(self, grid: ModelGrid) -> None:
+        """The checks of the scene's options against ``grid`` that need no drawing (e.g. a
+        file exists and maps onto the grid), run by a run's ``check_config`` before anything
+        is computed or written; raise an XhsiError. Default: none."""
+
     def generate_components(self, grid: ModelGrid, backend: Backend) -> SceneTruth:
         raise NotImplementedError(f"scene `{self.name}` does not provide components")
 

@@ -22,7 +22,7 @@ from xhsi import hookimpl
 from xhsi.backend import Backend, array_namespace, to_numpy
 from xhsi.schema import option
 from xhsi.grid import ModelGrid
-from xhsi.io.sky import read_sky_cube
+from xhsi.io.sky import check_sky_cube, read_sky_cube
 from xhsi.simulate import ComponentTruth, Scene, SceneTruth
 from xhsi.spectral import spectra
 
@@ -273,6 +273,9 @@ class FitsScene(Scene):
         hdu: int = option(0, min=0, doc="index of the HDU holding the cube")
         resample: str = option("sum", choices=("sum", "mean"),
                                doc="sum: flux per cell (conserves totals); mean: intensive quantity")
+
+    def check(self, grid: ModelGrid) -> None:
+        check_sky_cube(self.options.path, grid, self.options.hdu)
 
     def generate_components(self, grid: ModelGrid, backend: Backend) -> SceneTruth:
         cube = read_sky_cube(self.options.path, grid, self.options.hdu, self.options.resample)

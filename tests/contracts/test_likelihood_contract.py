@@ -18,7 +18,7 @@ import xhsi
 from xhsi.backend import Backend, to_numpy
 from xhsi.errors import DataError, ShapeError
 from xhsi.likelihoods import DataTerm, Gaussian, Poisson, check_data
-from xhsi.testing import DenseOperator, assert_close
+from xhsi.testing import DenseOperator, assert_close, check_gradient
 
 LIKELIHOOD_NAMES = xhsi.available("likelihood")
 SHAPE = (3, 4, 5)  # (energy, y, x)
@@ -43,16 +43,11 @@ def test_registered():
 
 
 def test_gradient_matches_central_differences(likelihood, backend_name):
+    """Along three random directions, float64 (``xhsi.testing.check_gradient``)."""
     be = Backend(backend_name, "float64")
     model, data = _data(be)
-    grad = likelihood.gradient(model, data)
-    rng = np.random.default_rng(1)
-    for trial in range(3):
-        v = be.asarray(rng.standard_normal(SHAPE))
-        h = 1e-5
-        fd = (likelihood.value(model + h * v, data) - likelihood.value(model - h * v, data)) / (2 * h)
-        analytic = float(array_namespace(grad).sum(grad * v))
-        assert math.isclose(fd, analytic, rel_tol=1e-6, abs_tol=1e-8), (trial, fd, analytic)
+    check_gradient(lambda m: likelihood.value(m, data), lambda m: likelihood.gradient(m, data), model,
+                   directions=3, seed=1)
 
 
 def test_value_and_gradient_agree_with_separate_calls(likelihood, backend):
@@ -188,10 +183,7 @@ def test_data_term_gradient_and_lipschitz(backend_name, name):
     v, g = term.value_and_gradient(x)
     assert v == pytest.approx(term.value(x))
     assert_close(g, term.gradient(x), xp=be.xp)
-    d = be.asarray(rng.standard_normal(6))
-    h = 1e-6
-    fd = (term.value(x + h * d) - term.value(x - h * d)) / (2 * h)
-    assert fd == pytest.approx(float(be.xp.sum(g * d)), rel=1e-6)
+    check_gradient(term.value, term.gradient, x, directions=[rng.standard_normal(6)])
     if name == "gaussian":
         assert term.lipschitz() == pytest.approx(np.linalg.norm(a, 2) ** 2, rel=1e-5)
     else:

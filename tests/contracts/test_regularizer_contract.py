@@ -6,12 +6,14 @@ without it are skipped with that reason. Checks, on every backend and dtype:
 
 * declaration: ``name`` matches the registry, ``Options`` is a documented schema;
 * prox (when the class implements one): namespace, dtype and shape kept; for exact proxes
-  the brute-force definition ½‖p−x‖² + step·φ(p) ≤ ½‖u−x‖² + step·φ(u) for many random
-  perturbations u of p (float64); non-expansiveness ‖prox x − prox y‖ ≤ ‖x − y‖ for
+  the definition ½‖p−x‖² + step·φ(p) ≤ ½‖u−x‖² + step·φ(u) for many random
+  perturbations u of p and for p with single entries set to 0 or x (float64,
+  ``xhsi.testing.check_prox``); non-expansiveness ‖prox x − prox y‖ ≤ ‖x − y‖ for
   every prox — for the approximate starlet proxes this is an observed property of their
   examples, not a theorem (docs/regularizers.md); Moreau's identity
   x = prox(x) + prox_conjugate(x) where the class gives ``prox_conjugate``;
-* smooth ones: gradient against central finite differences (float64) and
+* smooth ones: gradient against central finite differences (float64,
+  ``xhsi.testing.check_gradient``) and
   ‖∇f(x) − ∇f(y)‖ ≤ L‖x − y‖;
 * parametrisations: dot test of ``to_cube``/``to_cube_adjoint``.
 """
@@ -28,6 +30,7 @@ import xhsi
 from xhsi.backend import to_numpy
 from xhsi.regularizers import Parametrisation, Regularizer
 from xhsi.schema import Context, describe_fields, from_dict
+from xhsi.testing import check_gradient, check_prox
 
 STEPS = (0.3, 2.0)
 
@@ -105,29 +108,13 @@ def test_prox_keeps_namespace_dtype_shape(name, xp, dtype_name):
 @pytest.mark.parametrize("name", EXACT)
 def test_exact_prox_minimises_its_definition(name, xp):
     """½‖p−x‖² + step·weight·φ(p) ≤ the same at u = p + ε·r, r dense or sparse random,
-    ε from 0.1 to 0.001 (float64). A wrong threshold or scaling leaves a first-order
+    ε from 0.1 to 0.001 × rms(x), and at p with one entry set to 0 or to x (float64,
+    ``xhsi.testing.check_prox``). A wrong threshold or scaling leaves a first-order
     decrease in some direction, which these perturbations find."""
     reg = _example(name, xp, "float64")
-    rng = np.random.default_rng(2)
-    shape = _variable_shape(reg)
     for step in STEPS:
         x = _random(reg, xp, "float64", 3, scale=2.0)
-        p = reg.prox(x, step)
-
-        def objective(u):
-            d = u - x
-            return 0.5 * float(xp.sum(d * d)) + step * reg.value(u)
-
-        f_p = objective(p)
-        assert math.isfinite(f_p), f"{name}: the prox left the domain of φ"
-        for trial in range(40):
-            eps = 10.0 ** -(1 + trial % 3)
-            r = rng.standard_normal(shape)
-            if trial % 2:  # sparse: a few coordinates, so indicator terms stay finite
-                r = r * (rng.random(shape) < 0.02)
-            u = p + xp.asarray(eps * r, dtype=xp.float64)
-            assert f_p <= objective(u) + 1e-11 * (abs(f_p) + 1.0), (
-                f"{name}: prox is not the minimiser (step={step}, eps={eps}, trial {trial})")
+        check_prox(reg.prox, reg.value, x, step, seed=2)
 
 
 @pytest.mark.parametrize("name", PROXIMABLE)
@@ -169,23 +156,19 @@ def test_moreau_decomposition(name, xp, dtype_name):
 # ------------------------------------------------------------------------------------ smooth
 @pytest.mark.parametrize("name", SMOOTH)
 def test_gradient_matches_central_differences(name, xp):
+    """Fourth-order central differences of ``value`` along a random direction and the unit
+    vectors of two corners and the centre, where boundary handling shows (float64,
+    ``xhsi.testing.check_gradient``)."""
     reg = _example(name, xp, "float64")
     shape = _variable_shape(reg)
     x = _random(reg, xp, "float64", 6)
-    g = reg.gradient(x)
-    _check_array(g, x, xp)
-    rng = np.random.default_rng(7)
-    directions = [rng.standard_normal(shape)]
+    _check_array(reg.gradient(x), x, xp)
+    directions = [np.random.default_rng(7).standard_normal(shape)]
     for index in [(0,) * len(shape), tuple(s - 1 for s in shape), tuple(s // 2 for s in shape)]:
         e = np.zeros(shape)
-        e[index] = 1.0  # corners and centre: boundary handling shows here
+        e[index] = 1.0
         directions.append(e)
-    h = 1e-3
-    for v_np in directions:
-        v = xp.asarray(v_np, dtype=xp.float64)
-        fd = (reg.value(x + h * v) - reg.value(x - h * v)) / (2 * h)
-        an = float(xp.sum(g * v))
-        assert abs(fd - an) <= 1e-6 * (abs(an) + 1.0), f"{name}: finite difference {fd} vs gradient {an}"
+    check_gradient(reg.value, reg.gradient, x, directions=directions)
 
 
 @pytest.mark.parametrize("name", SMOOTH)

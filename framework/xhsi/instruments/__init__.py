@@ -28,7 +28,7 @@ energy and held constant beyond their first and last energies (clamped).
 """
 from __future__ import annotations
 
-from .forward import ForwardOperator, compile_forward
+from .forward import ForwardOperator, compile_forward, compile_observation
 from .instrument import Instrument
 from .loading import describe, load_instrument, summary_rows
 from .response import FWHM_PER_SIGMA, gaussian_redistribution, overlap_matrix
@@ -36,6 +36,7 @@ from .schema import EnergyTable, InstrumentFile, parse_instrument
 
 __all__ = [
     "InstrumentFile", "EnergyTable", "Instrument", "ForwardOperator", "load_instrument", "compile_forward",
+    "compile_observation",
     "summary_rows", "describe", "clear_caches", "parse_instrument", "overlap_matrix", "gaussian_redistribution",
     "FWHM_PER_SIGMA",
 ]

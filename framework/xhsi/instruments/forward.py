@@ -46,6 +46,17 @@ class ForwardOperator(LinearOperator):
         return f"Forward[{self.instrument.name}]({self.op!r})"
 
 
+def compile_observation(observation, instrument: str | Path | Instrument, grid, backend=None, cache: bool = True):
+    """The forward operator of one ``[[observations]]`` table (an
+    ``xhsi.config.ObservationSection``: exposure, rebin factors, PSF crop) seen by
+    ``instrument`` on a run's model grid (an ``xhsi.grid.ModelGrid``): :func:`compile_forward`
+    with the table's settings."""
+    return compile_forward(instrument, grid.energy_edges_kev, (grid.ny, grid.nx), grid.pixel_arcsec,
+                           observation.exposure_s, spatial_rebin=observation.spatial_rebin,
+                           spectral_rebin=observation.spectral_rebin, backend=backend, psf_size=observation.psf_size,
+                           cache=cache)
+
+
 _FORWARD_CACHE: dict[tuple, Any] = {}
 _FORWARD_CACHE_SIZE = 16
 

@@ -259,6 +259,18 @@ class Instrument:
                 "raise spectral_rebin or use wider model bins.")
         return snapped
 
+    def check_model_grid(self, model_edges_kev, spectral_rebin: int | None = 1) -> np.ndarray:
+        """The channel edges (keV, as :meth:`detector_channels`) of an observation on the model
+        grid ``model_edges_kev`` with ``spectral_rebin``, after the checks that compiling its
+        forward operator would fail on (channels, model energies inside the ARF and the RMF),
+        without computing any response: the instrument part of a run's ``check_config``."""
+        model = check_edges(model_edges_kev)
+        channels = self.detector_channels(model, spectral_rebin)
+        for key, table in (("effective_area.file", self.arf), ("spectral_response.file", self.rmf)):
+            if table is not None:
+                self._inside(model[0], model[-1], table.energ_lo[0], table.energ_hi[-1], key, table.path)
+        return channels
+
     @staticmethod
     def _rebin(spectral_rebin) -> int:
         k = 1 if spectral_rebin is None else spectral_rebin

@@ -25,7 +25,7 @@ from ..backend import to_numpy
 from ..errors import DataError, ShapeError
 from ._fits import find_hdu, open_fits, write_atomic
 
-__all__ = ["Cube", "read_cube", "write_cube", "celestial_wcs"]
+__all__ = ["Cube", "read_cube", "read_cube_grid", "write_cube", "celestial_wcs"]
 
 
 @dataclass
@@ -48,9 +48,7 @@ class Cube:
     @property
     def energy_edges_kev(self) -> np.ndarray:
         """Plane edges in keV (n_chan + 1); DataError when the planes are not contiguous."""
-        if self.e_min.size > 1 and not np.allclose(self.e_min[1:], self.e_max[:-1], rtol=1e-6, atol=1e-9):
-            raise DataError(f"{self.path}: the EBOUNDS bins are not contiguous, so they have no single edge list.")
-        return np.append(self.e_min, self.e_max[-1])
+        return _contiguous_edges(self.e_min, self.e_max, self.path)
 
     @property
     def energies_kev(self) -> np.ndarray:
@@ -163,23 +161,7 @@ def read_cube(path: str | Path) -> Cube:
         # FITS is big-endian; device arrays and fast kernels want native byte order.
         data = np.asarray(primary.data, dtype=primary.data.dtype.newbyteorder("="))
         header = primary.header.copy()
-        try:
-            eb = find_hdu(hdul, ("EBOUNDS",), path, "cube (energy axis table)")
-        except DataError:
-            raise DataError(f"{path}: no EBOUNDS table, so the energy of each plane is unknown; write the cube "
-                            "with xhsi.io.write_cube or add an EBOUNDS table (CHANNEL, E_MIN, E_MAX in keV).") from None
-        names = [c.upper() for c in eb.columns.names]
-        for col in ("E_MIN", "E_MAX"):
-            if col not in names:
-                raise DataError(f"{path}: EBOUNDS has no {col} column.")
-        e_min = np.asarray(eb.data["E_MIN"], dtype=np.float64).reshape(-1)
-        e_max = np.asarray(eb.data["E_MAX"], dtype=np.float64).reshape(-1)
-        units = {c.name.upper(): (c.unit or "").strip().lower() for c in eb.columns}
-        channels = (np.asarray(eb.data["CHANNEL"], dtype=np.int64).reshape(-1) if "CHANNEL" in names
-                    else np.arange(1, e_min.size + 1))
-    for col, arr in (("E_MIN", e_min), ("E_MAX", e_max)):
-        if units.get(col) == "ev":
-            arr /= 1000.0
+        e_min, e_max, channels = _read_ebounds(hdul, path)
     if e_min.size != data.shape[0]:
         raise DataError(f"{path}: EBOUNDS has {e_min.size} rows but the cube has {data.shape[0]} planes.")
     try:
@@ -190,3 +172,49 @@ def read_cube(path: str | Path) -> Cube:
     return Cube(data=data, e_min=e_min, e_max=e_max, wcs=wcs, channels=channels,
                 exposure_s=float(exposure) if exposure is not None else None,
                 instrument=header.get("INSTRUME"), bunit=header.get("BUNIT"), header=header, path=path)
+
+
+def read_cube_grid(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The grid of a cube file without reading its data: (shape (n_chan, ny, nx) from the
+    primary header, plane edges in keV (n_chan + 1) from its ``EBOUNDS`` table). The same
+    DataErrors as :func:`read_cube` (and non-contiguous planes): what a run's config check
+    reads of its counts, background and truth files."""
+    path = Path(path)
+    with open_fits(path, "cube") as hdul:
+        header = hdul[0].header
+        if header.get("NAXIS") != 3:
+            raise DataError(f"{path}: the primary HDU must be a 3-D cube (n_chan, ny, nx); got "
+                            f"{header.get('NAXIS', 0)} axes.")
+        shape = (int(header["NAXIS3"]), int(header["NAXIS2"]), int(header["NAXIS1"]))
+        e_min, e_max, _ = _read_ebounds(hdul, path)
+    if e_min.size != shape[0]:
+        raise DataError(f"{path}: EBOUNDS has {e_min.size} rows but the cube has {shape[0]} planes.")
+    return shape, _contiguous_edges(e_min, e_max, path)
+
+
+def _contiguous_edges(e_min: np.ndarray, e_max: np.ndarray, path) -> np.ndarray:
+    if e_min.size > 1 and not np.allclose(e_min[1:], e_max[:-1], rtol=1e-6, atol=1e-9):
+        raise DataError(f"{path}: the EBOUNDS bins are not contiguous, so they have no single edge list.")
+    return np.append(e_min, e_max[-1])
+
+
+def _read_ebounds(hdul, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(E_MIN keV, E_MAX keV, channel numbers) of a cube's EBOUNDS table."""
+    try:
+        eb = find_hdu(hdul, ("EBOUNDS",), path, "cube (energy axis table)")
+    except DataError:
+        raise DataError(f"{path}: no EBOUNDS table, so the energy of each plane is unknown; write the cube "
+                        "with xhsi.io.write_cube or add an EBOUNDS table (CHANNEL, E_MIN, E_MAX in keV).") from None
+    names = [c.upper() for c in eb.columns.names]
+    for col in ("E_MIN", "E_MAX"):
+        if col not in names:
+            raise DataError(f"{path}: EBOUNDS has no {col} column.")
+    e_min = np.asarray(eb.data["E_MIN"], dtype=np.float64).reshape(-1)
+    e_max = np.asarray(eb.data["E_MAX"], dtype=np.float64).reshape(-1)
+    units = {c.name.upper(): (c.unit or "").strip().lower() for c in eb.columns}
+    channels = (np.asarray(eb.data["CHANNEL"], dtype=np.int64).reshape(-1) if "CHANNEL" in names
+                else np.arange(1, e_min.size + 1))
+    for col, arr in (("E_MIN", e_min), ("E_MAX", e_max)):
+        if units.get(col) == "ev":
+            arr /= 1000.0
+    return e_min, e_max, channels

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import DataError
 from ..grid import ModelGrid
 
-__all__ = ["read_sky_cube", "read_truth_fits", "resample_to_grid"]
+__all__ = ["read_sky_cube", "check_sky_cube", "read_truth_fits", "resample_to_grid"]
 
 _EV_UNITS = {"ev": 1e-3, "kev": 1.0, "mev": 1e3}
 
@@ -31,34 +31,51 @@ def read_sky_cube(path, grid: ModelGrid, hdu: int = 0, mode: str = "sum") -> np.
     return resample_to_grid(cube, edges, pixel_arcsec, grid, mode, str(path))
 
 
+def check_sky_cube(path, grid: ModelGrid, hdu: int = 0) -> None:
+    """The checks of :func:`read_sky_cube` that need no data (the file, its HDU, energy
+    grid and pixels map onto ``grid``), reading headers and EBOUNDS only: DataError
+    otherwise."""
+    shape, edges, pixel_arcsec = _read_grid(path, hdu, with_data=False)[1:]
+    _grid_factors(shape, edges, pixel_arcsec, grid, str(path))
+
+
 def read_truth_fits(path, hdu: int = 0) -> tuple[np.ndarray, np.ndarray, float | None]:
     """(cube float64 (n_e, ny, nx), energy edges keV (n_e+1,), pixel size arcsec or None)."""
+    cube, _, edges, pixel = _read_grid(path, hdu, with_data=True)
+    if not np.all(np.isfinite(cube)):
+        raise DataError(f"{path}: the cube has non-finite values.")
+    return cube, edges, pixel
+
+
+def _read_grid(path, hdu: int, with_data: bool):
+    """(cube float64 or None, shape (n_e, ny, nx), energy edges keV, pixel size arcsec or None)."""
     from astropy.io import fits
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"scene `fits`: no file {path}; set [simulate] options.path to an existing FITS cube.")
+    cube = None
     try:
         with fits.open(path, memmap=False) as hdul:
             if hdu >= len(hdul):
                 raise DataError(f"{path}: has {len(hdul)} HDUs, options.hdu = {hdu} does not exist.")
             header = hdul[hdu].header
-            data = hdul[hdu].data
-            if data is None or np.ndim(data) != 3:
+            naxis = int(header.get("NAXIS", 0))
+            if naxis != 3:
                 raise DataError(f"{path}[{hdu}]: expected a 3-D cube (n_e, ny, nx), got "
-                                f"{'no data' if data is None else f'shape {np.shape(data)}'}.")
-            cube = np.array(data, dtype=np.float64)
+                                f"{'no data' if naxis == 0 else f'{naxis} axes'}.")
+            shape = tuple(int(header[f"NAXIS{k}"]) for k in (3, 2, 1))
+            if with_data:
+                cube = np.array(hdul[hdu].data, dtype=np.float64)
             edges = _ebounds_edges(hdul, path) if "EBOUNDS" in hdul else _wcs_edges(header, path)
     except OSError as exc:
         raise DataError(f"{path}: not a readable FITS file ({exc}).") from None
-    if edges.size != cube.shape[0] + 1:
-        raise DataError(f"{path}: the cube has {cube.shape[0]} energy bins but its energy grid has {edges.size - 1}.")
+    if edges.size != shape[0] + 1:
+        raise DataError(f"{path}: the cube has {shape[0]} energy bins but its energy grid has {edges.size - 1}.")
     if not (np.all(np.isfinite(edges)) and edges[0] > 0 and np.all(np.diff(edges) > 0)):
         raise DataError(f"{path}: energy bins must be positive and increasing.")
-    if not np.all(np.isfinite(cube)):
-        raise DataError(f"{path}: the cube has non-finite values.")
     pixel = abs(float(header["CDELT1"])) * 3600.0 if "CDELT1" in header else None
-    return cube, edges, pixel
+    return cube, shape, edges, pixel
 
 
 def _ebounds_edges(hdul, path) -> np.ndarray:
@@ -119,7 +136,16 @@ def resample_to_grid(cube: np.ndarray, edges: np.ndarray, pixel_arcsec: float | 
                      mode: str = "sum", source: str = "the FITS cube") -> np.ndarray:
     """Resample ``cube`` (energy ``edges`` keV, pixels of ``pixel_arcsec``) onto ``grid``
     by integer factors (see the module docstring); DataError on any other mismatch."""
-    n_e, ny, nx = cube.shape
+    fe, fy, fx = _grid_factors(cube.shape, edges, pixel_arcsec, grid, source)
+    out = _resample_axis(cube, 0, *fe, mode)
+    out = _resample_axis(out, 1, *fy, mode)
+    return _resample_axis(out, 2, *fx, mode)
+
+
+def _grid_factors(shape, edges: np.ndarray, pixel_arcsec: float | None, grid: ModelGrid, source: str):
+    """The (how, k) of each axis (see ``_integer_factor``) mapping a cube of ``shape`` onto
+    ``grid``; DataError when they are not integer factors that line up."""
+    n_e, ny, nx = shape
     what = (f"{source} ({n_e} bins {edges[0]:.4g}-{edges[-1]:.4g} keV, {ny} x {nx} pixels"
             f"{f' of {pixel_arcsec:.4g} arcsec' if pixel_arcsec else ''}) does not map onto the model grid "
             f"({grid.n_e} bins {grid.energy_edges_kev[0]:.4g}-{grid.energy_edges_kev[-1]:.4g} keV, "
@@ -138,6 +164,4 @@ def resample_to_grid(cube: np.ndarray, edges: np.ndarray, pixel_arcsec: float | 
         expected = pixel_arcsec * (fy[1] if fy[0] == "coarsen" else 1.0 / fy[1])
         if not math.isclose(expected, grid.pixel_arcsec, rel_tol=1e-4):
             raise DataError(f"{what}: the pixel sizes are not in the ratio of the pixel counts.{fix}")
-    out = _resample_axis(cube, 0, *fe, mode)
-    out = _resample_axis(out, 1, *fy, mode)
-    return _resample_axis(out, 2, *fx, mode)
+    return fe, fy, fx

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backend import array_namespace
+from ..backend import array_namespace, compat_namespace
 from ..errors import ShapeError
 from ..schema import NoOptions
 
@@ -65,9 +65,9 @@ class LinearOperator:
 
         ``xp``/``dtype`` give the namespace and dtype of the trial vectors; by default those
         of the arrays the operator holds (its ``xp``/``dtype`` attributes), else numpy
-        float64."""
+        float64; ``xp`` may be plain numpy or cupy."""
         if self._norm is None:
-            xp = xp or self.namespace() or _default_xp()
+            xp = compat_namespace(xp) or self.namespace() or _default_xp()
             dtype = dtype or getattr(self, "dtype", None) or xp.float64
             x = xp.asarray(np.random.default_rng(seed).standard_normal(self.shape_in), dtype=dtype)
             x = x / xp.linalg.vector_norm(x)

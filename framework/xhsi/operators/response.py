@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backend import array_namespace, is_numpy_namespace, to_numpy
+from ..backend import array_namespace, compat_namespace, is_numpy_namespace, to_numpy
 from ..errors import ShapeError
 from ._held import PerDtype, c_contiguous, real_float
 from .base import LinearOperator, _shape
@@ -42,6 +42,7 @@ class SpectralResponse(LinearOperator):
 
     def __init__(self, matrix, shape_in: Sequence[int], xp=None):
         shape_in = _shape(shape_in)
+        xp = compat_namespace(xp)
         m_shape = tuple(matrix.shape)
         if len(m_shape) != 2 or len(shape_in) < 1 or shape_in[0] != m_shape[0]:
             raise ShapeError(f"SpectralResponse: a matrix of shape {m_shape} (true energies × channels) cannot act "

@@ -13,7 +13,9 @@ class ObservationData:
     """One observation ready for a problem: its forward operator A (sky cube → expected
     counts), counts Y and expected background counts B (same shape as Y, or None), all on
     the run's backend. ``compile_host`` builds the same forward operator in float32 numpy on
-    the host (None: ``forward`` is that operator already), see ``host_forward``."""
+    the host (None: ``forward`` is that operator already; the runner gives
+    ``xhsi.instruments.compile_observation`` with the observation's settings), see
+    ``host_forward``."""
 
     name: str
     forward: Any
@@ -58,19 +60,91 @@ def solver_report(problem_name: str, solver_name: str, out, wall_s: float) -> tu
     return history, meta
 
 
-class Problem:
-    """Base class of problem plugins (kind ``problem``).
+def make_regularizers(config) -> list:
+    """The [[regularizers]] of ``config`` as plugin instances, in config order."""
+    from .. import plugins
 
-    ``Problem(config, backend, grid, observations)`` then ``solve(...) -> Result``; the
-    runner (``xhsi.runner``) reads data, compiles operators and writes outputs around it."""
+    return [plugins.get("regularizer", r.name)(r.options, weight=r.weight) for r in config.regularizers]
+
+
+class Problem:
+    """Base class of problem plugins (kind ``problem``): the contract between a problem and
+    the runner (``xhsi.runner``), which reads data, compiles operators and writes outputs
+    around it and knows nothing else of the problem.
+
+    - ``check_config(config)`` (class method): every check a user's input can fail, run by
+      ``xhsi validate`` and by ``xhsi run`` before anything is read, computed or written. The base checks what every problem shares (observations, solver, memory,
+      instruments, data files, scene: ``checks.py``); a subclass adds its own after
+      ``super().check_config(...)``.
+    - ``Problem(config, backend, grid, observations, regularizers, likelihood_cls,
+      options=...)`` (``options``: the validated [problem] table, when the class declares
+      ``Options``), then ``solve(solver, callback, ...) -> Result``: the cube, maps and
+      components the runner writes (result.fits, maps.fits, components.fits).
+    - ``baselines()`` and ``extra_metrics(result, truth)``: what metrics.json holds beyond
+      the result cube's own metrics."""
 
     name: str = ""
     Options = NoOptions
     #: (minimum, maximum or None) number of observations the problem takes.
     observations_allowed: tuple[int, int | None] = (1, None)
+    #: The ``Solver.unknowns`` the problem's ``solve`` hands to ``solver.setup``: "one"
+    #: (x0, smooth, prox) or "blocks" (x0 list, value, blocks); None: any solver (the
+    #: problem uses only its stopping rules, max_iter and tol).
+    solver_unknowns: str | None = None
+    #: Arrays the size of the sky cube (n_e × ny × nx in the run's dtype) that the problem and
+    #: its solver hold at their peak, and that each observation adds (its operator's
+    #: precomputed transforms, counts-sized temporaries, the float32 simulation): the memory
+    #: estimate of ``check_config``. Rough; the defaults are deconvolution's and fusion's
+    #: (the published fusion, 2400 × 45 × 45 with two observations, peaks ~24 cubes above
+    #: the libraries: bench/memory.py).
+    memory_cubes: float = 8.0
+    memory_cubes_per_observation: float = 8.0
 
     @classmethod
-    def check_config(cls, config, regularizers: list) -> None:
-        """Checks of a run config that need the problem's knowledge (``regularizers``: the
-        instantiated [[regularizers]]), run by ``xhsi validate`` and by ``xhsi run`` before
-        any data is read or simulated; raise ConfigError. Default: none."""
+    def check_config(cls, config, regularizers: list | None = None) -> list:
+        """Every check of ``config`` (an ``xhsi.config.Config`` whose keys and plugin options
+        are already validated) that a user's input can fail; raise an XhsiError
+        (ConfigError, DataError) saying what to change. Returns the [[regularizers]] as
+        plugin instances (``regularizers``, or built from ``config`` when None), checked, for
+        the run to use. Fast: files are read for their headers, nothing is compiled,
+        simulated or written. In order: the regularisers, observations and solver, the
+        memory estimate (from the [model] numbers, before any grid is built), then
+        instruments, data files, the [simulate] scene and the [metrics] truth on the grid.
+        A subclass adds its checks after ``regularizers = super().check_config(config,
+        regularizers)`` and returns them."""
+        from . import checks
+
+        if regularizers is None:
+            regularizers = make_regularizers(config)
+        checks.check_observation_count(cls, config)
+        checks.check_solver(cls, config)
+        checks.check_memory(cls, config)
+        grid = checks.model_grid(config)
+        checks.check_observations(config, grid)
+        checks.check_simulate(config, grid)
+        checks.check_truth(config, grid)
+        return regularizers
+
+    @classmethod
+    def memory_estimate(cls, config) -> int:
+        """A rough estimate of a run's peak memory in bytes, from its [model] numbers,
+        dtype and number of observations (``memory_cubes``, ``memory_cubes_per_observation``)."""
+        from .checks import BASE_BYTES
+
+        n_e, (ny, nx) = config.model.energy.bins, config.model.pixels
+        cube = float(n_e) * ny * nx * (4 if config.run.dtype == "float32" else 8)
+        cubes = cls.memory_cubes + cls.memory_cubes_per_observation * len(config.observations)
+        return int(BASE_BYTES + cubes * cube)
+
+    def baselines(self) -> dict[str, Any]:
+        """Data-only estimates of the sky cube, {name: numpy cube (n_e, ny, nx)} in the
+        result's units, whose metrics metrics.json reports next to the result's (to show
+        what the problem gained over them). Default: none."""
+        return {}
+
+    def extra_metrics(self, result, truth) -> dict:
+        """Metrics of ``result`` beyond those of its cube, merged into metrics.json when a
+        truth is known: ``truth`` is an ``xhsi.simulate.SceneTruth``, the [simulate] scene's
+        cube and components (or the [metrics] truth cube, with no components). Default:
+        none."""
+        return {}

@@ -42,7 +42,7 @@ from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem, run_solver
 from .metric import em_scaling, metric_mode, relative_scaling
-from .starts import backprojection, host_observation, ratio_fusion, read_start_cube
+from .starts import backprojection, check_start_cube, host_observation, ratio_fusion, read_start_cube
 
 
 class ParametrisedCube(LinearOperator):
@@ -137,22 +137,13 @@ class ImagingProblem(Problem):
     """Shared machinery of deconvolution and fusion (see the module docstring)."""
 
     Options = ImagingOptions
+    solver_unknowns = "one"
 
     def __init__(self, config, backend: Backend, grid, observations: list[ObservationData], regularizers: list,
-                 likelihood_cls, pm=None, options: ImagingOptions | None = None):
-        lo, hi = self.observations_allowed
-        n = len(observations)
-        if n < lo or (hi is not None and n > hi):
-            want = f"exactly {lo}" if lo == hi else f"at least {lo}"
-            raise ConfigError(f"problem `{self.name}` takes {want} observation(s), the config has {n}"
-                              + (": use problem = \"fusion\" for several." if self.name == "deconvolution" else "."))
+                 likelihood_cls, options: ImagingOptions | None = None):
         self.config, self.backend, self.grid = config, backend, grid
-        self.observations, self.pm = observations, pm
-        params = [r for r in regularizers if isinstance(r, Parametrisation)]
-        if len(params) > 1:
-            raise ConfigError(f"at most one parametrisation (e.g. lowrank_pca) per run; the config has "
-                              f"{', '.join(p.name for p in params)}.")
-        self.parametrisation = params[0] if params else None
+        self.observations = observations
+        self.parametrisation = self._parametrisation(regularizers)
         self.regularizers = [r for r in regularizers if r is not self.parametrisation]
         self.likelihood_cls = likelihood_cls
         self.cube_shape = tuple(grid.shape)
@@ -168,10 +159,27 @@ class ImagingProblem(Problem):
         prox_terms = [r for r in regularizers if not r.smooth and r not in params]
         return metric_mode(options.precondition, prox_terms, not params or params[0].nonnegative)
 
+    @staticmethod
+    def _parametrisation(regularizers: list) -> Parametrisation | None:
+        params = [r for r in regularizers if isinstance(r, Parametrisation)]
+        if len(params) > 1:
+            raise ConfigError(f"at most one parametrisation (e.g. lowrank_pca) per run; the config has "
+                              f"{', '.join(p.name for p in params)}.")
+        return params[0] if params else None
+
     @classmethod
-    def check_config(cls, config, regularizers: list) -> None:
-        """A misplaced ``precondition = "em"`` is refused before any data is read."""
-        cls._metric_mode(config.problem if config.problem is not None else ImagingOptions(), regularizers)
+    def check_config(cls, config, regularizers: list | None = None) -> list:
+        """Besides the shared checks: at most one parametrisation, a ``precondition = "em"``
+        that applies, and a ``start_file`` that exists and maps onto the grid (its header)."""
+        regularizers = super().check_config(config, regularizers)
+        cls._parametrisation(regularizers)
+        options = config.problem if config.problem is not None else ImagingOptions()
+        cls._metric_mode(options, regularizers)
+        if options.start_file is not None:
+            from .checks import model_grid
+
+            check_start_cube(options.start_file, model_grid(config))
+        return regularizers
 
     # -- building ----------------------------------------------------------------------
     def initial_cube(self) -> np.ndarray:
@@ -273,9 +281,6 @@ class ImagingProblem(Problem):
     # -- solving -----------------------------------------------------------------------
     def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
               resume_from=None, config_digest: str | None = None) -> Result:
-        if getattr(solver, "name", "") == "palm":
-            raise ConfigError(f"problem `{self.name}` has one unknown: use solver `fista` or `ista` "
-                              "(palm is for several blocks, e.g. unmixing).")
         x0, smooth, prox, to_cube = self.build()
         out, history, meta = run_solver(self.name, solver, (x0, smooth, prox), callback,
                                         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,

@@ -1,26 +1,18 @@
 """Pixel-by-pixel spectral fitting: the conventional baseline of unmixing, and a tool.
 
-Every detector pixel (or block of ``bin × bin`` pixels) is fitted alone by Poisson maximum
-likelihood with the same ``[[components]]`` as unmixing, through the instrument's spectral
-response only (exposure × effective area, redistribution; the PSF is ignored, as in the
-usual per-region spectral fits):
-
-    m_p(c) = Σ_e R[e, c] · exposure · ARF(e) · Σ_comp a_comp,p S_comp(E_e; θ_comp,p) + B_p(c).
-
-All pixels are fitted at once by Levenberg–Marquardt iterations on the Fisher scoring
-system (Poisson Fisher information F = Jᵀ diag(1/m) J), batched over pixels with one
-small P × P solve per pixel (P = free amplitudes + free parameters); each step is projected
-on the bounds (amplitudes ≥ 0) and kept only where it lowers that pixel's likelihood, the
-damping λ growing ×10 where it does not and shrinking ÷3 where it does.
-
-Uncertainties: 1-σ errors are √diag(F⁻¹) at the solution (Cramér–Rao, local; parameters
-at a bound get the error of the unconstrained quadratic model).
+Every detector pixel (or block of ``bin × bin`` pixels) of one observation is fitted alone
+by Poisson maximum likelihood with the same ``[[components]]`` as unmixing, through the
+instrument's spectral response only (the PSF is ignored, as in the usual per-region
+spectral fits), by Levenberg–Marquardt iterations batched over pixels; 1-σ errors are
+√diag(F⁻¹), F the Poisson Fisher information at the solution. The fits are those of the
+per-pixel fitting engine, ``xhsi.problems.fitting.PixelFitter``, which unmixing also runs
+for its start and its error maps; this module makes a problem of it.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -29,26 +21,14 @@ from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem
-from .unmixing import _config_dir, resolve_components
+from .components import config_dir, map_metrics, map_units, resolve_components
+from .fitting import DAMPING, PixelFitter, spectral_response
 
 
 @dataclass
 class PixelFitOptions:
     bin: int = option(1, min=1, doc="fit blocks of bin × bin detector pixels (sums of their counts)")
-    damping: float = option(1e-3, min=0.0, doc="initial Levenberg–Marquardt damping λ (relative to diag F)")
-
-
-def spectral_response(obs: ObservationData, backend: Backend):
-    """(weight (n_e,), matrix (n_e, n_chan)) of an observation's spectral response on the
-    model grid: exposure × mean effective area per true-energy bin, and the redistribution
-    onto the observation's channels, in the backend's namespace."""
-    fwd = obs.forward
-    inst = fwd.instrument
-    edges = fwd.model_energy_edges_kev
-    weight = float(fwd.exposure_s) * inst.mean_effective_area(edges)
-    matrix = inst.redistribution(edges, None, fwd.channel_edges_kev)
-    dense = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
-    return backend.asarray(weight), backend.asarray(dense)
+    damping: float = option(DAMPING, min=0.0, doc="initial Levenberg–Marquardt damping λ (relative to diag F)")
 
 
 class PixelFit(Problem):
@@ -57,9 +37,35 @@ class PixelFit(Problem):
     name = "pixelfit"
     Options = PixelFitOptions
     observations_allowed = (1, 1)
+    memory_cubes = 16.0  # component spectra and their derivatives at every pixel (rough)
+
+    @classmethod
+    def check_config(cls, config, regularizers: list | None = None) -> list:
+        """Besides the shared checks: no [[regularizers]], the Poisson likelihood, a ``bin``
+        that divides the detector pixels, and the [[components]] built on the grid."""
+        from .checks import check_components, model_grid
+
+        regularizers = super().check_config(config, regularizers)
+        if regularizers:
+            raise ConfigError(f"{config.source}: problem `pixelfit` fits each pixel alone and takes no "
+                              "[[regularizers]].")
+        if config.run.likelihood != "poisson":
+            raise ConfigError(f"{config.source}: problem `pixelfit` fits Poisson likelihoods only.")
+        grid = model_grid(config)
+        r = config.observations[0].spatial_rebin
+        b = (config.problem if config.problem is not None else PixelFitOptions()).bin
+        if (grid.ny // r) % b or (grid.nx // r) % b:
+            raise ConfigError(f"{config.source}: pixelfit bin = {b} does not divide the detector grid "
+                              f"{(grid.ny // r, grid.nx // r)}.")
+        check_components(config, grid)
+        return regularizers
+
+    def extra_metrics(self, result: Result, truth) -> dict:
+        """``maps``: the fitted maps against the scene's components (``map_metrics``)."""
+        return {"maps": map_metrics(result.maps, truth)} if result.maps and truth.components else {}
 
     def __init__(self, config, backend: Backend, grid, observations: list[ObservationData], regularizers: list,
-                 likelihood_cls, pm=None, options: PixelFitOptions | None = None):
+                 likelihood_cls, options: PixelFitOptions | None = None):
         if len(observations) != 1:
             raise ConfigError(f"{config.source}: problem `pixelfit` fits one observation; the config has "
                               f"{len(observations)}.")
@@ -68,203 +74,38 @@ class PixelFit(Problem):
                               "[[regularizers]].")
         if getattr(likelihood_cls, "name", "poisson") != "poisson":
             raise ConfigError(f"{config.source}: problem `pixelfit` fits Poisson likelihoods only.")
-        self.config, self.backend, self.grid, self.pm = config, backend, grid, pm
+        self.config, self.backend, self.grid = config, backend, grid
         self.observation = observations[0]
         self.options = options if options is not None else PixelFitOptions()
         self.components, self.map_blocks = resolve_components(config.components, grid, backend, str(config.source),
-                                                              _config_dir(config))
+                                                              config_dir(config))
         counts = self.observation.counts
-        self.rebin = grid.ny // counts.shape[1]  # model pixels per detector pixel, per axis
         b = self.options.bin
         if counts.shape[1] % b or counts.shape[2] % b:
             raise ConfigError(f"{config.source}: pixelfit bin = {b} does not divide the detector grid "
                               f"{tuple(counts.shape[1:])}.")
 
-    # -- the per-pixel model ---------------------------------------------------------------
-    def _binned(self, cube):
-        xp = self.backend.xp
-        b = self.options.bin
-        n, ny, nx = cube.shape
-        return xp.reshape(xp.sum(xp.reshape(cube, (n, ny // b, b, nx // b, b)), axis=(2, 4)), (n, (ny // b) * (nx // b)))
-
-    def _thetas(self, u):
-        """Per component (n_params, npix) from the free variables u (P, npix)."""
-        xp = self.backend.xp
-        n_amp = len(self.components)
-        out = []
-        for comp in self.components:
-            rows = []
-            for p in comp.model.parameters:
-                if p.name in comp.slots:
-                    rows.append(u[n_amp + comp.slots[p.name], ...])
-                else:
-                    rows.append(xp.full(u.shape[1:], comp.constants[p.name], dtype=u.dtype))
-            out.append(xp.stack(rows, axis=0))
-        return out
-
-    def _model_and_jacobian(self, u, weight, matrix, background):
-        """Expected counts m (n_chan, npix) and J (P, n_chan, npix)."""
-        xp = self.backend.xp
-        n_amp = len(self.components)
-        fold = lambda s: xp.matmul(xp.matrix_transpose(matrix), weight[:, None] * s)  # noqa: E731
-        m = None
-        cols: list[Any] = [None] * u.shape[0]
-        for c, (comp, theta) in enumerate(zip(self.components, self._thetas(u))):
-            spec = comp.model.evaluate(theta)  # (n_e, npix)
-            folded = fold(spec)
-            cols[c] = folded
-            term = u[c:c + 1, ...] * folded
-            m = term if m is None else m + term
-            for k, p in enumerate(comp.model.parameters):
-                if p.name not in comp.slots:
-                    continue
-                tangent = xp.stack([xp.ones_like(u[0]) if j == k else xp.zeros_like(u[0])
-                                    for j in range(len(comp.model.parameters))], axis=0)
-                d = u[c:c + 1, ...] * fold(comp.model.jvp(theta, tangent))
-                i = n_amp + comp.slots[p.name]
-                cols[i] = d if cols[i] is None else cols[i] + d
-        if background is not None:
-            m = m + background
-        return m, xp.stack(cols, axis=0)
-
-    @staticmethod
-    def _nll(xp, m, y):
-        """½ Poisson deviance per pixel: Σ_c m − y + y log(y/m) (0 for a perfect fit)."""
-        mf = xp.clip(m, min=1e-10)
-        ylogy = xp.where(y > 0, y * xp.log(xp.clip(y, min=1e-30)), xp.zeros_like(y))
-        return xp.sum(mf - y + ylogy - y * xp.log(mf), axis=0)
-
-    def _bounds(self):
-        lo = [0.0] * len(self.components) + [b.bounds[0] for b in self.map_blocks]
-        hi = [np.inf] * len(self.components) + [b.bounds[1] for b in self.map_blocks]
-        return np.asarray(lo), np.asarray(hi)
-
-    # -- solving ---------------------------------------------------------------------------
-    def fit(self, max_iter: int, tol: float, callback: Callable | None = None):
-        """(u (P, npix), F (npix, P, P), history) of the Levenberg–Marquardt fits."""
-        xp, dtype = self.backend.xp, self.backend.dtype
+    def fitter(self) -> PixelFitter:
+        """The per-pixel fitting engine on the observation, binned ``bin × bin``."""
         obs = self.observation
-        weight, matrix = spectral_response(obs, self.backend)
-        y = self._binned(obs.counts)
-        background = None if obs.background is None else self._binned(obs.background)
-        npix = y.shape[1]
-        # Start: the counts of each pixel shared equally between the components, at the
-        # parameters' initial values; amplitudes then rescaled to the pixel's total counts.
-        u0 = [xp.ones((npix,), dtype=dtype) for _ in self.components]
-        u0 += [xp.full((npix,), float(to_numpy(b.init)[0, 0]), dtype=dtype) for b in self.map_blocks]
-        u = xp.stack(u0, axis=0)
-        m, _ = self._model_and_jacobian(u, weight, matrix, None)
-        ratio = xp.sum(y, axis=0) / xp.clip(xp.sum(m, axis=0), min=1e-30)
-        u = xp.concat([u[:len(self.components)] * ratio[None, :] / len(self.components), u[len(self.components):]])
-        lo_np, hi_np = self._bounds()
-        lo = xp.asarray(lo_np[:, None], dtype=dtype)
-        hi = xp.asarray(np.minimum(hi_np, 1e300)[:, None], dtype=dtype)
-        lam = xp.full((npix,), self.options.damping, dtype=dtype)
-        eye = xp.eye(u.shape[0], dtype=dtype)
-        history = []
-        t0 = time.perf_counter()
-        m, jac = self._model_and_jacobian(u, weight, matrix, background)
-        nll = self._nll(xp, m, y)
-        previous = None
-        it = 0
-        for it in range(1, max_iter + 1):
-            mf = xp.clip(m, min=1e-10)
-            fisher = self._fisher(m, jac)
-            grad = xp.sum(jac * (1.0 - y / mf)[None, ...], axis=1)  # (P, npix)
-            diag = xp.sum(fisher * eye, axis=-1)
-            # Marquardt's scaling, per pixel and per variable: λ·diag(F) (+1e-12·diag(F) so a
-            # pixel at λ → 0 stays regular, and 1 where a variable has no curvature at all).
-            # A ridge shared by the whole field (e.g. 1e-12·max F) mixes units: one near-empty
-            # pixel's amplitude curvature (∝ 1/a²) then froze kT and Γ in every pixel.
-            ridge = (lam[:, None] + 1e-12) * diag + xp.where(diag > 0, xp.zeros_like(diag), xp.ones_like(diag))
-            system = fisher + ridge[:, :, None] * eye
-            delta = xp.linalg.solve(system, -xp.permute_dims(grad, (1, 0))[..., None])[..., 0]
-            trial = xp.clip(u + xp.permute_dims(delta, (1, 0)), min=lo, max=hi)
-            m_t, jac_t = self._model_and_jacobian(trial, weight, matrix, background)
-            nll_t = self._nll(xp, m_t, y)
-            better = nll_t < nll
-            u = xp.where(better[None, :], trial, u)
-            m = xp.where(better[None, :], m_t, m)
-            jac = xp.where(better[None, None, :], jac_t, jac)
-            nll = xp.where(better, nll_t, nll)
-            lam = xp.where(better, lam / 3.0, lam * 10.0)
-            total = float(xp.sum(nll))
-            history.append({"iteration": it, "cost": total, "step": float(xp.mean(lam)),
-                            "time_s": time.perf_counter() - t0})
-            if callback is not None and callback(it, total, history[-1]["step"], None):
-                break
-            if previous is not None and abs(previous - total) <= tol * max(abs(total), 1e-300):
-                break
-            previous = total
-        return u, self._fisher(m, jac), history, it
-
-    def _fisher(self, m, jac):
-        """Poisson Fisher information per pixel, Jᵀ diag(1/m) J: (npix, P, P)."""
-        xp = self.backend.xp
-        jt = xp.permute_dims(jac, (2, 0, 1))  # (npix, P, n_chan)
-        inv_m = 1.0 / xp.permute_dims(xp.clip(m, min=1e-10), (1, 0))
-        return xp.matmul(jt * inv_m[:, None, :], xp.permute_dims(jt, (0, 2, 1)))
-
-    def errors(self, fisher):
-        """1-σ errors √diag(F⁻¹), (npix, P)."""
-        xp = self.backend.xp
-        p = fisher.shape[-1]
-        eye = xp.eye(p, dtype=fisher.dtype)
-        cov = xp.linalg.inv(fisher + 1e-30 * eye)
-        return xp.sqrt(xp.clip(xp.sum(cov * eye, axis=-1), min=0.0))
-
-    def fisher_at_maps(self, maps: dict):
-        """Fisher information of each detector pixel (binned by ``bin``) at the model-grid
-        maps ``maps`` (as ``maps_from`` returns them): amplitudes summed, parameters averaged
-        over the model pixels of a fitted block. Returns (u, F)."""
-        obs = self.observation
-        weight, matrix = spectral_response(obs, self.backend)
-        background = None if obs.background is None else self._binned(obs.background)
-        factor = self.options.bin * self.rebin
-        names = [f"{c.name}.amplitude" for c in self.components] + [b.name for b in self.map_blocks]
-        rows = []
-        for name in names:
-            image = np.asarray(maps[name], dtype=np.float64)
-            ny, nx = image.shape[0] // factor, image.shape[1] // factor
-            blocks = image.reshape(ny, factor, nx, factor)
-            reduced = blocks.sum(axis=(1, 3)) if name.endswith(".amplitude") else blocks.mean(axis=(1, 3))
-            rows.append(reduced.ravel())
-        u = self.backend.asarray(np.stack(rows))
-        m, jac = self._model_and_jacobian(u, weight, matrix, background)
-        return u, self._fisher(m, jac)
+        return PixelFitter(self.components, self.map_blocks, spectral_response(obs, self.backend), obs.counts,
+                           obs.background, (self.grid.ny, self.grid.nx), self.backend, self.options.bin)
 
     def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
               resume_from=None, config_digest: str | None = None) -> Result:
         if resume_from is not None:
             raise ConfigError("problem `pixelfit` has no checkpoints to resume from; run it again.")
         t0 = time.perf_counter()
-        u, fisher, history, n_iter = self.fit(solver.max_iter, solver.tol, callback)
-        maps, errors = self.maps_from(u, self.errors(fisher))
-        units = {f"{c.name}.amplitude": "photon / (s cm2)" for c in self.components}
-        units.update({b.name: b.unit for b in self.map_blocks})
+        fitter = self.fitter()
+        u, fisher, history, n_iter = fitter.fit(solver.max_iter, solver.tol, self.options.damping, callback)
+        maps, errors = fitter.maps_from(u, fitter.errors(fisher))
         cubes = self._component_cubes(maps)
         meta = {"problem": self.name, "solver": "levenberg-marquardt (per pixel)", "n_iter": n_iter,
                 "stop_reason": "max_iter" if n_iter >= solver.max_iter else "converged or stopped",
                 "converged": n_iter < solver.max_iter, "solve_wall_s": time.perf_counter() - t0,
                 "final_cost": history[-1]["cost"] if history else None}
         return Result(arrays={"cube": sum(cubes.values())}, history=history, metadata=meta, maps=maps,
-                      map_units=units, map_errors=errors, components=cubes)
-
-    def maps_from(self, u, sigma=None) -> tuple[dict, dict]:
-        """Fitted variables (P, npix) (and 1-σ errors (npix, P)) as maps on the model grid: a
-        fitted block covers (bin·rebin)² model pixels; amplitudes (photon flux of the block)
-        are shared equally between them, parameters repeated."""
-        names = [f"{c.name}.amplitude" for c in self.components] + [b.name for b in self.map_blocks]
-        factor = self.options.bin * self.rebin
-        ny, nx = self.grid.ny // factor, self.grid.nx // factor
-        ones = np.ones((factor, factor))
-        maps, errors = {}, {}
-        for i, name in enumerate(names):
-            per = 1.0 / factor ** 2 if name.endswith(".amplitude") else 1.0
-            maps[name] = np.kron(np.reshape(to_numpy(u[i]), (ny, nx)) * per, ones)
-            if sigma is not None:
-                errors[name] = np.kron(np.reshape(to_numpy(sigma[:, i]), (ny, nx)) * per, ones)
-        return maps, errors
+                      map_units=map_units(self.components, self.map_blocks), map_errors=errors, components=cubes)
 
     def _component_cubes(self, maps) -> dict:
         """Each component's cube on the model grid from the fitted maps."""
@@ -275,6 +116,3 @@ class PixelFit(Problem):
             spec = to_numpy(comp.model.evaluate(self.backend.asarray(np.stack(rows))))
             out[comp.name] = maps[f"{comp.name}.amplitude"][None] * spec
         return out
-
-    def baselines(self) -> dict[str, Any]:
-        return {}

@@ -67,6 +67,21 @@ def host_observation(obs: ObservationData) -> ObservationData:
     return ObservationData(obs.name, obs.host_forward(), host(obs.counts), host(obs.background), obs.instrument)
 
 
+def check_start_cube(path: Path, grid) -> None:
+    """The checks of :func:`read_start_cube` that need no data: the file exists and its
+    header and energy grid map onto the model grid."""
+    from ..errors import XhsiError
+    from ..io.sky import check_sky_cube
+
+    if not Path(path).is_file():
+        raise DataError(f"[problem] start_file {path}: no such file; give the result.fits of an earlier run on this "
+                        "[model] grid.")
+    try:
+        check_sky_cube(Path(path), grid)
+    except XhsiError as exc:
+        raise type(exc)(f"[problem] start_file: {exc}") from None
+
+
 def read_start_cube(path: Path, grid) -> np.ndarray:
     """A sky cube FITS (photons / s / cm² per bin and pixel) on the model grid, read by the
     ``fits`` scene (EBOUNDS or a spectral WCS; resampled when the grids differ by integer

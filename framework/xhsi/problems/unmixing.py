@@ -26,7 +26,7 @@ pixel), which evens out their curvatures; maps are written back in physical unit
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -36,116 +36,10 @@ from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem, run_solver
+from .components import ResolvedComponent, config_dir, map_metrics, map_units, resolve_components
+from .fitting import PixelFitter, spectral_response
 from .starts import backprojection
 from .unmixing_prior import METRIC_FLOOR, FisherStarlet, coefficient_sigma, metric_noise, start_spread
-
-
-@dataclass
-class ResolvedComponent:
-    """A component with its spectral model set up and each parameter resolved to a block
-    index (``slots``), a constant (``constants``) or a link."""
-
-    name: str
-    model: Any
-    slots: dict[str, int] = field(default_factory=dict)
-    constants: dict[str, float] = field(default_factory=dict)
-    amplitude_slot: int | None = None
-    amplitude_init: Any = None
-
-
-@dataclass
-class MapBlock:
-    """One fitted map: its name, initial value, bounds (for the projection), unit and the
-    starlet sparsity it asked for."""
-
-    name: str
-    init: Any
-    bounds: tuple[float, float]
-    unit: str
-    sparsity_k: float | None
-    scales: int
-
-
-def resolve_components(sections, grid, backend: Backend, source: str,
-                       base_dir=".") -> tuple[list[ResolvedComponent], list[MapBlock]]:
-    """Build the spectral models of ``[[components]]`` and assign blocks. Every user error
-    (unknown model or parameter, init out of bounds, bad links) is a ConfigError naming the
-    dotted key."""
-    from ..spectral.models import build_spectral_model
-
-    if not sections:
-        raise ConfigError(f"{source}: problem `unmixing` needs [[components]] (name, model, ...).")
-    ny, nx = grid.ny, grid.nx
-    xp = backend.xp
-    comps: list[ResolvedComponent] = []
-    blocks: list[MapBlock] = []
-    by_name: dict[str, tuple[ResolvedComponent, Any]] = {}
-    for i, sec in enumerate(sections):
-        where = f"{source}: `components[{i}]`"
-        if sec.name in by_name:
-            raise ConfigError(f"{where}.name: component names must be unique; `{sec.name}` is repeated.")
-        model = build_spectral_model(sec.model, sec.options, where=f"{where}.model", base_dir=base_dir).setup(
-            grid.energy_edges_kev, xp, backend.dtype)
-        if model.response is not None:
-            raise ConfigError(
-                f"{where}.model: this surrogate emulates `{getattr(model, 'emulated', '?')}` after the "
-                f"{model.response.get('instrument', '?')} response ({model.n_out} channels); unmixing and pixelfit "
-                "apply each observation's response themselves and need spectra on the true-energy [model] grid: "
-                "retrain it without a [response] table (`xhsi train-model`).")
-        params = {p.name: p for p in model.parameters}
-        for key in ("init", "bounds", "link"):
-            for pname in getattr(sec, key):
-                if pname not in params:
-                    from ..errors import did_you_mean
-
-                    raise ConfigError(f"{where}.{key}.{pname}: `{sec.model}` has no parameter `{pname}`"
-                                      f"{did_you_mean(pname, params)}; parameters: {', '.join(params)}.")
-        for pname in sec.fixed:
-            if pname not in params:
-                raise ConfigError(f"{where}.fixed: `{sec.model}` has no parameter `{pname}`; parameters: "
-                                  f"{', '.join(params)}.")
-        comp = ResolvedComponent(sec.name, model)
-        for pname, par in params.items():
-            lo, hi = par.bounds
-            if pname in sec.bounds:
-                b = sec.bounds[pname]
-                if not (isinstance(b, list) and len(b) == 2 and all(isinstance(v, (int, float)) for v in b)):
-                    raise ConfigError(f"{where}.bounds.{pname}: expected [lower, upper] in {par.unit or 'no unit'}.")
-                lo, hi = max(lo, float(b[0])), min(hi, float(b[1]))
-                if not lo < hi:
-                    raise ConfigError(f"{where}.bounds.{pname}: [{b[0]}, {b[1]}] leaves nothing inside the model's "
-                                      f"range {par.bounds}.")
-            value = sec.init.get(pname, par.default)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"{where}.init.{pname}: expected a number in {par.unit or 'no unit'}.")
-            if not lo <= value <= hi:
-                raise ConfigError(f"{where}.init.{pname}: {value} {par.unit} is outside the bounds [{lo}, {hi}].")
-            if pname in sec.link:
-                continue  # resolved once every component is known
-            if pname in sec.fixed:
-                comp.constants[pname] = float(value)
-                continue
-            comp.slots[pname] = len(blocks)
-            blocks.append(MapBlock(f"{sec.name}.{pname}", xp.full((ny, nx), float(value), dtype=backend.dtype),
-                                   (lo, hi), par.unit, sec.parameter_k, sec.scales))
-        comps.append(comp)
-        by_name[sec.name] = (comp, params)
-    for i, sec in enumerate(sections):
-        comp, params = by_name[sec.name]
-        for pname, target in sec.link.items():
-            where = f"{source}: `components[{i}].link.{pname}`"
-            other, _, tparam = str(target).partition(".")
-            if other not in by_name or not tparam:
-                raise ConfigError(f"{where}: `{target}` must be \"component.parameter\" with a component among "
-                                  f"{', '.join(by_name)}.")
-            ocomp, oparams = by_name[other]
-            if tparam not in ocomp.slots:
-                raise ConfigError(f"{where}: `{target}` is not a fitted map (it is fixed, linked or unknown).")
-            if oparams[tparam].unit != params[pname].unit:
-                raise ConfigError(f"{where}: cannot link `{pname}` ({params[pname].unit or 'no unit'}) to `{target}` "
-                                  f"({oparams[tparam].unit or 'no unit'}): the units differ.")
-            comp.slots[pname] = ocomp.slots[tparam]
-    return comps, blocks
 
 
 class Mixture:
@@ -225,17 +119,43 @@ class Unmixing(Problem):
     name = "unmixing"
     Options = UnmixingOptions
     observations_allowed = (1, None)
+    solver_unknowns = "blocks"
+    # Peak resident memory of configs/unmixing_casa_chandra_small.toml on 64 × 64 pixels:
+    # ~45 cubes (component spectra, their derivatives, the per-pixel fits of the start).
+    memory_cubes = 40.0
+
+    @classmethod
+    def check_config(cls, config, regularizers: list | None = None) -> list:
+        """Besides the shared checks: no [[regularizers]] (their place is in each component),
+        and the [[components]] built on the grid (spectral models, parameters, bounds, links)."""
+        from .checks import check_components, model_grid
+
+        regularizers = super().check_config(config, regularizers)
+        if regularizers:
+            raise ConfigError(f"{config.source}: problem `unmixing` takes its regularisers per component "
+                              "(amplitude_k, parameter_k, scales in [[components]]), not [[regularizers]].")
+        check_components(config, model_grid(config))
+        return regularizers
+
+    def extra_metrics(self, result: Result, truth) -> dict:
+        """``maps``: the errors of the result's maps against the scene's components
+        (``map_metrics``); ``maps_pixelfit``: the same for the conventional per-pixel fit
+        (``baseline_maps``), the yardstick."""
+        if not result.maps or not truth.components:
+            return {}
+        return {"maps": map_metrics(result.maps, truth), "maps_pixelfit": map_metrics(self.baseline_maps(), truth)}
 
     def __init__(self, config, backend: Backend, grid, observations: list[ObservationData], regularizers: list,
-                 likelihood_cls, pm=None, options: UnmixingOptions | None = None):
+                 likelihood_cls, options: UnmixingOptions | None = None):
         self.options = options if options is not None else UnmixingOptions()
         if regularizers:
             raise ConfigError(f"{config.source}: problem `unmixing` takes its regularisers per component "
                               "(amplitude_k, parameter_k, scales in [[components]]), not [[regularizers]].")
         self.config, self.backend, self.grid = config, backend, grid
-        self.observations, self.likelihood_cls, self.pm = observations, likelihood_cls, pm
+        self.observations, self.likelihood_cls = observations, likelihood_cls
         self.components, self.map_blocks = resolve_components(config.components, grid, backend, str(config.source),
-                                                              _config_dir(config))
+                                                              config_dir(config))
+        self._response = None  # the first observation's spectral response, for the per-pixel fits
         self.amp_names = [c.name for c, s in zip(self.components, config.components) if not s.fixed_amplitude]
 
     # -- building -------------------------------------------------------------------------
@@ -319,23 +239,14 @@ class Unmixing(Problem):
 
         The metric is not normalised: with D = diag F, L_i ≈ 1 and a PALM step on a block is
         a Fisher-scoring step of each pixel's own size, whatever its brightness."""
-        from .pixelfit import PixelFit, PixelFitOptions
-
         xp, dtype = self.backend.xp, self.backend.dtype
-        maps = {}
-        for comp in self.components:
-            maps[f"{comp.name}.amplitude"] = to_numpy(mixture.scale * mixture.amplitude(comp, x0))
-        for i, block in enumerate(self.map_blocks):
-            maps[block.name] = to_numpy(x0[mixture.n_amp + i])
-        fit = PixelFit(self.config, self.backend, self.grid, self.observations[:1], [], _Poisson,
-                       options=PixelFitOptions(bin=1))
-        fit.components, fit.map_blocks = self.components, self.map_blocks
-        _, fisher = fit.fisher_at_maps(maps)
+        fitter = self._fitter(1)
+        _, fisher = fitter.fisher_at_maps(self._maps(mixture, x0))
         p = fisher.shape[-1]
         eye = xp.eye(p, dtype=fisher.dtype)
         diag = to_numpy(xp.sum(fisher * eye, axis=-1))  # (npix, P)
-        err = to_numpy(fit.errors(fisher))              # (npix, P)
-        factor = fit.rebin
+        err = to_numpy(fitter.errors(fisher))           # (npix, P)
+        factor = fitter.rebin
         ny, nx = self.grid.ny // factor, self.grid.nx // factor
         up = lambda a: np.kron(np.reshape(a, (ny, nx)), np.ones((factor, factor)))  # noqa: E731
 
@@ -392,14 +303,21 @@ class Unmixing(Problem):
             self._pixelfit_maps = maps
         return maps
 
-    def _pixel_fit(self, b: int) -> dict:
-        from .pixelfit import PixelFit, PixelFitOptions
+    def _fitter(self, bin: int) -> PixelFitter:
+        """The per-pixel fitting engine (``xhsi.problems.fitting``) on the first observation,
+        its detector pixels binned ``bin × bin``."""
+        obs = self.observations[0]
+        if self._response is None:
+            self._response = spectral_response(obs, self.backend)
+        return PixelFitter(self.components, self.map_blocks, self._response, obs.counts, obs.background,
+                           (self.grid.ny, self.grid.nx), self.backend, bin)
 
-        fit = PixelFit(self.config, self.backend, self.grid, self.observations[:1], [], _Poisson,
-                       options=PixelFitOptions(bin=b))
-        fit.components, fit.map_blocks = self.components, self.map_blocks
-        u, _, _, _ = fit.fit(self.options.init_iter, 0.0)
-        return fit.maps_from(u, None)[0]
+    def _pixel_fit(self, b: int) -> dict:
+        """Maps of ``init_iter`` Levenberg–Marquardt iterations of the per-pixel fits of the
+        first observation binned ``b × b``."""
+        fitter = self._fitter(b)
+        u, _, _, _ = fitter.fit(self.options.init_iter, 0.0)
+        return fitter.maps_from(u)[0]
 
     def baseline_maps(self) -> dict:
         """The conventional per-pixel fit (pixelfit, unbinned, ``init_iter`` iterations) of
@@ -420,27 +338,25 @@ class Unmixing(Problem):
     # -- solving ---------------------------------------------------------------------------
     def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
               resume_from=None, config_digest: str | None = None) -> Result:
-        if getattr(solver, "name", "") != "palm":
-            raise ConfigError(f"{self.config.source}: problem `unmixing` has one block per map: use "
-                              "[solver] name = \"palm\".")
         x0, value, blocks, mixture = self.build()
         out, history, meta = run_solver(self.name, solver, (x0, value, blocks), callback,
                                         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
                                         resume_from=resume_from, config_digest=config_digest)
         xs = out.x
         arrays: dict[str, np.ndarray] = {"cube": to_numpy(mixture.cube(xs))}
-        maps: dict[str, np.ndarray] = {}
-        units: dict[str, str] = {}
-        for comp in self.components:
-            maps[f"{comp.name}.amplitude"] = to_numpy(mixture.scale * mixture.amplitude(comp, xs))
-            units[f"{comp.name}.amplitude"] = "photon / (s cm2)"
-        for i, block in enumerate(self.map_blocks):
-            maps[block.name] = to_numpy(xs[mixture.n_amp + i])
-            units[block.name] = block.unit
+        maps = self._maps(mixture, xs)
         components = {name: to_numpy(c) for name, c in mixture.component_cubes(xs).items()}
         errors = self.error_maps(maps)
-        return Result(arrays=arrays, history=history, metadata=meta, maps=maps, map_units=units,
-                      map_errors=errors, components=components)
+        return Result(arrays=arrays, history=history, metadata=meta, maps=maps,
+                      map_units=map_units(self.components, self.map_blocks), map_errors=errors, components=components)
+
+    def _maps(self, mixture: Mixture, xs) -> dict[str, np.ndarray]:
+        """The solver's variables ``xs`` as host maps in physical units, named as
+        ``components.map_names``."""
+        maps = {f"{comp.name}.amplitude": to_numpy(mixture.scale * mixture.amplitude(comp, xs))
+                for comp in self.components}
+        maps.update({block.name: to_numpy(xs[mixture.n_amp + i]) for i, block in enumerate(self.map_blocks)})
+        return maps
 
     def error_maps(self, maps: dict) -> dict:
         """1-σ error maps from the Poisson Fisher information of each detector pixel of the
@@ -448,56 +364,8 @@ class Unmixing(Problem):
         sparsity regularisation are neglected, so they are the errors of a per-pixel fit at
         the unmixing solution (documented approximation; none of the published codes gives
         any)."""
-        from .pixelfit import PixelFit, PixelFitOptions
-
-        fit = PixelFit(self.config, self.backend, self.grid, self.observations[:1], [], _Poisson,
-                       options=PixelFitOptions(bin=1))
-        fit.components, fit.map_blocks = self.components, self.map_blocks
-        u, fisher = fit.fisher_at_maps(maps)
-        return fit.maps_from(u, fit.errors(fisher))[1]
+        return self._fitter(1).error_maps(maps)
 
     def baselines(self) -> dict[str, Any]:
         xp = self.backend.xp
         return {obs.name: to_numpy(backprojection([obs], xp)) for obs in self.observations}
-
-
-def _config_dir(config):
-    from pathlib import Path
-
-    return Path(config.source).resolve().parent if config.source is not None else Path(".")
-
-
-class _Poisson:
-    name = "poisson"
-
-
-def map_metrics(maps: dict[str, np.ndarray], truth) -> dict[str, dict[str, float]]:
-    """Median and flux-weighted relative error, and median absolute error, of each fitted
-    parameter map against the scene's component truth (``SceneTruth``), over the pixels
-    where the component's true amplitude is above 1 % of its maximum (elsewhere a parameter
-    is not constrained); for a redshift map ``z`` also ``median_absolute_error_kms``."""
-    out: dict[str, dict[str, float]] = {}
-    for comp in getattr(truth, "components", []):
-        amp = np.asarray(comp.amplitude, dtype=np.float64)
-        mask = amp > 0.01 * amp.max() if amp.size and amp.max() > 0 else np.zeros_like(amp, dtype=bool)
-        for pname, true_map in list(comp.parameters.items()) + [("amplitude", amp)]:
-            key = f"{comp.name}.{pname}"
-            if key not in maps or not mask.any():
-                continue
-            est = np.asarray(maps[key], dtype=np.float64)
-            t = np.asarray(true_map, dtype=np.float64)
-            denom = np.abs(t[mask])
-            floor = max(float(np.median(denom)) * 1e-3, 1e-12)
-            rel = np.abs(est[mask] - t[mask]) / np.maximum(denom, floor)
-            w = amp[mask] / amp[mask].sum()
-            out[key] = {"median_relative_error": float(np.median(rel)),
-                        "flux_weighted_relative_error": float(np.sum(w * rel)),
-                        "median_absolute_error": float(np.median(np.abs(est[mask] - t[mask])))}
-            if pname == "z":
-                # The relative error of a redshift is ill-defined where z crosses 0 (the
-                # CasA-like velocity dipole does): also the median absolute error as a
-                # line-of-sight speed, c·|Δz| (c = 299 792.458 km/s, exact by SI definition).
-                from ..spectral.spectra import SPEED_OF_LIGHT_KMS
-
-                out[key]["median_absolute_error_kms"] = SPEED_OF_LIGHT_KMS * out[key]["median_absolute_error"]
-    return out

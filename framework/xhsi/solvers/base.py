@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from ..backend import array_namespace, native_numpy
+from ..backend import array_namespace, compat_namespace, native_numpy
 from ..errors import ConfigError, RunStopped
 from ..schema import Context, NoOptions, from_dict
 
@@ -163,7 +163,9 @@ def state_to_dict(state) -> dict:
 def state_from_dict(cls, values: dict, xp, like=None):
     """Build state dataclass ``cls`` from ``values`` (numpy arrays and plain scalars, as
     ``load_checkpoint`` returns them), moving arrays to namespace ``xp``. ``like`` (an
-    array) gives the expected dtype: a mismatch raises ConfigError."""
+    array) gives the expected dtype: a mismatch raises ConfigError. ``xp`` may be plain
+    numpy or cupy."""
+    xp = compat_namespace(xp)
     names = {f.name for f in dataclasses.fields(cls)}
     missing = names - set(values)
     if missing:
@@ -200,6 +202,10 @@ class Solver:
     name: str = ""
     Options: type = NoOptions
     State: type = None
+    #: The unknowns ``setup`` takes, which problems match (``Problem.solver_unknowns``):
+    #: "one" — ``setup(x0, smooth, prox)``, one array (ISTA, FISTA); "blocks" —
+    #: ``setup(x0, value, blocks)``, a list of arrays each with its own prox (PALM).
+    unknowns: str = "one"
 
     def __init__(self, options: Any = None, *, max_iter: int = 500, tol: float = 1e-6,
                  max_time_s: float | None = None, report_every: int = 10):

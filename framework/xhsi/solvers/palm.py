@@ -87,6 +87,7 @@ class PALM(Solver):
 
     name = "palm"
     State = PalmState
+    unknowns = "blocks"
 
     @dataclass
     class Options:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import array_namespace, to_numpy
+from ..backend import array_namespace, compat_namespace, dtype_name, float_dtype, to_numpy
 from ..errors import ConfigError, DataError, PluginError, ShapeError
 from ..schema import Context, NoOptions, from_dict
 
@@ -130,11 +130,13 @@ class SpectralModel:
     # -- set-up ----------------------------------------------------------------------------
     def setup(self, energy_edges_kev, xp=None, dtype=None) -> "SpectralModel":
         """Fix the true-energy grid (``(n_e + 1,)`` edges, keV) and the array namespace and
-        float dtype of every later call (numpy float64 by default). Returns ``self``."""
-        if xp is None:
-            import array_api_compat.numpy as xp
+        float dtype of every later call (numpy float64 by default). ``xp`` may be plain
+        ``numpy``/``cupy``, an array-API namespace or a backend name; ``dtype`` a dtype or
+        "float32"/"float64" (``xhsi.backend.compat_namespace``, ``float_dtype``). Returns
+        ``self``."""
+        xp = compat_namespace("numpy" if xp is None else xp)
         self.xp = xp
-        self.dtype = xp.float64 if dtype is None else dtype
+        self.dtype = float_dtype(xp, dtype)
         self.energy_edges_kev = check_energy_edges(energy_edges_kev)
         self.edges = self._to_xp(self.energy_edges_kev)
         self._setup()
@@ -251,8 +253,9 @@ class SpectralModel:
             raise ShapeError(f"spectral model `{self.name}` takes theta of shape (n_params={self.n_params}, ...) with "
                              f"parameters {list(self.parameter_names)} along axis 0; got shape {shape}.")
         if array_namespace(theta) != self.xp or theta.dtype != self.dtype:
-            raise ShapeError(f"spectral model `{self.name}` was set up for {self.xp.__name__} {self.dtype}; theta is "
-                             f"{type(theta).__module__} {theta.dtype}. Build theta with the run's backend.")
+            raise ShapeError(f"spectral model `{self.name}` was set up for {self.xp.__name__} {dtype_name(self.dtype)}; "
+                             f"theta is {array_namespace(theta).__name__} {dtype_name(theta.dtype)}. Build theta in the "
+                             "namespace and dtype given to setup (the run's backend).")
 
     def _check_spectral(self, array, theta, what: str) -> None:
         expected = (self.n_out,) + tuple(theta.shape[1:])

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes
+from ..backend import compat_namespace
 from ..errors import ConfigError, DataError
 from .models import Parameter
 
@@ -96,6 +97,7 @@ class DeviceSurrogate:
     back-propagation) and jvp (forward-mode tangents), on parameters ``(n_params, N)``."""
 
     def __init__(self, surrogate: Surrogate, xp, dtype):
+        xp = compat_namespace(xp)
         self.xp, self.dtype = xp, dtype
         put = lambda a: xp.asarray(np.asarray(a, dtype=np.float64), dtype=dtype)  # noqa: E731
         self.weights = [put(w) for w in surrogate.weights]
