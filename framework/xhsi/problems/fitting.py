@@ -11,7 +11,9 @@ All pixels are fitted at once by Levenberg–Marquardt iterations on the Fisher 
 system (Poisson Fisher information F = Jᵀ diag(1/m) J), batched over pixels with one
 small P × P solve per pixel (P = free amplitudes + free parameters); each step is projected
 on the bounds (amplitudes ≥ 0) and kept only where it lowers that pixel's likelihood, the
-damping λ growing ×10 where it does not and shrinking ÷3 where it does.
+damping λ growing ×10 where it does not (the pixel retries) and shrinking ÷3 where it does.
+A pixel stops when its projected gradient is below ``gtol`` per 1-σ error (converged) or
+when no damping lowers its cost (stalled), never because one step was rejected.
 
 Uncertainties: 1-σ errors are √diag(F⁻¹) at the solution (Cramér–Rao, local; parameters
 at a bound get the error of the unconstrained quadratic model).
@@ -24,6 +26,7 @@ Fisher information at given maps (``fisher_at_maps``, ``error_maps``).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -34,6 +37,34 @@ from .components import MapBlock, ResolvedComponent, map_names
 
 #: Initial Levenberg–Marquardt damping λ, relative to diag F.
 DAMPING = 1e-3
+#: A pixel has converged when its likelihood gradient is below GTOL per 1-σ error of every
+#: free variable: the minimum located to 1e-3 σ, a cost within ~1e-6 of it.
+GTOL = 1e-3
+#: Damping beyond which no step lowers a pixel's cost: the pixel has stalled.
+LAMBDA_MAX = 1e10
+
+
+@dataclass
+class Fit:
+    """What ``PixelFitter.fit`` returns: the fitted variables u (P, npix), the Fisher
+    information there (npix, P, P), the cost history, the iterations run, per pixel whether
+    it converged (gradient test) or stalled (host bool arrays), and why the fit stopped."""
+
+    u: Any
+    fisher: Any
+    history: list
+    n_iter: int
+    converged: np.ndarray
+    stalled: np.ndarray
+    stop_reason: str
+
+    @property
+    def n_converged(self) -> int:
+        return int(self.converged.sum())
+
+    @property
+    def n_stalled(self) -> int:
+        return int(self.stalled.sum())
 
 
 def spectral_response(obs: ObservationData, backend: Backend):
@@ -136,11 +167,31 @@ class PixelFitter:
         return xp.matmul(jt * inv_m[:, None, :], xp.permute_dims(jt, (0, 2, 1)))
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, max_iter: int, tol: float, damping: float = DAMPING, callback: Callable | None = None):
-        """(u (P, npix), F (npix, P, P), history, iterations) of the Levenberg–Marquardt fits
-        from damping λ = ``damping``; stops after ``max_iter`` iterations, when the total
-        deviance changes by at most ``tol`` relative, or when ``callback(iteration, cost,
-        mean λ, None)`` returns True."""
+    def _gradient_test(self, u, m, jac, y, lo, hi):
+        """Per pixel, max over the free variables of |projected ∇| / √F_ii: the likelihood's
+        slope in units of each variable's 1-σ error (0 at a minimum; a variable at a bound
+        whose gradient points out of the box counts as 0). Also returns (gradient, F)."""
+        xp = self.backend.xp
+        fisher = self._fisher(m, jac)
+        grad = xp.sum(jac * (1.0 - y / xp.clip(m, min=1e-10))[None, ...], axis=1)  # (P, npix)
+        outward = ((u <= lo) & (grad > 0)) | ((u >= hi) & (grad < 0))
+        projected = xp.where(outward, xp.zeros_like(grad), grad)
+        curvature = xp.permute_dims(xp.sum(fisher * xp.eye(u.shape[0], dtype=u.dtype), axis=-1), (1, 0))  # (P, npix)
+        slope = xp.where(curvature > 0, xp.abs(projected) / xp.sqrt(xp.clip(curvature, min=1e-300)),
+                         xp.where(projected == 0, xp.zeros_like(grad), xp.full_like(grad, xp.inf)))
+        return xp.max(slope, axis=0), grad, fisher
+
+    def fit(self, max_iter: int, gtol: float = GTOL, damping: float = DAMPING, callback: Callable | None = None):
+        """Levenberg–Marquardt fits of every pixel from damping λ = ``damping``.
+
+        Each iteration solves (F + λ diag F) δ = −∇ per pixel, projects the step on the
+        bounds and keeps it where it lowers that pixel's likelihood (λ ÷ 3); where it does
+        not, λ × 10 and the pixel retries (Marquardt 1963; Madsen, Nielsen & Tingleff 2004).
+        A pixel is **converged** when its projected gradient is below ``gtol`` per 1-σ error
+        (``_gradient_test``) and then left alone; **stalled** when λ exceeds
+        ``LAMBDA_MAX`` without that (no step lowers its cost: rounding, or a kink). Stops
+        when no pixel is left, after ``max_iter`` iterations, or when ``callback(iteration,
+        cost, mean λ, None)`` returns True. Returns a :class:`Fit`."""
         xp, dtype = self.backend.xp, self.backend.dtype
         y = self._binned(self.counts)
         background = None if self.background is None else self._binned(self.background)
@@ -162,12 +213,19 @@ class PixelFitter:
         t0 = time.perf_counter()
         m, jac = self._model_and_jacobian(u, background)
         nll = self._nll(xp, m, y)
-        previous = None
+        converged = xp.zeros((npix,), dtype=xp.bool)
+        stalled = xp.zeros((npix,), dtype=xp.bool)
         it = 0
+        stop = "max_iter"
         for it in range(1, max_iter + 1):
-            mf = xp.clip(m, min=1e-10)
-            fisher = self._fisher(m, jac)
-            grad = xp.sum(jac * (1.0 - y / mf)[None, ...], axis=1)  # (P, npix)
+            slope, grad, fisher = self._gradient_test(u, m, jac, y, lo, hi)
+            converged = converged | (~stalled & (slope <= gtol))
+            stalled = stalled | (~converged & (lam > LAMBDA_MAX))
+            active = ~(converged | stalled)
+            if not bool(xp.any(active)):
+                it -= 1
+                stop = "converged" if bool(xp.all(converged)) else "stalled"
+                break
             diag = xp.sum(fisher * eye, axis=-1)
             # Marquardt's scaling, per pixel and per variable: λ·diag(F) (+1e-12·diag(F) so a
             # pixel at λ → 0 stays regular, and 1 where a variable has no curvature at all).
@@ -179,21 +237,25 @@ class PixelFitter:
             trial = xp.clip(u + xp.permute_dims(delta, (1, 0)), min=lo, max=hi)
             m_t, jac_t = self._model_and_jacobian(trial, background)
             nll_t = self._nll(xp, m_t, y)
-            better = nll_t < nll
+            better = active & (nll_t < nll)
             u = xp.where(better[None, :], trial, u)
             m = xp.where(better[None, :], m_t, m)
             jac = xp.where(better[None, None, :], jac_t, jac)
             nll = xp.where(better, nll_t, nll)
-            lam = xp.where(better, lam / 3.0, lam * 10.0)
+            lam = xp.where(better, lam / 3.0, xp.where(active, lam * 10.0, lam))
             total = float(xp.sum(nll))
             history.append({"iteration": it, "cost": total, "step": float(xp.mean(lam)),
                             "time_s": time.perf_counter() - t0})
             if callback is not None and callback(it, total, history[-1]["step"], None):
+                stop = "stopped by callback"
                 break
-            if previous is not None and abs(previous - total) <= tol * max(abs(total), 1e-300):
-                break
-            previous = total
-        return u, self._fisher(m, jac), history, it
+        else:  # max_iter: the last step may have brought pixels below gtol
+            slope, _, _ = self._gradient_test(u, m, jac, y, lo, hi)
+            converged = converged | (~stalled & (slope <= gtol))
+        converged_host = np.asarray(to_numpy(converged), dtype=bool)
+        stalled_host = np.asarray(to_numpy(stalled), dtype=bool) & ~converged_host
+        return Fit(u, self._fisher(m, jac), history, it, converged_host, stalled_host,
+                   "converged" if converged_host.all() else stop)
 
     # -- at given maps ---------------------------------------------------------------------
     def errors(self, fisher):

@@ -22,13 +22,16 @@ from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem
 from .components import config_dir, map_metrics, map_units, resolve_components
-from .fitting import DAMPING, PixelFitter, spectral_response
+from .fitting import DAMPING, GTOL, PixelFitter, spectral_response
 
 
 @dataclass
 class PixelFitOptions:
     bin: int = option(1, min=1, doc="fit blocks of bin × bin detector pixels (sums of their counts)")
     damping: float = option(DAMPING, min=0.0, doc="initial Levenberg–Marquardt damping λ (relative to diag F)")
+    gtol: float = option(GTOL, min=0.0, unit="σ",
+                         doc="a pixel has converged when its likelihood gradient is below gtol per 1-σ error "
+                             "of every free variable ([solver] tol is not used)")
 
 
 class PixelFit(Problem):
@@ -97,12 +100,14 @@ class PixelFit(Problem):
             raise ConfigError("problem `pixelfit` has no checkpoints to resume from; run it again.")
         t0 = time.perf_counter()
         fitter = self.fitter()
-        u, fisher, history, n_iter = fitter.fit(solver.max_iter, solver.tol, self.options.damping, callback)
-        maps, errors = fitter.maps_from(u, fitter.errors(fisher))
+        fit = fitter.fit(solver.max_iter, self.options.gtol, self.options.damping, callback)
+        maps, errors = fitter.maps_from(fit.u, fitter.errors(fit.fisher))
         cubes = self._component_cubes(maps)
-        meta = {"problem": self.name, "solver": "levenberg-marquardt (per pixel)", "n_iter": n_iter,
-                "stop_reason": "max_iter" if n_iter >= solver.max_iter else "converged or stopped",
-                "converged": n_iter < solver.max_iter, "solve_wall_s": time.perf_counter() - t0,
+        history = fit.history
+        meta = {"problem": self.name, "solver": "levenberg-marquardt (per pixel)", "n_iter": fit.n_iter,
+                "stop_reason": fit.stop_reason, "converged": fit.n_converged == fit.converged.size,
+                "pixels_converged": fit.n_converged, "pixels_stalled": fit.n_stalled,
+                "pixels": int(fit.converged.size), "solve_wall_s": time.perf_counter() - t0,
                 "final_cost": history[-1]["cost"] if history else None}
         return Result(arrays={"cube": sum(cubes.values())}, history=history, metadata=meta, maps=maps,
                       map_units=map_units(self.components, self.map_blocks), map_errors=errors, components=cubes)

@@ -316,8 +316,7 @@ class Unmixing(Problem):
         """Maps of ``init_iter`` Levenberg–Marquardt iterations of the per-pixel fits of the
         first observation binned ``b × b``."""
         fitter = self._fitter(b)
-        u, _, _, _ = fitter.fit(self.options.init_iter, 0.0)
-        return fitter.maps_from(u)[0]
+        return fitter.maps_from(fitter.fit(self.options.init_iter).u)[0]
 
     def baseline_maps(self) -> dict:
         """The conventional per-pixel fit (pixelfit, unbinned, ``init_iter`` iterations) of
