@@ -68,7 +68,7 @@ def _training_copy(config: Path, tmp: Path) -> Path:
     from xhsi.tomlio import dumps_toml, load_toml
 
     data = load_toml(config)
-    data["surrogate"].update(TRAINING_CUT)
+    data["iae" if "iae" in data else "surrogate"].update(TRAINING_CUT)
     copy = tmp / config.name
     copy.write_text(dumps_toml(data))
     return copy

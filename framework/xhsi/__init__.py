@@ -29,6 +29,7 @@ array namespace ``xp``, plain ``numpy`` or ``cupy`` is accepted; see docs/api.md
     xhsi.simulate      the Scene base class, simulate_counts
     xhsi.metrics       PSNR, ASAM, SSIM, relative errors
     xhsi.runner        run and simulate from a config (what the xhsi command does)
+    xhsi.distributed   sweeps of a config over a grid of overrides on Dask (xhsi sweep)
     xhsi.testing       dot_test, check_gradient, check_prox: checks for plugin authors
 """
 from __future__ import annotations

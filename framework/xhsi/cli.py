@@ -1,19 +1,28 @@
 """The ``xhsi`` command line. Each sub-command is a small function; user errors
-(``XhsiError``) print one paragraph and exit 2, without a traceback unless ``--debug``."""
+(``XhsiError``, and an ``OSError`` on a file the user named: a folder that cannot be
+written, a disk that is full) print one paragraph and exit 2, without a traceback unless
+``--debug``. Output cut short by its reader (``xhsi plugins --json | head``) ends the command
+quietly with exit 141, as a command killed by SIGPIPE does in a shell."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import os
+import shlex
+import signal
 import sys
 import textwrap
 from pathlib import Path
 
 from . import __version__
 from .errors import Interrupted, XhsiError
+from .interrupts import signal_number
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -68,25 +77,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path)
     _add_set(p)
     p.add_argument("--out", type=Path, required=True, help="folder for truth.fits and <observation>_counts.fits")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace those files if they exist (never a file the config reads)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("bin", help="bin an event list (FITS) into a counts cube")
     p.add_argument("events", type=Path)
     p.add_argument("--instrument", help="instrument name or TOML path (channel grid, pixel size)")
     p.add_argument("--out", type=Path, required=True, help="counts cube FITS to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never the event file)")
     p.add_argument("--crop", type=float, nargs=4, metavar=("XMIN", "XMAX", "YMIN", "YMAX"),
                    help="region to keep, in event pixel coordinates")
     p.add_argument("--spatial-bin", type=int, default=1, help="event pixels per cube pixel (default 1)")
     p.add_argument("--energy-bin", type=int, default=1, help="channels per cube plane (default 1)")
     p.add_argument("--energy-range", type=float, nargs=2, metavar=("LO_KEV", "HI_KEV"), help="keep channels inside")
     p.add_argument("--exposure", type=float, help="exposure in s (default: the event file's EXPOSURE)")
+    p.add_argument("--pixel-arcsec", type=float, help="event pixel size in arcsec when X/Y have no TCDLT keywords, "
+                   "or the cube pixel for RA/DEC events (default: the instrument's pixel)")
+    p.add_argument("--position-columns", nargs=2, metavar=("XCOL", "YCOL"),
+                   help="event position columns (default: X Y, else RA DEC)")
+    p.add_argument("--energy-column", metavar="NAME",
+                   help="event energy column (default: PI, then PHA, for an RMF instrument; ENERGY otherwise)")
+    p.add_argument("--ignore-memory-check", action="store_true",
+                   help="bin even when the cube's memory estimate exceeds the available memory")
     p.set_defaults(func=cmd_bin)
 
-    p = sub.add_parser("train-model", help="train a surrogate (PCA + small network) of a spectral model")
-    p.add_argument("config", type=Path, help="training TOML ([model.energy], [surrogate], optional [response])")
-    p.add_argument("--out", type=Path, required=True, help="surrogate NAME.npz to write (NAME.json is written beside it)")
+    p = sub.add_parser("train-model", help="train a learnt spectral model: a surrogate (PCA + small network) or an "
+                       "interpolatory auto-encoder (IAE) of a spectral model or a spectral library")
+    p.add_argument("config", type=Path, help="training TOML ([model.energy], [surrogate] or [iae], optional [response])")
+    p.add_argument("--out", type=Path, required=True, help="model NAME.npz to write (NAME.json is written beside it)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_train_model)
+
+    p = sub.add_parser("sweep", help="run a config at every point of a grid of overrides, on a Dask cluster "
+                       "(pip install 'xhsi[distributed]'); exit 1 when a point failed")
+    p.add_argument("config", type=Path)
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=[V1, V2, ...]",
+                   help="a key and its values (TOML); points: every combination; repeatable; adds to, or "
+                   "replaces a key of, the config's [sweep] grid")
+    _add_set(p)
+    p.add_argument("--out", type=Path, help="sweep folder: points/NAME (one run each), sweep.csv, sweep.json, "
+                   "sweep.png (default: [run] output + _sweep)")
+    p.add_argument("--metric", dest="metrics", action="append", default=[], metavar="NAME",
+                   help="metric to plot, e.g. result.psnr_db or psnr_db; repeatable (default: [sweep] metrics, "
+                   "else every number of metrics.json's result table)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (tcp://HOST:PORT)")
+    where.add_argument("--scheduler-file", type=Path, metavar="FILE",
+                       help="run on the Dask scheduler that wrote FILE (dask scheduler --scheduler-file FILE)")
+    p.add_argument("--workers", type=int, help="worker processes of the cluster started on this machine when no "
+                   "scheduler is given (default: one per core)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the scheduler and a first worker (default 10)")
+    p.add_argument("--retries", type=int, default=1, help="reruns of a point after an unexpected error (default 1; "
+                   "a point whose worker died is rerun by the scheduler)")
+    p.add_argument("--overwrite", action="store_true", help="replace point folders that hold another config's run")
+    p.add_argument("--dry-run", action="store_true", help="check every point and list them; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 
@@ -95,6 +143,15 @@ def cmd_validate(args) -> int:
     from .runner import check_config
     from .tomlio import load_toml
 
+    from .spectral.iae_data import is_iae_config, load_iae_training_config, training_set_from_config
+
+    if is_iae_config(args.config):  # a train-model config of an IAE: checked up to its training set
+        training = load_iae_training_config(args.config)
+        data = training_set_from_config(training)
+        print(f"{args.config}: valid training config for `xhsi train-model` (IAE of "
+              f"{training.iae.model or training.iae.library}, {data.spectra.shape[1]} spectra, "
+              f"{data.anchors.shape[1]} anchors).")
+        return 0
     if Path(args.config).is_file() and "surrogate" in load_toml(args.config):  # a train-model config
         from .spectral.training import load_training_config
 
@@ -173,8 +230,31 @@ def cmd_run(args) -> int:
     from .runner import run
 
     cfg = load_config(args.config, args.overrides)
-    result = run(cfg, out=args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    try:
+        result = run(cfg, out=args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    except Interrupted as exc:
+        if exc.checkpoint is None:
+            raise
+        # The command on a line of its own, unwrapped, to be copied as it is.
+        print(f"xhsi run: {_paragraph(f'{exc} Continue with:')}\n    {resume_command(args)}", file=sys.stderr)
+        return exc.exit_code
     return 0 if result is not None else 1
+
+
+def resume_command(args) -> str:
+    """The ``xhsi run`` command line that resumes the run ``args`` describe: the same config,
+    ``--set`` options, output folder and plugins, and ``--resume``, quoted for a POSIX shell."""
+    words = ["xhsi", "run", str(args.config)]
+    for override in args.overrides:
+        words += ["--set", override]
+    if args.out is not None:
+        words += ["--out", str(args.out)]
+    for name in [*args.disable_plugins, *getattr(args, "disable_plugins_after", [])]:
+        words += ["--disable-plugin", name]
+    if args.quiet:
+        words.append("--quiet")
+    words.append("--resume")
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def cmd_simulate(args) -> int:
@@ -182,20 +262,33 @@ def cmd_simulate(args) -> int:
     from .runner import simulate
 
     cfg = load_config(args.config, args.overrides)
-    for path in simulate(cfg, args.out):
+    for path in simulate(cfg, args.out, overwrite=args.overwrite):
         print(path)
     return 0
+
+
+#: How ``xhsi bin`` spells the parameters of ``bin_events`` in its messages (None: no option).
+BIN_OPTIONS = {"instrument": "--instrument", "out": "--out", "overwrite": "--overwrite",
+               "crop": "--crop XMIN XMAX YMIN YMAX", "spatial_bin": "--spatial-bin", "energy_bin": "--energy-bin",
+               "energy_range_kev": "--energy-range", "exposure_s": "--exposure", "pixel_arcsec": "--pixel-arcsec",
+               "position_columns": "--position-columns", "energy_column": "--energy-column",
+               "memory_limit_bytes": "--ignore-memory-check", "energy_edges_kev": None, "center_deg": None}
 
 
 def cmd_bin(args) -> int:
     from .instruments import load_instrument
     from .io.events import bin_events
+    from .problems.checks import available_memory_bytes
 
     instrument = load_instrument(args.instrument) if args.instrument else None
+    limit = None if args.ignore_memory_check else available_memory_bytes("numpy")
     cube = bin_events(args.events, instrument, args.out, crop=tuple(args.crop) if args.crop else None,
                       spatial_bin=args.spatial_bin, energy_bin=args.energy_bin,
                       energy_range_kev=tuple(args.energy_range) if args.energy_range else None,
-                      exposure_s=args.exposure)
+                      exposure_s=args.exposure, pixel_arcsec=args.pixel_arcsec,
+                      position_columns=tuple(args.position_columns) if args.position_columns else None,
+                      energy_column=args.energy_column, overwrite=args.overwrite, memory_limit_bytes=limit,
+                      option_names=BIN_OPTIONS)
     n, ny, nx = cube.data.shape
     print(f"{args.out}: {int(cube.data.sum())} counts in {n} planes x {ny} x {nx} pixels "
           f"({cube.e_min[0]:.4g}-{cube.e_max[-1]:.4g} keV)")
@@ -205,7 +298,13 @@ def cmd_bin(args) -> int:
 def cmd_train_model(args) -> int:
     from .spectral.training import train_from_config
 
+    from .spectral.iae_data import is_iae_config
+    from .spectral.iae_training import summary_lines, train_iae_from_config
+
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    if is_iae_config(args.config):
+        print("\n".join(summary_lines(train_iae_from_config(args.config, args.out, log=log), args.out)))
+        return 0
     surrogate = train_from_config(args.config, args.out, log=log)
     meta, net, pca = surrogate.metadata, surrogate.validation["network"], surrogate.validation["pca_only"]
     print(f"{args.out}: surrogate of {meta['emulated_model']} ({', '.join(p['name'] for p in meta['parameters'])}; "
@@ -213,6 +312,31 @@ def cmd_train_model(args) -> int:
     print(f"validation relative L2 error per spectrum: median {net['median']:.3g}, 95% {net['p95']:.3g}, "
           f"max {net['max']:.3g} (PCA truncation alone: median {pca['median']:.3g}, max {pca['max']:.3g})")
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from .distributed import connect, plan_sweep, run_sweep
+
+    sweep = plan_sweep(args.config, args.grid, args.overrides, out=args.out, metrics=args.metrics,
+                       overwrite=args.overwrite)
+    if args.dry_run:
+        print(sweep.describe())
+        return 0
+    if not sweep.pending:
+        print(f"xhsi sweep: every point of {sweep.out} is complete; nothing to run.", file=sys.stderr)
+    with connect(args.scheduler, args.scheduler_file, workers=args.workers, timeout_s=args.timeout,
+                 tasks=len(sweep.pending)) if sweep.pending else contextlib.nullcontext() as client:
+        try:
+            report = run_sweep(sweep, client, quiet=args.quiet, retries=args.retries)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted: {sweep.out} keeps the points that completed. Run the same command "
+                              "again to continue: complete points are skipped, interrupted ones resumed.") from None
+    print(report.summary(), file=sys.stderr)
+    if report.unknown_metrics:
+        raise XhsiError(f"no point has the metric{'s' * (len(report.unknown_metrics) > 1)} "
+                        f"{', '.join(report.unknown_metrics)} (--metric or [sweep] metrics); "
+                        f"{sweep.out / 'sweep.csv'} lists the columns there are.")
+    return report.exit_code
 
 
 def _paragraph(message: str) -> str:
@@ -230,18 +354,41 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with disabling([*args.disable_plugins, *getattr(args, "disable_plugins_after", [])]):
-            return args.func(args)
+            code = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except Interrupted as exc:
         print(f"xhsi {args.command}: {_paragraph(exc)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exc.exit_code
     except XhsiError as exc:
         if args.debug:
             raise
         print(f"xhsi {args.command}: error: {_paragraph(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP within a run (xhsi.interrupts)
         print(f"xhsi {args.command}: interrupted.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED - signal.SIGINT + signal_number(exc)
+    except OSError as exc:  # the system refused a file operation: permissions, a full disk, a path under a file
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"xhsi {args.command}: error: {_paragraph(f'{where}{exc.strerror or exc}.')}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _silence_stdout() -> None:
+    """Point the standard output at /dev/null once its reader has gone, so that Python's own
+    flush at exit does not fail again (the recipe of the Python docs, "Note on SIGPIPE")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

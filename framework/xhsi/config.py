@@ -32,6 +32,8 @@ class RunSection:
     likelihood: str = option("poisson", doc="data term: poisson (counts) or gaussian (chi-square)")
     checkpoint_every: int = option(100, min=0, unit="iterations", doc="0 disables checkpoints")
     quicklook: bool = option(True, doc="write PNG quicklooks")
+    memory_check: bool = option(True, doc="refuse a run whose memory estimate exceeds the available memory; "
+                                          "false: run anyway")
 
 
 @dataclass
@@ -50,13 +52,25 @@ class ModelSection:
     energy: EnergyGrid = option(doc="true-energy grid of the sky cube")
     pixels: tuple[int, int] = option(doc="[ny, nx] sky pixels", min=1)
     pixel_arcsec: float = option(unit="arcsec", min=0.0, exclusive_min=True)
+    center_deg: tuple[float, float] | None = option(
+        None, unit="deg", doc="[RA, Dec] (ICRS) of the grid's centre in the FITS products, used when no counts "
+                              "file has a sky WCS (simulations); omit: RA = Dec = 0, marked arbitrary")
+    object: str | None = option(None, doc="name of the source (FITS OBJECT); omit: the counts files' OBJECT")
+
+    def check(self):
+        if self.center_deg is not None:
+            ra, dec = self.center_deg
+            if not (0.0 <= ra < 360.0 and -90.0 <= dec <= 90.0):
+                raise ValueError(f"`center_deg` = [{ra}, {dec}]: RA must be in [0, 360) deg and Dec in [-90, 90] deg.")
 
 
 @dataclass
 class ObservationSection:
     name: str = option(doc="label used in outputs and messages")
     instrument: str = option(doc="a shipped instrument name or a path to an instrument TOML (relative to the config file)")
-    exposure_s: float = option(unit="s", min=0.0, exclusive_min=True)
+    exposure_s: float | None = option(None, unit="s", min=0.0, exclusive_min=True,
+                                      doc="exposure time; default: the counts file's EXPOSURE (required when "
+                                          "the counts are simulated); checked against it when both are given")
     counts: Path | None = option(None, doc="counts cube FITS; omit to simulate it from [simulate]")
     background: Path | None = option(None, doc="background counts cube FITS (same grid as counts)")
     spatial_rebin: int = option(1, min=1, doc="detector pixel = rebin x model pixel")
@@ -124,6 +138,40 @@ class MetricsSection:
 
 
 @dataclass
+class SweepSection:
+    """The points of ``xhsi sweep`` (``xhsi run`` ignores this table): the cartesian product
+    of ``grid``, crossed with the override sets of ``points`` when both are given. Keys are
+    dotted keys as for ``--set``; a nested table (``[sweep.grid] solver.max_iter = [...]``)
+    reads as its dotted keys."""
+
+    grid: dict | None = option(None, doc="{dotted key: [values]}: every combination of the values is a point")
+    points: list[dict] | None = option(None, doc="[{dotted key: value}, ...]: one point per override set")
+    metrics: list[str] = option([], doc="metrics.json keys (e.g. result.psnr_db) plotted over the points; "
+                                        "default: every number of its `result` table")
+
+    def check(self):
+        if self.grid is not None:
+            self.grid = dotted_keys(self.grid)
+            for key, values in self.grid.items():
+                if not isinstance(values, list):
+                    raise ValueError(f"`grid.{key}`: expected an array of values, e.g. [1, 2], got {values!r}.")
+        if self.points is not None:
+            self.points = [dotted_keys(point) for point in self.points]
+
+
+def dotted_keys(table: dict, prefix: str = "") -> dict:
+    """A table with its nested tables flattened into dotted keys ({"a": {"b": 1}} -> {"a.b": 1})."""
+    flat = {}
+    for key, value in table.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(dotted_keys(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+@dataclass
 class Config:
     run: RunSection = option(RunSection())
     model: ModelSection | None = option(None)
@@ -134,6 +182,7 @@ class Config:
     solver: SolverSection = option(SolverSection())
     simulate: SimulateSection | None = option(None)
     metrics: MetricsSection | None = option(None)
+    sweep: SweepSection | None = option(None, doc="the points of `xhsi sweep`; ignored by `xhsi run`")
     # Not part of the TOML: where the config came from.
     _source: Path | None = field(default=None, repr=False, compare=False)
 
@@ -152,10 +201,13 @@ class Config:
         it. Keys that only say how long or where to run (solver stopping rules, output
         folder, cadences) are left out, so a run can be resumed with a larger max_iter."""
         data = self.to_dict()
-        for key in ("output", "checkpoint_every", "quicklook"):
+        data.pop("sweep", None)  # xhsi sweep's table; a run ignores it
+        for key in ("output", "checkpoint_every", "quicklook", "memory_check"):
             data["run"].pop(key, None)
         for key in ("max_iter", "tol", "max_time_s", "report_every"):
             data["solver"].pop(key, None)
+        for key in ("center_deg", "object"):  # labels of the products, not of the problem
+            (data.get("model") or {}).pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -5,6 +5,8 @@ Anything else that escapes is a bug in xhsi and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import signal
+from pathlib import Path
 from typing import Iterable
 
 
@@ -33,7 +35,17 @@ class RunStopped(XhsiError):
 
 
 class Interrupted(RunStopped):
-    """The user interrupted a run (Ctrl-C); its checkpoint was written. Exit code 130."""
+    """A run stopped by Ctrl-C, SIGTERM or SIGHUP, after writing its checkpoint
+    (``checkpoint``: its path; None when the solver had not started and nothing was
+    written). Exit code 128 + the signal's number: 130 (SIGINT), 143 (SIGTERM), 129 (SIGHUP)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT, checkpoint: Path | None = None):
+        super().__init__(message)
+        self.signum, self.checkpoint = int(signum), checkpoint
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

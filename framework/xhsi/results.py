@@ -1,6 +1,6 @@
-"""Run outputs: the output folder's rules, atomic writes, the history table and the
-Result object a problem returns. Nothing here is pickled: FITS for science arrays,
-CSV/JSON/TOML otherwise."""
+"""Run outputs: atomic writes, the history table and the Result object a problem returns
+(the output folder's rules are ``xhsi.runfolder``). Nothing here is pickled: FITS for
+science arrays, CSV/JSON/TOML otherwise."""
 from __future__ import annotations
 
 import csv
@@ -13,10 +13,6 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .errors import XhsiError
-
-#: Files whose presence means a folder holds the outputs of a run.
-RUN_MARKERS = ("config.resolved.toml", "result.fits", "checkpoint.npz", "history.csv")
 
 
 @dataclass
@@ -36,22 +32,6 @@ class Result:
     map_units: dict[str, str] = field(default_factory=dict)
     map_errors: dict[str, np.ndarray] = field(default_factory=dict)
     components: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to write into a folder that holds another run unless told to."""
-    if resume and overwrite:
-        raise XhsiError("--resume and --overwrite contradict each other: choose one.")
-    if out.exists() and not out.is_dir():
-        raise XhsiError(f"output path {out} exists and is not a folder; choose another [run] output or --out.")
-    present = [name for name in RUN_MARKERS if (out / name).exists()]
-    if resume:
-        if not (out / "checkpoint.npz").exists():
-            raise XhsiError(f"--resume: {out} has no checkpoint.npz to continue from; run without --resume.")
-        return
-    if present and not overwrite:
-        raise XhsiError(f"output folder {out} already holds a run ({', '.join(present)}). Use --overwrite to "
-                        "replace it, --resume to continue it, or choose another [run] output / --out.")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -3,15 +3,18 @@
 Order of work: every check that can fail on user input (output folder, then the problem's
 ``check_config``: instruments, counts files and their grids, scene, solver, memory, plugin
 options) runs before the first heavy computation and before anything is written, so a run
-refused by a check leaves its output folder as it found it (and creates none); results are
-written atomically, so an interrupted run never leaves a truncated file; Ctrl-C writes a
-checkpoint that ``--resume`` continues from. The runner knows problems only through their
-contract (``xhsi.problems.Problem``).
+refused by a check leaves its output folder as it found it (and creates none). Outputs are
+staged and moved into place at once (``xhsi.runfolder``: the folder holds the previous
+complete run, the new one, or a checkpoint that ``--resume`` continues from); Ctrl-C,
+SIGTERM and SIGHUP write a checkpoint (``xhsi.interrupts``), which records the digests of
+the input files and the xhsi version, compared on resume. The runner knows problems only
+through their contract (``xhsi.problems.Problem``).
 """
 from __future__ import annotations
 
 import copy
 import functools
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -24,10 +27,13 @@ from . import plugins
 from .backend import Backend, to_numpy
 from .config import Config, options_schema
 from .errors import DataError, Interrupted, XhsiError
+from .interrupts import signal_number, stop_signals
 from .problems.base import ObservationData, make_regularizers  # noqa: F401  (re-exported: bench, tests)
-from .problems.checks import check_cube_grid, model_grid
+from .problems.checks import check_cube_grid, check_memory, model_grid, resolve_exposures
+from .results import Result, atomic_write_text, write_history, write_json
+from .runfolder import RunFolder
 from .schema import NoOptions
-from .results import Result, atomic_write_text, check_output_folder, write_history, write_json
+from .solvers.checkpoint import load_checkpoint
 
 SKY_UNIT = "photon / (s cm2)"  # per true-energy bin and sky pixel
 
@@ -52,6 +58,7 @@ def prepare(cfg: Config) -> Prepared:
 
     backend = Backend(cfg.run.backend, cfg.run.dtype, seed=cfg.run.seed)
     grid = model_grid(cfg)
+    resolve_exposures(cfg)  # done by check_config already; here for a config that skipped it
     compiled = []
     for i, obs in enumerate(cfg.observations):
         instrument = load_instrument(obs.instrument)
@@ -102,8 +109,11 @@ def prepare(cfg: Config) -> Prepared:
             data.counts = backend.asarray(_read_matching(read_cube, obs.counts, forward, obs.name, "counts"))
         else:
             sim_background = None if background is None else to_numpy(background).astype(np.float32)
-            data.counts = backend.asarray(to_numpy(simulate_counts(truth, data.host_forward(), sim_backend,
-                                                                   sim_background)))
+            counts = to_numpy(simulate_counts(truth, data.host_forward(), sim_backend, sim_background))
+            if not np.any(counts):
+                raise DataError(f"{cfg.source}: the simulated counts of observation `{obs.name}` are all zero, so "
+                                "there is nothing to fit: raise its exposure_s or the [simulate] scene's flux.")
+            data.counts = backend.asarray(counts)
         observations.append(data)
     if truth is not None:  # kept on the host in the run's precision (metrics work in float64)
         truth = np.asarray(to_numpy(truth), dtype=np.float32 if backend.dtype_name == "float32" else np.float64)
@@ -114,28 +124,112 @@ def _read_matching(read_cube, path, forward, name: str, what: str) -> np.ndarray
     cube = read_cube(path)
     check_cube_grid(path, cube.data.shape, cube.energy_edges_kev, forward.shape_out,
                     getattr(forward, "channel_edges_kev", None), name, what)
+    if what == "counts" and not np.any(cube.data):
+        raise DataError(f"{path}: the counts cube of observation `{name}` is all zeros, so there is nothing to fit. "
+                        "Check the file: an energy range or crop with no events (xhsi bin --energy-range, --crop), "
+                        "or the wrong file.")
     return cube.data
 
 
-def simulate(cfg: Config, out: Path) -> list[Path]:
-    """Write ``truth.fits`` and ``<observation>_counts.fits`` for every observation."""
+def simulate(cfg: Config, out: Path, overwrite: bool = False) -> list[Path]:
+    """Write ``truth.fits`` (the [simulate] scene) and ``<observation>_counts.fits`` for every
+    observation into the folder ``out``. Before anything is simulated or written: the folder
+    must be writable, and none of these files may exist unless ``overwrite``, nor ever be a
+    file the simulation reads (:func:`simulation_inputs`; compared by inode, not by name).
+    The config's ``counts`` files and [metrics] truth are not read: every observation is
+    simulated, and its ``exposure_s`` is taken from its counts file when left out."""
+    from .atomic import check_writable
     from .io.cubes import write_cube
+    from .products import instrument_cards, provenance_cards, sky_frame
 
     if cfg.simulate is None:
         raise XhsiError(f"{cfg.source}: `xhsi simulate` needs a [simulate] table naming a scene.")
+    out = Path(out)
+    targets = [out / "truth.fits"] + [out / f"{obs.name}_counts.fits" for obs in cfg.observations]
+    check_writable(out, "the simulate output folder (--out)")
+    resolve_exposures(cfg)
     cfg_no_counts = copy.deepcopy(cfg)  # simulate every observation, whatever counts files it names
     for obs in cfg_no_counts.observations:
         obs.counts = None
+    cfg_no_counts.metrics = None  # the truth written is the scene's
+    check_new_files(targets, simulation_inputs(cfg_no_counts), overwrite)
+    # The run's estimate bounds the simulation's (same grid, operators and counts, no solver).
+    check_memory(plugins.get("problem", cfg.run.problem), cfg_no_counts)
     prep = prepare(cfg_no_counts)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = [write_cube(out / "truth.fits", prep.truth, prep.grid.energy_edges_kev,
-                          pixel_arcsec=prep.grid.pixel_arcsec, bunit=SKY_UNIT)]
+    frame = sky_frame(cfg_no_counts, prep.grid)  # [model] center_deg, or an arbitrary position
+    cards = provenance_cards(cfg_no_counts, prep.observations, frame)
+    simulated = {"OBJECT": cards.get("OBJECT"), "HISTORY": [f"simulated by scene {cfg.simulate.scene}"]}
+    written = [write_cube(out / "truth.fits", prep.truth, prep.grid.energy_edges_kev, wcs=frame.at(1),
+                          pixel_arcsec=prep.grid.pixel_arcsec, bunit=SKY_UNIT, header=simulated)]
     for obs, section in zip(prep.observations, cfg.observations):
         written.append(write_cube(out / f"{obs.name}_counts.fits", obs.counts, obs.channel_edges_kev,
-                                  pixel_arcsec=obs.pixel_arcsec, exposure_s=section.exposure_s,
-                                  instrument=obs.instrument.name, bunit="count"))
+                                  wcs=frame.at(section.spatial_rebin), pixel_arcsec=obs.pixel_arcsec,
+                                  exposure_s=section.exposure_s, instrument=obs.instrument.name, bunit="count",
+                                  header={**instrument_cards(obs.instrument), **simulated}))
     return written
+
+
+def simulation_inputs(cfg: Config) -> dict[str, Path]:
+    """{what: path} of every file a run or simulation of ``cfg`` reads that exists: the
+    config itself, the paths of its tables and plugin options (counts, background, truth,
+    scene and start files, surrogates), and each instrument's TOML and response files."""
+    from .instruments import load_instrument
+
+    found = {"the config": Path(cfg.source)} if cfg.source is not None else {}
+    found.update(_paths_in(cfg, ""))
+    for i, obs in enumerate(cfg.observations):
+        try:
+            instrument = load_instrument(obs.instrument)
+        except XhsiError:
+            continue  # the checks that follow say what is wrong with it
+        if instrument.path is not None:
+            found[f"observations[{i}].instrument"] = Path(instrument.path)
+        found.update({f"instrument `{instrument.name}` {key}": path
+                      for key, path in _paths_in(instrument.spec, "").items()})
+    return {key: path for key, path in found.items() if path.is_file()}
+
+
+def _paths_in(obj, prefix: str) -> dict[str, Path]:
+    """Every Path value inside a schema dataclass, list or dict, by dotted key."""
+    import dataclasses
+
+    if isinstance(obj, Path):
+        return {prefix: obj}
+    items = ()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        items = ((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.name.startswith("_"))
+    elif isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"[{k}]", v) for k, v in enumerate(obj))
+    out = {}
+    for key, value in items:
+        sub = f"{prefix}{key}" if key.startswith("[") or not prefix else f"{prefix}.{key}"
+        out.update(_paths_in(value, sub))
+    return out
+
+
+def check_new_files(targets: list[Path], inputs: dict[str, Path], overwrite: bool, option: str = "--overwrite") -> None:
+    """Refuse to write ``targets`` over an input (``inputs``: {what: path}; the same file by
+    inode, whatever its name or links), even with ``overwrite``, or over existing files
+    without it."""
+    import os
+
+    existing = [t for t in targets if t.exists()]
+    for target in existing:
+        for what, path in inputs.items():
+            try:
+                same = os.path.samefile(target, path)
+            except OSError:
+                continue
+            if same:
+                raise XhsiError(f"{target} is {path}, which is read as {what}: writing there would destroy an input. "
+                                "Choose another output folder.")
+    if existing and not overwrite:
+        names = ", ".join(str(t) for t in existing)
+        raise XhsiError(f"{names} exist{'s' * (len(existing) == 1)}: pass {option} to replace "
+                        f"{'it' if len(existing) == 1 else 'them'}, or choose another output folder.")
 
 
 class Progress:
@@ -174,64 +268,101 @@ def check_config(cfg: Config) -> list:
 
 def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: bool = False,
         quiet: bool = False) -> Result:
-    """Run the problem of ``cfg`` and write its outputs into ``out`` (default: [run] output)."""
-    from .solvers.checkpoint import save_checkpoint
-
+    """Run the problem of ``cfg`` and write its outputs into ``out`` (default: [run] output)
+    by the rules of ``xhsi.runfolder``: outputs staged and moved into place at once,
+    periodic checkpoints where ``resume`` finds them, ``overwrite`` to replace another run.
+    For the call, Ctrl-C, SIGTERM and SIGHUP (``xhsi.interrupts``) write a checkpoint and
+    raise Interrupted."""
     t_start = time.perf_counter()
     out = Path(out) if out is not None else Path(cfg.run.output)
-    check_output_folder(out, resume=resume, overwrite=overwrite)
-    regularizers = check_config(cfg)
-    prep = prepare(cfg)
-    problem_cls = plugins.get("problem", cfg.run.problem)
-    pm = plugins.plugin_manager()
-    # A problem that declares options gets the validated [problem] table.
-    extra = {} if options_schema(problem_cls) is NoOptions else {"options": cfg.problem}
-    problem = problem_cls(cfg, prep.backend, prep.grid, prep.observations, regularizers,
-                          plugins.get("likelihood", cfg.run.likelihood), **extra)
-    solver = plugins.get("solver", cfg.solver.name).from_config(cfg.solver)
+    with stop_signals() as signals:
+        try:
+            folder = RunFolder(out, resume=resume, overwrite=overwrite)
+            regularizers = check_config(cfg)
+            identity = run_identity(cfg)
+            solver = plugins.get("solver", cfg.solver.name).from_config(cfg.solver)
+            resume_from = None
+            if resume:
+                resume_from = load_checkpoint(folder.resume_path)
+                resume_from.check_compatible(solver=solver.name, config_digest=cfg.digest(),
+                                             version=identity["xhsi_version"], inputs=identity["inputs"])
+            prep = prepare(cfg)
+            problem_cls = plugins.get("problem", cfg.run.problem)
+            pm = plugins.plugin_manager()
+            # A problem that declares options gets the validated [problem] table.
+            extra = {} if options_schema(problem_cls) is NoOptions else {"options": cfg.problem}
+            problem = problem_cls(cfg, prep.backend, prep.grid, prep.observations, regularizers,
+                                  plugins.get("likelihood", cfg.run.likelihood), **extra)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(f"interrupted ({_signal_name(exc)}) before the run started: {out} was not changed.",
+                              signal_number(exc)) from None
+        solver.checkpoint_meta = identity
+        progress = Progress(cfg.solver.max_iter, quiet)
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.resolved.toml", cfg.to_toml())
-    checkpoint_path = out / "checkpoint.npz"
-    pm.hook.xhsi_run_start(config=cfg, problem=problem)
-    progress = Progress(cfg.solver.max_iter, quiet)
+        def callback(iteration, cost, step, state) -> bool:
+            progress.update(iteration, cost, step)
+            answers = pm.hook.xhsi_iteration(iteration=iteration, cost=cost, step=step, state=state)
+            return any(bool(a) for a in answers)
 
-    def callback(iteration, cost, step, state) -> bool:
-        progress.update(iteration, cost, step)
-        answers = pm.hook.xhsi_iteration(iteration=iteration, cost=cost, step=step, state=state)
-        return any(bool(a) for a in answers)
+        try:
+            folder.start()
+            pm.hook.xhsi_run_start(config=cfg, problem=problem)
+            result = problem.solve(solver, callback, checkpoint_path=folder.checkpoint_path,
+                                   checkpoint_every=cfg.run.checkpoint_every, resume_from=resume_from,
+                                   config_digest=cfg.digest())
+            result.metadata.update({"wall_s": time.perf_counter() - t_start, "config_digest": cfg.digest(),
+                                    "backend": cfg.run.backend, "dtype": cfg.run.dtype})
+            if prep.truth is not None:
+                from .simulate import SceneTruth
 
-    try:
-        result = problem.solve(solver, callback, checkpoint_path=checkpoint_path,
-                               checkpoint_every=cfg.run.checkpoint_every,
-                               resume_from=checkpoint_path if resume else None, config_digest=cfg.digest())
-    except KeyboardInterrupt:
-        progress.close()
-        if solver.state is not None:
-            meta = {"solver": solver.name, "config_digest": cfg.digest(), "iteration": solver.iteration,
-                    "history": [list(r) for r in solver.history]}
-            save_checkpoint(checkpoint_path, solver.state_dict(), meta)
-            write_history(out / "history.csv", [dict(zip(("iteration", "cost", "step", "time_s"), r))
-                                                for r in solver.history])
-        raise Interrupted(f"interrupted at iteration {solver.iteration if solver.state is not None else 0}; "
-                         f"checkpoint written to {checkpoint_path}. Continue with: xhsi run {cfg.source} "
-                         f"--resume") from None
-    finally:
-        progress.close()
-
-    result.metadata.update({"wall_s": time.perf_counter() - t_start, "config_digest": cfg.digest(),
-                            "backend": cfg.run.backend, "dtype": cfg.run.dtype})
-    if prep.truth is not None:
-        from .simulate import SceneTruth
-
-        result.metrics = compute_metrics(result, prep.truth, problem)
-        truth = prep.scene_truth if prep.scene_truth is not None else SceneTruth(prep.truth)
-        result.metrics.update(problem.extra_metrics(result, truth))
-    write_outputs(out, cfg, prep, result)
+                result.metrics = compute_metrics(result, prep.truth, problem)
+                truth = prep.scene_truth if prep.scene_truth is not None else SceneTruth(prep.truth)
+                result.metrics.update(problem.extra_metrics(result, truth))
+            write_outputs(folder.staging, cfg, prep, result)
+            atomic_write_text(folder.staging / "config.resolved.toml", cfg.to_toml())
+            with signals.held():
+                folder.publish()
+        except KeyboardInterrupt as exc:
+            raise _interrupted(exc, folder, solver, resume_from, cfg.digest(), signals) from None
+        finally:
+            progress.close()
+            folder.discard()
     pm.hook.xhsi_run_end(config=cfg, result=result)
     if not quiet:
         print(summary(result, out), file=sys.stderr)
     return result
+
+
+def run_identity(cfg: Config) -> dict:
+    """What a run's checkpoints record besides the config digest, for a resume to compare:
+    ``xhsi_version`` and the SHA-256 of each file the run reads (``inputs``: those of
+    :func:`simulation_inputs` but the config file, whose content the digest covers)."""
+    from . import __version__
+    from .solvers.checkpoint import file_digests
+
+    source = Path(cfg.source).resolve() if cfg.source is not None else None
+    files = {what: path for what, path in simulation_inputs(cfg).items() if path.resolve() != source}
+    return {"xhsi_version": __version__, "inputs": file_digests(files)}
+
+
+def _signal_name(exc: BaseException) -> str:
+    return signal.Signals(signal_number(exc)).name
+
+
+def _interrupted(exc: BaseException, folder: RunFolder, solver, resume_from, config_digest: str,
+                 signals) -> Interrupted:
+    """Leave ``folder`` holding the interrupted run's checkpoint (when the solver got past
+    where it started) and say so."""
+    how, signum = f"interrupted ({_signal_name(exc)})", signal_number(exc)
+    if folder.published:
+        return Interrupted(f"{how} after the run completed: {folder.out} holds its outputs.", signum)
+    start = resume_from.iteration if resume_from is not None else 0
+    if solver.state is None or solver.iteration <= start:
+        kept = folder.resume_path if resume_from is not None else None
+        return Interrupted(f"{how} before the first iteration: {folder.out} was not changed.", signum, kept)
+    with signals.held(deliver=False):  # a second signal must not cut the checkpoint short
+        path = folder.interrupted(lambda p: solver.save_checkpoint(p, config_digest))
+    return Interrupted(f"{how} at iteration {solver.iteration}; checkpoint written to {path}.", signum, path)
 
 
 def compute_metrics(result: Result, truth: np.ndarray, problem) -> dict:
@@ -253,30 +384,36 @@ def compute_metrics(result: Result, truth: np.ndarray, problem) -> dict:
 
 def write_outputs(out: Path, cfg: Config, prep: Prepared, result: Result) -> None:
     from .io.cubes import write_cube
+    from .products import instrument_cards, provenance_cards, sky_frame
 
     grid = prep.grid
+    frame = sky_frame(cfg, grid)
+    cards = provenance_cards(cfg, prep.observations, frame)
     header = {"PROBLEM": cfg.run.problem, "SOLVER": cfg.solver.name, "NITER": result.metadata.get("n_iter"),
-              "CFGHASH": cfg.digest()}
-    write_cube(out / "result.fits", result.arrays["cube"], grid.energy_edges_kev, pixel_arcsec=grid.pixel_arcsec,
-               bunit=SKY_UNIT, header=header)
+              "CFGHASH": cfg.digest(), **cards}
+    write_cube(out / "result.fits", result.arrays["cube"], grid.energy_edges_kev, wcs=frame.at(1),
+               pixel_arcsec=grid.pixel_arcsec, bunit=SKY_UNIT, header=header)
     if result.maps:
         from .io.maps import write_components, write_maps
 
-        write_maps(out / "maps.fits", result.maps, result.map_units, grid.pixel_arcsec, result.map_errors or None)
-        write_components(out / "components.fits", result.components, grid.energy_edges_kev, grid.pixel_arcsec)
+        write_maps(out / "maps.fits", result.maps, result.map_units, grid.pixel_arcsec, result.map_errors or None,
+                   wcs=frame.at(1), header=header)
+        write_components(out / "components.fits", result.components, grid.energy_edges_kev, grid.pixel_arcsec,
+                         wcs=frame.at(1), header=header)
     from .io.maps import write_maps
 
     residuals = residual_significance(prep, result.arrays["cube"])
-    pixels = {o.name: o.pixel_arcsec or grid.pixel_arcsec for o in prep.observations}
-    for name, image in residuals.items():
-        write_maps(out / f"residuals_{name}.fits", {f"residual.{name}": image}, {f"residual.{name}": "sigma"},
-                   pixels[name])
+    for obs, section in zip(prep.observations, cfg.observations):
+        name = obs.name
+        write_maps(out / f"residuals_{name}.fits", {f"residual.{name}": residuals[name]},
+                   {f"residual.{name}": "sigma"}, obs.pixel_arcsec or grid.pixel_arcsec,
+                   wcs=frame.at(section.spatial_rebin), header={**header, **instrument_cards(obs.instrument)})
     write_history(out / "history.csv", result.history)
     write_json(out / "run.json", result.metadata)
     if result.metrics:
         write_json(out / "metrics.json", result.metrics)
     if cfg.run.quicklook:
-        write_quicklooks(out, prep, result)
+        write_quicklooks(out, prep, result, tol=cfg.solver.tol)
 
 
 def residual_significance(prep: Prepared, cube) -> dict[str, np.ndarray]:
@@ -294,26 +431,42 @@ def residual_significance(prep: Prepared, cube) -> dict[str, np.ndarray]:
     return out
 
 
-def write_quicklooks(out: Path, prep: Prepared, result: Result) -> None:
+def write_quicklooks(out: Path, prep: Prepared, result: Result, tol: float | None = None) -> None:
+    """images.png (each observation's counts, the result and the truth if known, summed over
+    their bands), maps.png (unmixing maps), spectra.png (three pixels), cost.png (cost and
+    its relative change against the solver's ``tol``)."""
     from . import quicklook
+    from .quicklook import Panel
 
+    grid = prep.grid
+    model_band = (float(grid.energy_edges_kev[0]), float(grid.energy_edges_kev[-1]))
     cube = np.asarray(result.arrays["cube"], dtype=np.float64)
-    images = [(f"data: {o.name} [counts]", to_numpy(o.counts).sum(axis=0)) for o in prep.observations]
-    images.append(("result [ph/s/cm2/pix]", cube.sum(axis=0)))
+    panels = []
+    for o in prep.observations:
+        edges = np.asarray(o.channel_edges_kev, dtype=np.float64)
+        panels.append(Panel(f"data: {o.name} ({o.instrument.mission} {o.instrument.detector})".replace(" )", ")"),
+                            to_numpy(o.counts).sum(axis=0), "count / pix", o.pixel_arcsec or grid.pixel_arcsec,
+                            (float(edges[0]), float(edges[-1]))))
+    flux_unit = SKY_UNIT[:-1] + " pix)"  # photon / (s cm2 pix): summed over the band's bins
+    panels.append(Panel("result", cube.sum(axis=0), flux_unit, grid.pixel_arcsec, model_band))
     if prep.truth is not None:
-        images.append(("truth [ph/s/cm2/pix]", np.asarray(prep.truth, dtype=np.float64).sum(axis=0)))
-    quicklook.plot_images(out / "images.png", images)
+        panels.append(Panel("truth", np.asarray(prep.truth, dtype=np.float64).sum(axis=0), flux_unit,
+                            grid.pixel_arcsec, model_band))
+    quicklook.plot_images(out / "images.png", panels)
     if result.maps:
-        panels = [(f"{name} [{result.map_units.get(name, '')}]", image) for name, image in result.maps.items()]
-        quicklook.plot_images(out / "maps.png", panels, columns=min(4, len(panels)))
+        maps = [Panel(name, image, result.map_units.get(name, ""), grid.pixel_arcsec, model_band,
+                      cmap="magma" if name.endswith(".amplitude") else "viridis")
+                for name, image in result.maps.items()]
+        quicklook.plot_images(out / "maps.png", maps, columns=min(4, len(maps)))
     curves = {"result": cube}
     if prep.truth is not None:
         curves["truth"] = np.asarray(prep.truth, dtype=np.float64)
     curves.update({f"component {name}": np.asarray(c, dtype=np.float64) for name, c in result.components.items()})
     ref = curves.get("truth", cube).sum(axis=0)
-    quicklook.plot_spectra(out / "spectra.png", prep.grid.energy_mid_kev, curves, quicklook.pick_pixels(ref),
-                           unit=SKY_UNIT + " per bin")
-    quicklook.plot_history(out / "cost.png", result.history)
+    width_ev = float(np.mean(grid.energy_width_kev)) * 1e3
+    quicklook.plot_spectra(out / "spectra.png", grid.energy_mid_kev, curves, quicklook.pick_pixels(ref),
+                           unit=flux_unit, pixel_arcsec=grid.pixel_arcsec, bin_ev=width_ev, band_kev=model_band)
+    quicklook.plot_history(out / "cost.png", result.history, tol=tol, stop_reason=result.metadata.get("stop_reason"))
 
 
 def summary(result: Result, out: Path) -> str:

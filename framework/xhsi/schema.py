@@ -113,18 +113,21 @@ def _describe(tp: Any, meta: typing.Mapping) -> str:
 def _convert(tp: Any, value: Any, ctx: Context, path: str, meta: typing.Mapping = types.MappingProxyType({})):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
+        args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        # A value of the kind one member takes (a number for `float | table`) gets that
+        # member's own message ("must be > 0 eV, got -4.5"), not a list of every member.
+        fitting = [arg for arg in args if _kind_fits(arg, value)]
+        if len(fitting) == 1:
+            return _convert(fitting[0], value, ctx, path, meta)
         errors = []
         for arg in args:
-            if arg is type(None):
-                continue
             try:
                 return _convert(arg, value, ctx, path, meta)
             except ConfigError as exc:
                 errors.append(exc)
         if len(errors) == 1:
             raise errors[0]
-        raise ctx.error(path, f"expected {_describe(tp, meta)}, got {_got(value)}.")
+        raise ctx.error(path, f"expected {_describe_union(args, meta)}, got {_got(value)}.")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, ctx, path)
     if origin in (list, tuple):
@@ -171,6 +174,46 @@ def _convert(tp: Any, value: Any, ctx: Context, path: str, meta: typing.Mapping 
     raise TypeError(f"schema type {tp!r} at {path} is not supported")  # programmer error
 
 
+def _bare_unit(meta: typing.Mapping) -> str:
+    """" eV" after a number ("> 0 eV"); units that are words ("iterations") too."""
+    return f" {meta['unit']}" if meta.get("unit") else ""
+
+
+def _kind_fits(tp: Any, value: Any) -> bool:
+    """``value`` has the TOML kind ``tp`` takes (numbers for float, tables for a dict or a
+    schema, arrays for a list or tuple), whatever its range or content."""
+    origin = typing.get_origin(tp)
+    if isinstance(value, bool):
+        return tp is bool
+    if tp is float:
+        return isinstance(value, (int, float))
+    if tp is int:
+        return isinstance(value, int)
+    if tp in (str, Path):
+        return isinstance(value, str)
+    if tp is dict or dataclasses.is_dataclass(tp):
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        return isinstance(value, list)
+    return False
+
+
+_KIND_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", dict: "a table",
+               Path: "a file path (string)"}
+
+
+def _describe_union(args, meta: typing.Mapping) -> str:
+    """"a number or a table in eV" for ``float | dict | None`` (None: the key may be left out)."""
+    words = []
+    for arg in args:
+        origin = typing.get_origin(arg)
+        word = ("a table" if dataclasses.is_dataclass(arg) else f"an {_type_name(arg)}" if origin in (list, tuple)
+                else _KIND_WORDS.get(arg, _type_name(arg)))
+        if word not in words:
+            words.append(word)
+    return " or ".join(words) + _unit(meta)
+
+
 def _unit(meta: typing.Mapping) -> str:
     return f" in {meta['unit']}" if meta.get("unit") else ""
 
@@ -179,9 +222,9 @@ def _check_range(value, ctx: Context, path: str, meta: typing.Mapping):
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and (value < lo or (meta.get("exclusive_min") and value == lo)):
         op = ">" if meta.get("exclusive_min") else ">="
-        raise ctx.error(path, f"must be {op} {lo}{_unit(meta)}, got {value}.")
+        raise ctx.error(path, f"must be {op} {lo:g}{_bare_unit(meta)}, got {value}.")
     if hi is not None and value > hi:
-        raise ctx.error(path, f"must be <= {hi}{_unit(meta)}, got {value}.")
+        raise ctx.error(path, f"must be <= {hi:g}{_bare_unit(meta)}, got {value}.")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ctx.error(path, f"must be one of {', '.join(map(str, choices))}, got {value}.")

@@ -78,6 +78,12 @@ def _scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
+def format_value(value: Any) -> str:
+    """``value`` as TOML text, the inverse of :func:`parse_value` (``--set`` and ``--grid``
+    values: ``50``, ``1e-06``, ``"a"``, ``[1, 2]``, ``{ k = 3.0 }``)."""
+    return _scalar(value)
+
+
 def _key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _scalar(key)
 

@@ -1,6 +1,7 @@
 """Built-in spectral models plugin: ``powerlaw``, ``thermal``, ``absorption`` (analytic,
 from ``xhsi.spectral.spectra``, with exact derivatives), ``table`` (an XSPEC/OGIP table model file,
-multilinear interpolation) and ``surrogate`` (a learnt emulator, ``xhsi.spectral.surrogate``).
+multilinear interpolation), ``surrogate`` (a learnt emulator, ``xhsi.spectral.surrogate``) and
+``iae`` (the decoder of an Interpolatory Auto-Encoder, ``xhsi.spectral.iae``).
 
 See ``xhsi.spectral.models`` for the contract (``setup``, ``evaluate``, ``vjp``, ``jvp``)."""
 from __future__ import annotations
@@ -452,6 +453,104 @@ def _example_surrogate():
     return train_surrogate(model, settings)
 
 
+# -- interpolatory auto-encoder -----------------------------------------------------------
+@dataclass
+class IAEOptions:
+    file: Path | None = option(None, doc="IAE NAME.npz written by `xhsi train-model` (NAME.json beside it)")
+
+
+class IAEModel(SpectralModel):
+    """The decoder of an Interpolatory Auto-Encoder (Bobin et al. 2023, A&A 670, A163;
+    ``xhsi.spectral.iae``): spectra decoded from barycentric combinations of the latent codes
+    of anchor spectra. Its parameters are the barycentric weights ``w1 ... w{k-1}`` (the
+    last anchor has 1 - Σ w; ``w1 ... wk`` without the sum-to-one constraint), bounded by the
+    training set's range; ``physical(theta)`` reads the physical parameters back and
+    ``encode(spectra)`` gives the weights of spectra. Unit sum (additive). ``setup``
+    refuses another energy grid, ``check_response`` another response."""
+
+    name = "iae"
+    Options = IAEOptions
+
+    def __init__(self, options=None, iae=None):
+        from xhsi.spectral.iae import load_iae
+
+        super().__init__(options)
+        if iae is None:
+            if self.options.file is None:
+                raise ConfigError("spectral model `iae` needs options.file, the .npz written by xhsi train-model.")
+            iae = load_iae(self.options.file)
+        self.iae = iae
+        self.parameters = iae.parameters
+        self.physical_parameters = iae.physical_parameters
+        self.response = iae.response
+
+    @property
+    def n_out(self) -> int:
+        return self.iae.n_out
+
+    def _setup(self) -> None:
+        from xhsi.spectral.iae import DeviceIAE, check_energy_grid
+
+        check_energy_grid(self.iae, self.energy_edges_kev, self.options.file or "this IAE")
+        self._device = DeviceIAE(self.iae, self.xp, self.dtype)
+
+    def _flat(self, a, rows):
+        return self.xp.reshape(a, (rows, -1))
+
+    def _evaluate(self, theta):
+        out = self._device.evaluate(self._flat(theta, self.n_params))
+        return self.xp.reshape(out, (self.n_out,) + tuple(theta.shape[1:]))
+
+    def _vjp(self, theta, cotangent):
+        g = self._device.vjp(self._flat(theta, self.n_params), self._flat(cotangent, self.n_out))
+        return self.xp.reshape(g, tuple(theta.shape))
+
+    def _jvp(self, theta, tangent):
+        out = self._device.jvp(self._flat(theta, self.n_params), self._flat(tangent, self.n_params))
+        return self.xp.reshape(out, (self.n_out,) + tuple(theta.shape[1:]))
+
+    def physical(self, theta) -> dict:
+        """{name: map} of the physical parameters read out from the weights ``theta``
+        (n_params, *S) by the learnt polynomial, clipped to the training range."""
+        self._check_theta(theta)
+        out = self._device.physical(self._flat(theta, self.n_params))
+        return {k: self.xp.reshape(v, tuple(theta.shape[1:])) for k, v in out.items()}
+
+    def fit_physical(self, theta, iterations: int = 30) -> dict:
+        """{name: map} of the physical parameters by a per-pixel fit of the model the IAE
+        was trained on to the decoded spectra, from the read-out of ``physical``
+        (``xhsi.spectral.iae.DeviceIAE.fit_physical``; ConfigError for an IAE trained on a
+        library or after a response)."""
+        self._check_theta(theta)
+        out = self._device.fit_physical(self._flat(theta, self.n_params), iterations,
+                                        where=self.options.file or "this IAE")
+        return {k: self.xp.reshape(v, tuple(theta.shape[1:])) for k, v in out.items()}
+
+    def encode(self, spectra):
+        """The weights (n_params, *S) of spectra (n_out, *S) given by the encoder."""
+        self._require_setup()
+        out = self._device.encode(self._flat(spectra, self.n_out))
+        return self.xp.reshape(out, (self.n_params,) + tuple(spectra.shape[1:]))
+
+    @classmethod
+    def example(cls, xp, dtype) -> "IAEModel":
+        return cls(IAEOptions(), iae=_example_iae()).setup(_EXAMPLE_EDGES, xp, dtype)
+
+
+@lru_cache(maxsize=1)
+def _example_iae():
+    """A quickly trained (not accurate) IAE of ``absorption * powerlaw`` on the example grid."""
+    from xhsi.spectral.iae_data import TrainIAESection, sample_model
+    from xhsi.spectral.iae_training import train_iae
+    from xhsi.spectral.models import Product
+
+    model = Product([Absorption(), PowerLaw()]).setup(_EXAMPLE_EDGES)
+    settings = TrainIAESection(model="absorption * powerlaw", n_samples=120, width=8, layers=1, epochs=10,
+                               batch_size=30, bounds={"nh": [0.05, 2.0], "index": [1.0, 3.0]}, log_parameters=["nh"],
+                               readout_degree=2)
+    return train_iae(sample_model(model, settings), settings)
+
+
 @hookimpl
 def xhsi_register_spectral_models():
-    return [PowerLaw, Thermal, Absorption, TableModel, SurrogateModel]
+    return [PowerLaw, Thermal, Absorption, TableModel, SurrogateModel, IAEModel]

@@ -220,6 +220,9 @@ class Solver:
         self.state = None
         self.history: list[tuple[int, float, float, float]] = []
         self._time_offset = 0.0
+        #: What the owner of the run adds to every checkpoint's ``meta`` (the runner: the
+        #: digests of the input files and the xhsi version, checked by a resume).
+        self.checkpoint_meta: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, section) -> "Solver":
@@ -251,6 +254,15 @@ class Solver:
     # -- checkpoint support -----------------------------------------------------------
     def state_dict(self) -> dict:
         return state_to_dict(self.state)
+
+    def save_checkpoint(self, path: str | Path, config_digest: str | None = None, cost: float | None = None) -> Path:
+        """Write the current state, the history and ``checkpoint_meta`` to ``path``
+        (``xhsi.solvers.checkpoint.save_checkpoint``)."""
+        from .checkpoint import save_checkpoint
+
+        meta = {"solver": self.name, "config_digest": config_digest, "iteration": self.iteration, "cost": cost,
+                "history": [list(r) for r in self.history], **self.checkpoint_meta}
+        return save_checkpoint(path, self.state_dict(), meta)
 
     def load_state(self, values: dict) -> None:
         """Replace the state by ``values`` (as ``load_checkpoint`` returns them), moving
@@ -308,7 +320,7 @@ class Solver:
         the iteration; the solver's state is then the last good one (cost checked finite),
         and the checkpoint on disk is never overwritten by a bad state.
         """
-        from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+        from .checkpoint import Checkpoint, load_checkpoint
 
         if self.state is None:
             raise RuntimeError("call setup() before run()")  # programmer error
@@ -330,9 +342,7 @@ class Solver:
 
         def save(cost: float) -> None:
             saved_at[0] = self.iteration
-            meta = {"solver": self.name, "config_digest": config_digest, "iteration": self.iteration,
-                    "cost": cost, "history": [list(r) for r in self.history]}
-            save_checkpoint(checkpoint_path, self.state_dict(), meta)
+            self.save_checkpoint(checkpoint_path, config_digest, cost)
 
         last_good = self.state
         previous_cost = self.history[-1][1] if self.history else None

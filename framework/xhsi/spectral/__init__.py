@@ -10,7 +10,9 @@ Z = Σ_c a_c(y, x) · S_c(E; θ_c(y, x)) (Lascar et al. 2024, A&A 686, A259).
   thermal, absorption, table, surrogate) are registered by the ``xhsi_builtin`` plugin and
   come from ``xhsi.get("spectral_model", name)``;
 - ``surrogate``: the runtime of learnt emulators (PCA + network), ``load_surrogate``;
-- ``training``: their training (``xhsi train-model``), imported on demand.
+- ``training``: their training (``xhsi train-model``), imported on demand;
+- ``iae``, ``iae_data``, ``iae_training``: interpolatory auto-encoders (the ``iae`` model), their
+  training config and spectra, their training; ``library``: spectral library files.
 
 See docs/spectral_models.md.
 """
