@@ -311,3 +311,27 @@ def test_bad_training_inputs_exit_2(tmp_path, capsys, edit, message):
         assert cli.main(command) == 2
         assert message in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_unmixing_with_an_iae_component_writes_its_physical_maps(tmp_path):
+    """In unmixing the IAE's weight maps are the fitted (regularised) variables; the physical
+    maps (here Γ of the synchrotron) come out beside them, fitted to the decoded spectra."""
+    from astropy.io import fits
+
+    from test_unmixing import tiny as tiny_unmixing
+    from xhsi.config import load_config
+    from xhsi.runner import run
+
+    s = _settings(epochs=30)
+    grid = np.linspace(3.0, 8.0, 41)  # the tiny unmixing config's [model] energy grid
+    save_iae(train_iae(sample_model(build_spectral_model(s.model).setup(grid), s), s), tmp_path / "sync.npz")
+    path = tiny_unmixing(tmp_path, max_iter=3)
+    path.write_text(path.read_text().replace(
+        'name = "synchrotron"\nmodel = "powerlaw"\ninit = { index = 2.5 }',
+        f'name = "synchrotron"\nmodel = "iae"\noptions = {{ file = "{tmp_path / "sync.npz"}" }}'))
+    result = run(load_config(path), quiet=True)
+    index = result.maps["synchrotron.index"]
+    assert index.shape == (8, 8) and np.all((index >= 1.0) & (index <= 3.0))
+    assert "synchrotron.w1" in result.maps and "synchrotron.index" not in result.map_errors
+    with fits.open(tmp_path / "out" / "maps.fits") as hdul:
+        assert "SYNCHROTRON_INDEX" in hdul and "SYNCHROTRON_W1" in hdul
