@@ -278,6 +278,7 @@ def test_an_unexpected_error_is_retried_then_reported_and_does_not_stop_the_othe
     assert attempts.read_text() == "xx"  # --retries 1: run twice
 
 
+@pytest.mark.slow  # starts cluster processes; run by .ci/run (pytest -m slow)
 def test_cli_sweep_on_the_default_local_cluster(tmp_path, capsys):
     """`xhsi sweep` with no scheduler: a LocalCluster of worker processes; exit 1 when a
     point failed, each failure named with its message; the same results as in-process."""
@@ -321,6 +322,7 @@ def _wait_for(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow  # starts cluster processes; run by .ci/run (pytest -m slow)
 def test_sweep_on_a_separate_scheduler_survives_a_killed_worker(tmp_path, capsys):
     """`dask scheduler` and two `dask worker` processes, started apart from the sweep; the
     worker running a point is killed (SIGKILL) after the point's first checkpoint: the
