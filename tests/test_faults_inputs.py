@@ -575,7 +575,7 @@ def test_bin_messages_name_the_command_line_options(tmp_path, capsys):
                                                      "pass --instrument with an RMF instrument",
                                                      "an ENERGY column (--energy-column)")),
         (["bin", bare, "--pixel-arcsec", "2", "--out", tmp_path / "c.fits"],
-         ("give --instrument to bin the ENERGY column",)),
+         ("give --energy-range with --energy-step or --instrument to bin the ENERGY column",)),
         (bin_args(tmp_path, bare, tmp_path / "c.fits", "--spatial-bin", "0"), ("--spatial-bin must be a positive",)),
         (bin_args(tmp_path, bare, tmp_path / "c.fits", "--energy-bin", "100"), ("--energy-bin = 100 is larger",)),
         (bin_args(tmp_path, bare, tmp_path / "c.fits", "--energy-range", "20", "30"),

@@ -91,9 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spatial-bin", type=int, default=1, help="event pixels per cube pixel (default 1)")
     p.add_argument("--energy-bin", type=int, default=1, help="channels per cube plane (default 1)")
     p.add_argument("--energy-range", type=float, nargs=2, metavar=("LO_KEV", "HI_KEV"), help="keep channels inside")
+    p.add_argument("--energy-step", type=float, metavar="KEV",
+                   help="with --energy-range: planes of this width in keV, binning an ENERGY column without an "
+                   "instrument")
     p.add_argument("--exposure", type=float, help="exposure in s (default: the event file's EXPOSURE)")
-    p.add_argument("--pixel-arcsec", type=float, help="event pixel size in arcsec when X/Y have no TCDLT keywords, "
-                   "or the cube pixel for RA/DEC events (default: the instrument's pixel)")
+    p.add_argument("--pixel-arcsec", type=float, help="cube pixel in arcsec on a sky grid (default: the event pixel "
+                   "times --spatial-bin) or for RA/DEC events; the event pixel when X/Y have no TCDLT keywords "
+                   "(default: the instrument's pixel)")
+    p.add_argument("--center", type=float, nargs=2, metavar=("RA", "DEC"),
+                   help="sky grid centre in degrees (default: the centre of --region)")
+    p.add_argument("--size", type=float, nargs="+", metavar="ARCSEC",
+                   help="sky grid size in arcsec: one (square) or two (width height); default: --region's extent")
+    p.add_argument("--region", type=Path, help="DS9 (.reg) or CRTF (.crtf) file in sky coordinates: keep the events "
+                   "inside its shapes (and, without --center/--size, centre and size the grid on them)")
+    p.add_argument("--exclude", type=Path, help="DS9 or CRTF file in sky coordinates: drop the events inside its "
+                   "shapes (e.g. a point source)")
+    p.add_argument("--ccd", type=_int_list, metavar="N,N,...", help="keep the events of these chips (CCD_ID or CCDNR)")
+    p.add_argument("--no-event-filter", action="store_true",
+                   help="keep every event (default: Chandra GRADE 0,2,3,4,6 and STATUS=0; XMM pn PATTERN<=4, MOS "
+                   "PATTERN<=12, FLAG=0)")
     p.add_argument("--position-columns", nargs=2, metavar=("XCOL", "YCOL"),
                    help="event position columns (default: X Y, else RA DEC)")
     p.add_argument("--energy-column", metavar="NAME",
@@ -272,23 +288,46 @@ BIN_OPTIONS = {"instrument": "--instrument", "out": "--out", "overwrite": "--ove
                "crop": "--crop XMIN XMAX YMIN YMAX", "spatial_bin": "--spatial-bin", "energy_bin": "--energy-bin",
                "energy_range_kev": "--energy-range", "exposure_s": "--exposure", "pixel_arcsec": "--pixel-arcsec",
                "position_columns": "--position-columns", "energy_column": "--energy-column",
-               "memory_limit_bytes": "--ignore-memory-check", "energy_edges_kev": None, "center_deg": None}
+               "memory_limit_bytes": "--ignore-memory-check", "energy_edges_kev": "--energy-range with --energy-step", "center_deg": "--center",
+               "size_arcsec": "--size", "region": "--region", "exclude": "--exclude", "ccds": "--ccd",
+               "event_filter": "--no-event-filter"}
+
+
+def _int_list(text: str) -> list[int]:
+    """``--ccd 0,1,2,3`` → [0, 1, 2, 3]."""
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected chip numbers separated by commas, e.g. 0,1,2,3; got {text!r}")
 
 
 def cmd_bin(args) -> int:
+    import numpy as np
+
+    from .errors import DataError
     from .instruments import load_instrument
     from .io.events import bin_events
     from .problems.checks import available_memory_bytes
 
     instrument = load_instrument(args.instrument) if args.instrument else None
+    edges = None
+    if args.energy_step is not None:
+        if args.energy_range is None or not (args.energy_step > 0 and args.energy_range[1] > args.energy_range[0]):
+            raise DataError("--energy-step needs --energy-range LO_KEV HI_KEV with HI_KEV > LO_KEV and a positive "
+                            f"step; got --energy-step {args.energy_step!r}, --energy-range {args.energy_range!r}.")
+        lo, hi = args.energy_range
+        n = max(1, int(round((hi - lo) / args.energy_step)))
+        edges = np.linspace(lo, hi, n + 1)
     limit = None if args.ignore_memory_check else available_memory_bytes("numpy")
     cube = bin_events(args.events, instrument, args.out, crop=tuple(args.crop) if args.crop else None,
-                      spatial_bin=args.spatial_bin, energy_bin=args.energy_bin,
+                      spatial_bin=args.spatial_bin, energy_bin=args.energy_bin, energy_edges_kev=edges,
                       energy_range_kev=tuple(args.energy_range) if args.energy_range else None,
                       exposure_s=args.exposure, pixel_arcsec=args.pixel_arcsec,
                       position_columns=tuple(args.position_columns) if args.position_columns else None,
                       energy_column=args.energy_column, overwrite=args.overwrite, memory_limit_bytes=limit,
-                      option_names=BIN_OPTIONS)
+                      center_deg=tuple(args.center) if args.center else None, size_arcsec=args.size,
+                      region=args.region, exclude=args.exclude, ccds=args.ccd,
+                      event_filter=not args.no_event_filter, option_names=BIN_OPTIONS)
     n, ny, nx = cube.data.shape
     print(f"{args.out}: {int(cube.data.sum())} counts in {n} planes x {ny} x {nx} pixels "
           f"({cube.e_min[0]:.4g}-{cube.e_max[-1]:.4g} keV)")
@@ -316,21 +355,22 @@ def cmd_train_model(args) -> int:
 
 def cmd_sweep(args) -> int:
     from .distributed import connect, plan_sweep, run_sweep
+    from .interrupts import stop_signals
 
     sweep = plan_sweep(args.config, args.grid, args.overrides, out=args.out, metrics=args.metrics,
                        overwrite=args.overwrite)
     if args.dry_run:
         print(sweep.describe())
         return 0
-    if not sweep.pending:
-        print(f"xhsi sweep: every point of {sweep.out} is complete; nothing to run.", file=sys.stderr)
     with connect(args.scheduler, args.scheduler_file, workers=args.workers, timeout_s=args.timeout,
                  tasks=len(sweep.pending)) if sweep.pending else contextlib.nullcontext() as client:
         try:
-            report = run_sweep(sweep, client, quiet=args.quiet, retries=args.retries)
-        except KeyboardInterrupt:
+            with stop_signals():  # SIGTERM, SIGHUP: as Ctrl-C, the cluster is closed on the way out
+                report = run_sweep(sweep, client, quiet=args.quiet, retries=args.retries)
+        except KeyboardInterrupt as exc:
             raise Interrupted(f"interrupted: {sweep.out} keeps the points that completed. Run the same command "
-                              "again to continue: complete points are skipped, interrupted ones resumed.") from None
+                              "again to continue: complete points are skipped, interrupted ones resumed.",
+                              signal_number(exc)) from None
     print(report.summary(), file=sys.stderr)
     if report.unknown_metrics:
         raise XhsiError(f"no point has the metric{'s' * (len(report.unknown_metrics) > 1)} "

@@ -67,7 +67,8 @@ class ModelSection:
 @dataclass
 class ObservationSection:
     name: str = option(doc="label used in outputs and messages")
-    instrument: str = option(doc="a shipped instrument name or a path to an instrument TOML (relative to the config file)")
+    instrument: str | None = option(None, doc="a shipped instrument name or a path to an instrument TOML (relative to "
+                                              "the config file); with `spectrum`: optional (the PHA's responses)")
     exposure_s: float | None = option(None, unit="s", min=0.0, exclusive_min=True,
                                       doc="exposure time; default: the counts file's EXPOSURE (required when "
                                           "the counts are simulated); checked against it when both are given")
@@ -78,8 +79,26 @@ class ObservationSection:
     psf_size: int | None = option(None, min=1, unit="model pixels",
                                   doc="crop the PSF kernel to psf_size x psf_size model pixels (odd; the part outside "
                                       "is dropped, not renormalised); default: the instrument's [psf] radius_arcsec")
+    spectrum: Path | None = option(None, doc="an OGIP PHA spectrum instead of `counts` (its RESPFILE, ANCRFILE and "
+                                             "BACKFILE are followed); needs a 1 x 1 pixel [model]")
+    spectrum_row: int | None = option(None, min=1, doc="type II PHA: the spectrum's SPEC_NUM (or row, from 1)")
+    notice_kev: list[list[float]] | None = option(None, unit="keV", doc="spectrum: [[lo, hi], ...] energy ranges "
+                                                  "fitted (by channel-group centre); default: every good channel")
+    background_model: str = option("scaled", choices=("scaled", "wstat", "none"),
+                                   doc="spectrum: scaled = the BACKFILE spectrum scaled by BACKSCAL, AREASCAL and "
+                                       "EXPOSURE, added as fixed counts; wstat = background profiled out (W-stat, "
+                                       "pixelfit); none = BACKFILE ignored")
 
     def check(self):
+        if self.instrument is None and self.spectrum is None:
+            raise ValueError("`instrument` is required (only an observation with a `spectrum` takes its responses "
+                             "from the PHA file).")
+        if self.spectrum is not None and (self.counts is not None or self.background is not None):
+            raise ValueError("`spectrum` replaces `counts` and `background` (the PHA's BACKFILE); give one or the "
+                             "other.")
+        for i, pair in enumerate(self.notice_kev or []):
+            if len(pair) != 2 or not 0 <= pair[0] < pair[1]:
+                raise ValueError(f"`notice_kev[{i}]` = {pair}: each range is [lo, hi] keV with 0 <= lo < hi.")
         if self.psf_size is not None and self.psf_size % 2 == 0:
             raise ValueError(f"`psf_size` must be odd (a kernel centred on a pixel), got {self.psf_size}.")
 
@@ -323,7 +342,8 @@ def config_from_dict(data: dict, file: str = "<config>", base_dir: Path = Path("
     output = Path(cfg.run.output)
     cfg.run.output = output if output.is_absolute() else base_dir / output
     for obs in cfg.observations:
-        obs.instrument = instrument_reference(obs.instrument, base_dir)
+        if obs.instrument is not None:
+            obs.instrument = instrument_reference(obs.instrument, base_dir)
     if check_plugins:
         validate_plugins(cfg, ctx)
     return cfg

@@ -54,13 +54,19 @@ def prepare(cfg: Config) -> Prepared:
     or simulate the truth, for a config that passed :func:`check_config` (which holds the
     input checks; reading still refuses a file whose grid does not match)."""
     from .instruments import compile_observation, load_instrument
+    from .instruments.spectrum import spectrum_forward, spectrum_observation
     from .io.cubes import read_cube
 
     backend = Backend(cfg.run.backend, cfg.run.dtype, seed=cfg.run.seed)
     grid = model_grid(cfg)
     resolve_exposures(cfg)  # done by check_config already; here for a config that skipped it
-    compiled = []
+    compiled, spectra = [], {}
     for i, obs in enumerate(cfg.observations):
+        if obs.spectrum is not None:  # an OGIP spectrum: its own responses, counts and background
+            spectra[obs.name] = spectrum_observation(obs, grid.pixel_arcsec, f"{cfg.source}: observations[{i}]")
+            forward = spectrum_forward(spectra[obs.name], grid, backend)
+            compiled.append((obs, spectra[obs.name].instrument, forward))
+            continue
         instrument = load_instrument(obs.instrument)
         try:
             forward = compile_observation(obs, instrument, grid, backend)
@@ -96,6 +102,15 @@ def prepare(cfg: Config) -> Prepared:
 
     observations = []
     for obs, instrument, forward in compiled:
+        if obs.name in spectra:
+            spec = spectra[obs.name]
+            host = None if same else functools.partial(spectrum_forward, spec, grid, sim_backend, cache=False)
+            background = None if spec.background is None else backend.asarray(spec.background[:, None, None])
+            observations.append(ObservationData(obs.name, forward, backend.asarray(spec.counts[:, None, None]),
+                                                background, instrument, host))
+            if spec.wstat is not None:
+                observations[-1].wstat = tuple(backend.asarray(a[:, None, None]) for a in spec.wstat)
+            continue
         background = None
         bkg = forward.background_counts() if hasattr(forward, "background_counts") else None
         if obs.background is not None:

@@ -66,21 +66,19 @@ UNSET_IN_WORKERS = ("MALLOC_TRIM_THRESHOLD_",)
 
 @contextmanager
 def _worker_environment() -> Iterator[None]:
-    """Start worker processes without :data:`UNSET_IN_WORKERS`; the nanny writes the
-    variables it sets into this process's environment, which is restored on exit."""
+    """Start worker processes without :data:`UNSET_IN_WORKERS`. The nanny writes the
+    variables it sets (and multiprocessing's PYTHONHASHSEED, __DASK_PARENT_PID) into this
+    process's environment: the whole environment is restored on exit."""
     import dask
 
-    keys = {*UNSET_IN_WORKERS, *(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})}
-    saved = {key: os.environ.get(key) for key in keys}
+    saved = dict(os.environ)
     try:
         with dask.config.set({f"distributed.nanny.pre-spawn-environ.{key}": None for key in UNSET_IN_WORKERS}):
             yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
 
 
 @contextmanager

@@ -20,8 +20,9 @@ class ForwardOperator(LinearOperator):
 
     def __init__(self, op: LinearOperator, *, instrument: "Instrument", model_energy_edges_kev: np.ndarray,
                  channel_edges_kev: np.ndarray, model_pixel_arcsec: float, detector_pixel_arcsec: float,
-                 exposure_s: float):
+                 exposure_s: float, channel_keep: np.ndarray | None = None):
         super().__init__(op.shape_in, op.shape_out)
+        self.channel_keep = channel_keep  # indices of the channels kept (a spectrum's fit); None: all
         self.op = op
         self.instrument = instrument
         self.model_energy_edges_kev = model_energy_edges_kev
@@ -40,6 +41,8 @@ class ForwardOperator(LinearOperator):
     def background_counts(self) -> np.ndarray:
         """Flat background counts per channel and detector pixel, numpy (n_chan, 1, 1)."""
         b = self.instrument.background_counts(self.channel_edges_kev, self.detector_pixel_arcsec, self.exposure_s)
+        if self.channel_keep is not None:
+            b = b[self.channel_keep]
         return b[:, None, None]
 
     def __repr__(self) -> str:
@@ -64,7 +67,7 @@ _FORWARD_CACHE_SIZE = 16
 def compile_forward(instrument: str | Path | Instrument, model_energy_edges_kev, model_pixels: Sequence[int],
                     model_pixel_arcsec: float, exposure_s: float, spatial_rebin: int = 1,
                     spectral_rebin: int | None = 1, backend=None, channel_edges_kev=None,
-                    boundary: str = "zero", psf_size: int | None = None, cache: bool = True):
+                    boundary: str = "zero", psf_size: int | None = None, cache: bool = True, channel_keep=None):
     """The forward operator of one observation,
 
         A = SpatialRebin(r) ∘ SpectralResponse(R) ∘ SpatialConvolution(PSF) ∘ Diagonal(exposure × area),
@@ -86,7 +89,9 @@ def compile_forward(instrument: str | Path | Instrument, model_energy_edges_kev,
       outside is dropped, as the instrument's ``[psf] radius_arcsec`` cut does), e.g. the
       29 × 29 kernels of Lascar et al. 2025; default: the instrument's own cut;
     - ``backend``: an :class:`xhsi.backend.Backend` (default numpy float64);
-    - ``cache``: keep the operator for later calls with the same arguments (default).
+    - ``cache``: keep the operator for later calls with the same arguments (default);
+    - ``channel_keep``: indices of the channels (of ``channel_edges_kev``) the operator
+      outputs, the others dropped (a spectrum's bad or ignored channels); default: all.
 
     The redistribution matrix R is computed directly on the output channels (one
     ``SpectralResponse``; for Gaussian responses this is exact where SpectralRebin ∘
@@ -111,7 +116,8 @@ def compile_forward(instrument: str | Path | Instrument, model_energy_edges_kev,
     if psf_size is not None and (int(psf_size) < 1 or int(psf_size) % 2 == 0):
         raise ShapeError(f"psf_size must be a positive odd number of model pixels, got {psf_size}.")
     key = (inst.path, id(inst), tuple(edges), ny, nx, float(model_pixel_arcsec), float(exposure_s), spatial_rebin,
-           spectral_rebin, backend.name, backend.dtype_name, ch_key, boundary, psf_size)
+           spectral_rebin, backend.name, backend.dtype_name, ch_key, boundary, psf_size,
+           None if channel_keep is None else tuple(int(i) for i in channel_keep))
     if cache and key in _FORWARD_CACHE:
         return _FORWARD_CACHE[key]
 
@@ -131,12 +137,17 @@ def compile_forward(instrument: str | Path | Instrument, model_energy_edges_kev,
     # PSF, redistribution and rebin fused and ordered so the FFTs run on the fewest slices
     # (xhsi.operators.fused; equal to SpatialRebin ∘ SpectralResponse ∘ SpatialConvolution).
     ops += blur_respond_rebin(backend.asarray(np.ascontiguousarray(psf)), matrix, shape, spatial_rebin, boundary)
+    if channel_keep is not None:
+        from ..operators.crop import Select
+
+        ops.append(Select(ops[-1].shape_out, channel_keep))
     chain = ops[0]
     for op in ops[1:]:
         chain = op @ chain
     forward = ForwardOperator(chain, instrument=inst, model_energy_edges_kev=edges, channel_edges_kev=out_edges,
                                model_pixel_arcsec=float(model_pixel_arcsec),
-                               detector_pixel_arcsec=float(model_pixel_arcsec) * spatial_rebin, exposure_s=float(exposure_s))
+                               detector_pixel_arcsec=float(model_pixel_arcsec) * spatial_rebin, exposure_s=float(exposure_s),
+                               channel_keep=None if channel_keep is None else np.asarray(channel_keep, dtype=np.int64))
     if not cache:
         return forward
     if len(_FORWARD_CACHE) >= _FORWARD_CACHE_SIZE:

@@ -17,6 +17,12 @@ Spatial axis: ``crop = (x_min, x_max, y_min, y_max)`` in event pixel coordinates
 columns, or the tangent-plane pixels of the RA/DEC projection, 1-based) keeps events with
 ``x_min <= x < x_max`` and ``y_min <= y < y_max``; ``spatial_bin`` event pixels make one cube
 pixel (a remainder at the top is dropped). The cube's WCS follows from the event WCS.
+
+Or a sky grid (:mod:`xhsi.io.event_sky`): a size in arcsec and/or a DS9/CRTF include region,
+a centre (RA, Dec) and an output pixel in arcsec give a TAN WCS centred there; each event's
+RA/Dec is projected onto it, and exclude regions drop events. Events are screened first
+(grades, status, patterns, flags, chips: :mod:`xhsi.io.event_filters`), and the exposure comes
+from the GTIs of the chips whose events are binned.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from astropy.wcs import WCS
 
 from ..errors import DataError
 from .cubes import Cube, write_cube
+from .event_filters import chip_column, chip_gtis, gti_exposure, screen_events
 from ._fits import open_fits
 
 __all__ = ["bin_events"]
@@ -73,7 +80,8 @@ def bin_events(events_path: str | Path, instrument=None, out: str | Path | None 
                pixel_arcsec: float | None = None, center_deg: tuple[float, float] | None = None,
                position_columns: tuple[str, str] | None = None, energy_column: str | None = None,
                exposure_s: float | None = None, overwrite: bool = True, memory_limit_bytes: int | None = None,
-               option_names: dict[str, str | None] | None = None) -> Cube:
+               size_arcsec=None, region: str | Path | None = None, exclude: str | Path | None = None,
+               ccds=None, event_filter: bool = True, option_names: dict[str, str | None] | None = None) -> Cube:
     """Bin the event list ``events_path`` into a counts cube; write it to ``out`` if given.
 
     Parameters
@@ -93,7 +101,17 @@ def bin_events(events_path: str | Path, instrument=None, out: str | Path | None 
     center_deg : (RA, Dec) of the RA/DEC projection (default: median event position).
     position_columns, energy_column : override the column choice (default: X/Y then RA/DEC;
         PI then PHA for an RMF instrument, ENERGY otherwise).
-    exposure_s : default: the event header's EXPOSURE (or LIVETIME, ONTIME).
+    exposure_s : default: from the GTIs of the chips whose events are binned
+        (:func:`xhsi.io.event_filters.gti_exposure`), else the event header's EXPOSURE (or
+        LIVETIME, ONTIME).
+    size_arcsec, region, exclude : a sky grid (:mod:`xhsi.io.event_sky`): ``size_arcsec``
+        (one size, or width and height) and/or an include ``region`` file (DS9/CRTF) define a
+        TAN grid centred on ``center_deg`` (else the region's centre) with pixels of
+        ``pixel_arcsec`` (default: the event pixel times ``spatial_bin``); ``exclude`` drops
+        the events inside its shapes. Needs sky positions (X/Y with a column WCS, or RA/DEC).
+    ccds : chip numbers to keep (CCD_ID or CCDNR column); default: all.
+    event_filter : apply the standard Chandra / XMM-Newton screening
+        (:func:`xhsi.io.event_filters.screen_events`).
     overwrite : replace an existing ``out`` (never the event file itself, whatever its name).
     memory_limit_bytes : refuse (DataError, before the cube is allocated) a binning whose
         estimated peak memory exceeds it (``xhsi bin`` passes the available memory); None:
@@ -126,10 +144,27 @@ def bin_events(events_path: str | Path, instrument=None, out: str | Path | None 
         wcs_x = _column_wcs(hdu, pos_cols[0]) if pos_cols == ("X", "Y") else None
         wcs_y = _column_wcs(hdu, pos_cols[1]) if pos_cols == ("X", "Y") else None
         header = hdu.header
-        if exposure_s is None:
-            exposure_s = next((float(header[k]) for k in ("EXPOSURE", "LIVETIME", "ONTIME") if header.get(k)), None)
+        chip_col = chip_column(names)
+        chips = np.asarray(hdu.data.field(chip_col), dtype=np.int64) if chip_col else None
+        selected, screening = screen_events(hdu.data, names, header) if event_filter else (None, "")
+        gtis = chip_gtis(hdul)
     if x.size == 0:
         raise DataError(f"{path}: the event list is empty.")
+    if ccds is not None:
+        wanted = np.asarray(list(ccds), dtype=np.int64)
+        if chips is None:
+            raise DataError(f"{path}: {opt('ccds')} selects chips, but the event list has no CCD_ID or CCDNR column.")
+        on_chips = np.isin(chips, wanted)
+        if not on_chips.any():
+            raise DataError(f"{path}: no event on chip(s) {', '.join(map(str, wanted))} ({opt('ccds')}); the events "
+                            f"lie on chips {', '.join(map(str, np.unique(chips)))}.")
+        selected = on_chips if selected is None else selected & on_chips
+    sky = size_arcsec is not None or region is not None or exclude is not None
+    if sky and pos_cols == ("X", "Y") and (wcs_x is None or wcs_y is None):
+        raise DataError(f"{path}: a sky grid ({opt.either('size_arcsec', 'region')}) needs sky positions, and this "
+                        "event file has none: its X/Y columns have no TCTYP/TCRPX/TCRVL/TCDLT keywords and there are "
+                        "no RA/DEC columns. Bin it in event pixels (without a sky grid), or add the sky columns.")
+    ra_dec = (x.copy(), y.copy()) if pos_cols == ("RA", "DEC") else None
 
     # -- positions → event pixel coordinates and their WCS
     pix = pixel_arcsec if pixel_arcsec is not None else (inst.pixel_arcsec if inst is not None else None)
@@ -150,6 +185,59 @@ def bin_events(events_path: str | Path, instrument=None, out: str | Path | None 
         center = center_deg if center_deg is not None else (0.0, 0.0)
         base = _base_wcs(("RA---TAN", "DEC--TAN"), (0.0, 0.0), center, (-pix / 3600.0, pix / 3600.0))
 
+    if sky:
+        from .event_sky import sky_grid
+
+        if crop is not None:
+            raise DataError(f"give {opt('crop')} (event pixels) or a sky grid ({opt.either('size_arcsec', 'region')}), "
+                            "not both.")
+
+        if pixel_arcsec is not None and spatial_bin != 1:
+            raise DataError(f"give {opt('pixel_arcsec')} or {opt('spatial_bin')} for a sky grid, not both.")
+        ra, dec = ra_dec if ra_dec is not None else base.wcs_pix2world(x, y, 1)
+        out_pix = pixel_arcsec if pixel_arcsec is not None else abs(base.wcs.cdelt[0]) * 3600.0 * spatial_bin
+        wcs, nx, ny, ix, iy, extra = sky_grid(ra, dec, path, opt, pixel_arcsec=out_pix, center_deg=center_deg,
+                                              size_arcsec=size_arcsec, region=region, exclude=exclude)
+    else:
+        wcs, nx, ny, ix, iy, extra = _pixel_grid(x, y, base, crop, spatial_bin, opt)
+    if selected is not None:
+        ix = np.where(selected, ix, -1)
+
+    # -- energies → plane index. XMM-Newton EPIC PI values are energies in eV (1 eV channels, SAS
+    # evselect documentation), so without an RMF they are binned as energies.
+    if e_col == "PI" and str(header.get("TELESCOP", "")).strip().upper() == "XMM" and (inst is None or inst.rmf is None):
+        e_col, e_unit = "ENERGY", "ev"
+    channels_out, e_min, e_max, ie = _energy_index(energy_raw, e_col, e_unit, inst, energy_edges_kev,
+                                                   energy_range_kev, energy_bin, path, opt)
+    n_e = e_min.size
+    _check_memory(path, (n_e, ny, nx), x.size, memory_limit_bytes, opt)
+    keep = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny) & (ie >= 0) & (ie < n_e)
+    flat = (ie[keep] * ny + iy[keep]) * nx + ix[keep]
+    counts = np.bincount(flat, minlength=n_e * ny * nx).reshape(n_e, ny, nx)
+
+    if exposure_s is None:
+        exposure_s, cards = gti_exposure(gtis, header, chips[keep] if chips is not None else None, path,
+                                         opt("exposure_s"), opt("ccds"))
+        extra.update(cards)
+    extra.update({"EVTFILE": path.name[:68], "SPATBIN": spatial_bin, "ENERBIN": energy_bin})
+    if screening:
+        extra["XHSISCRN"] = screening[:68]
+    # Provenance: the event file's own keywords, else the instrument TOML's mission and detector.
+    extra.update({"TELESCOP": getattr(inst, "mission", None) or None,
+                  "INSTRUME": getattr(inst, "detector", None) or None})
+    extra.update({k: header[k] for k in _PROVENANCE_KEYS if header.get(k) not in (None, "")})
+    cube = Cube(data=counts, e_min=e_min, e_max=e_max, wcs=wcs, channels=channels_out, exposure_s=exposure_s,
+                instrument=inst.name if inst is not None else None, bunit="count", path=Path(out) if out else None,
+                extra=extra)
+    if out is not None:
+        write_cube(out, counts.astype(np.int32), np.stack([e_min, e_max], axis=1), wcs=wcs, exposure_s=exposure_s,
+                   instrument=cube.instrument, bunit="count", channels=channels_out, header=extra, overwrite=overwrite)
+    return cube
+
+
+def _pixel_grid(x, y, base, crop, spatial_bin, opt):
+    """(wcs, nx, ny, ix, iy, cards) of a grid in event pixel coordinates: ``crop`` (default:
+    every event), ``spatial_bin`` event pixels per cube pixel."""
     if crop is None:
         x0, x1 = math.floor(np.min(x)), math.floor(np.max(x)) + 1
         y0, y1 = math.floor(np.min(y)), math.floor(np.max(y)) + 1
@@ -165,34 +253,12 @@ def bin_events(events_path: str | Path, instrument=None, out: str | Path | None 
                         f"{spatial_bin}.")
     ix = np.floor((x - x0) / spatial_bin).astype(np.int64)
     iy = np.floor((y - y0) / spatial_bin).astype(np.int64)
-
-    # -- energies → plane index
-    channels_out, e_min, e_max, ie = _energy_index(energy_raw, e_col, e_unit, inst, energy_edges_kev,
-                                                   energy_range_kev, energy_bin, path, opt)
-    n_e = e_min.size
-    _check_memory(path, (n_e, ny, nx), x.size, memory_limit_bytes, opt)
-    keep = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny) & (ie >= 0) & (ie < n_e)
-    flat = (ie[keep] * ny + iy[keep]) * nx + ix[keep]
-    counts = np.bincount(flat, minlength=n_e * ny * nx).reshape(n_e, ny, nx)
-
     # Cube pixel (i, j) covers event pixels x0 + j·b … x0 + (j+1)·b: its FITS pixel p = j + 1 is
     # centred on event coordinate x0 + (p − 0.5)·b, so event coordinate c sits at p = (c − x0)/b + 0.5.
     wcs = base.deepcopy()
     wcs.wcs.crpix = [(base.wcs.crpix[0] - x0) / spatial_bin + 0.5, (base.wcs.crpix[1] - y0) / spatial_bin + 0.5]
     wcs.wcs.cdelt = [base.wcs.cdelt[0] * spatial_bin, base.wcs.cdelt[1] * spatial_bin]
-    extra = {"EVTFILE": path.name[:68], "XHSICROP": f"{x0:g} {x1:g} {y0:g} {y1:g}"[:68],
-             "SPATBIN": spatial_bin, "ENERBIN": energy_bin}
-    # Provenance: the event file's own keywords, else the instrument TOML's mission and detector.
-    extra.update({"TELESCOP": getattr(inst, "mission", None) or None,
-                  "INSTRUME": getattr(inst, "detector", None) or None})
-    extra.update({k: header[k] for k in _PROVENANCE_KEYS if header.get(k) not in (None, "")})
-    cube = Cube(data=counts, e_min=e_min, e_max=e_max, wcs=wcs, channels=channels_out, exposure_s=exposure_s,
-                instrument=inst.name if inst is not None else None, bunit="count", path=Path(out) if out else None,
-                extra=extra)
-    if out is not None:
-        write_cube(out, counts.astype(np.int32), np.stack([e_min, e_max], axis=1), wcs=wcs, exposure_s=exposure_s,
-                   instrument=cube.instrument, bunit="count", channels=channels_out, header=extra, overwrite=overwrite)
-    return cube
+    return wcs, nx, ny, ix, iy, {"XHSICROP": f"{x0:g} {x1:g} {y0:g} {y1:g}"[:68]}
 
 
 #: Event-file keywords a binned cube keeps (OGIP/HEASARC provenance).
@@ -263,7 +329,8 @@ def _check_memory(path, shape, n_events: int, limit: int | None, opt: _Spelling)
     estimate = _BYTES_PER_VOXEL * n_e * ny * nx + _BYTES_PER_EVENT * n_events
     if estimate <= limit:
         return
-    fixes = [opt(k) for k in ("crop", "spatial_bin", "energy_bin", "energy_range_kev") if opt.has(k)]
+    fixes = [opt(k) for k in ("crop", "size_arcsec", "pixel_arcsec", "spatial_bin", "energy_bin", "energy_range_kev")
+             if opt.has(k)]
     override = f", or pass {opt('memory_limit_bytes')} to try anyway" if opt.has("memory_limit_bytes") else ""
     raise DataError(f"{path}: binning into {n_e} planes x {ny} x {nx} pixels needs about {_size(estimate)} of memory, "
                     f"more than the {_size(limit)} available now. Bin a smaller cube ({', '.join(fixes)}){override}.")

@@ -107,3 +107,44 @@ class Pad(LinearOperator):
 
     def __repr__(self) -> str:
         return f"Pad({self.shape_in} -> {self.shape_out}, pad_width={self.pad_width})"
+
+
+class Select(LinearOperator):
+    """Keep the slices ``keep`` (increasing integer indices) of the first axis: the channels
+    of a spectrum that a fit uses (QUALITY, notice ranges). The adjoint puts them back in
+    place among zeros; ‖A‖₂ = 1."""
+
+    name = "select"
+
+    def __init__(self, shape_in: Sequence[int], keep):
+        import numpy as np
+
+        shape_in = _shape(shape_in)
+        idx = np.asarray(keep, dtype=np.int64).reshape(-1)
+        if not idx.size or np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] >= shape_in[0]:
+            raise ShapeError(f"Select: keep must be increasing indices in [0, {shape_in[0]}), got {idx.tolist()}.")
+        self.keep = idx
+        self._keep = {}
+        super().__init__(shape_in, (idx.size,) + tuple(shape_in[1:]))
+
+    def _index(self, xp, x):
+        key = (id(xp), str(_device(x)))
+        if key not in self._keep:
+            self._keep[key] = xp.asarray(self.keep, device=_device(x))
+        return self._keep[key]
+
+    def _apply(self, x):
+        xp = array_namespace(x)
+        return xp.take(x, self._index(xp, x), axis=0)
+
+    def _adjoint(self, y):
+        xp = array_namespace(y)
+        out = xp.zeros(self.shape_in, dtype=y.dtype, device=_device(y))
+        out[self._index(xp, y), ...] = y
+        return out
+
+    def norm(self, *args, **kwargs) -> float:
+        return 1.0
+
+    def __repr__(self) -> str:
+        return f"Select({self.shape_in} -> {self.shape_out}, {self.keep.size} of {self.shape_in[0]})"

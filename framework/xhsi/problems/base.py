@@ -23,6 +23,7 @@ class ObservationData:
     background: Any = None
     instrument: Any = None
     compile_host: Callable[[], Any] | None = None
+    wstat: Any = None  # a spectrum's (background counts, α), same shape as counts, for W-stat
 
     def host_forward(self):
         """The forward operator in float32 numpy on the host, whatever the run's backend and

@@ -23,7 +23,7 @@ from ..errors import ConfigError, DataError, XhsiError
 __all__ = ["model_grid", "check_observation_count", "check_solver", "check_memory", "available_memory_bytes",
            "check_observations", "check_cube_file", "check_cube_grid", "check_cube_pixels", "check_cube_instrument",
            "check_exposure", "check_field_centres", "resolve_exposures", "check_simulate", "check_truth",
-           "check_components"]
+           "check_components", "check_spectrum"]
 
 GIB = 1024.0 ** 3
 MIB = 1024.0 ** 2
@@ -164,6 +164,12 @@ def check_observations(config, grid) -> None:
     centres = []
     for i, obs in enumerate(config.observations):
         where = f"{config.source}: observations[{i}] (`{obs.name}`)"
+        if obs.spectrum is not None:
+            if obs.background_model == "wstat" and config.run.problem != "pixelfit":
+                raise ConfigError(f"{where}.background_model: \"wstat\" is fitted by problem = \"pixelfit\" only; "
+                                  f"use \"scaled\" with `{config.run.problem}`.")
+            check_spectrum(obs, grid, where)
+            continue
         try:
             instrument = load_instrument(obs.instrument)
         except XhsiError as exc:
@@ -197,6 +203,32 @@ def check_observations(config, grid) -> None:
         if obs.exposure_s is None:
             raise ConfigError(_no_exposure(where))
     check_field_centres(config, grid, centres)
+
+
+def check_spectrum(obs, grid, where: str) -> None:
+    """An observation given as an OGIP spectrum (``spectrum``): the PHA, its RESPFILE,
+    ANCRFILE and BACKFILE exist and match (channels, energies), the notice ranges lie in the
+    response's band, the [model] grid is one pixel inside the responses' energies;
+    ``exposure_s`` is taken from the PHA's EXPOSURE when left out, else checked against it."""
+    from ..instruments.spectrum import spectrum_observation
+
+    if not Path(obs.spectrum).is_file():
+        raise DataError(f"{where}.spectrum: the file {obs.spectrum} does not exist.")
+    if grid is not None and (grid.ny, grid.nx) != (1, 1):
+        raise ConfigError(f"{where}.spectrum: a spectrum is one pixel; the [model] grid has {grid.ny} x {grid.nx} "
+                          "pixels: set [model] pixels = [1, 1] (a spectrum inside a larger model is not supported yet).")
+    spec = spectrum_observation(obs, 1.0 if grid is None else grid.pixel_arcsec, where)
+    if grid is not None:
+        try:
+            spec.instrument.check_model_grid(grid.energy_edges_kev, None)
+        except XhsiError as exc:
+            raise type(exc)(f"{where}: the spectrum's responses: {exc}") from None
+    exposure = spec.spectrum.exposure
+    if obs.exposure_s is None:
+        obs.exposure_s = exposure
+    elif abs(obs.exposure_s - exposure) > EXPOSURE_RTOL * exposure:
+        raise ConfigError(f"{where}.exposure_s: {obs.exposure_s} s, but the spectrum {obs.spectrum} has EXPOSURE = "
+                          f"{exposure} s; leave exposure_s out to use the file's.")
 
 
 def _no_exposure(where: str) -> str:
@@ -355,6 +387,9 @@ def resolve_exposures(config) -> None:
         if obs.exposure_s is not None:
             continue
         where = f"{config.source}: observations[{i}] (`{obs.name}`)"
+        if obs.spectrum is not None:
+            check_spectrum(obs, None, where)
+            continue
         if obs.counts is None:
             raise ConfigError(_no_exposure(where))
         if not Path(obs.counts).is_file():

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..backend import Backend, to_numpy
+from ..likelihoods import wstat_value
 from .base import ObservationData
 from .components import MapBlock, ResolvedComponent, map_names
 
@@ -77,6 +78,9 @@ def spectral_response(obs: ObservationData, backend: Backend):
     weight = float(fwd.exposure_s) * inst.mean_effective_area(edges)
     matrix = inst.redistribution(edges, None, fwd.channel_edges_kev)
     dense = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+    keep = getattr(fwd, "channel_keep", None)  # a spectrum's fitted channels
+    if keep is not None:
+        dense = dense[:, keep]
     return backend.asarray(weight), backend.asarray(dense)
 
 
@@ -91,8 +95,9 @@ class PixelFitter:
     then the parameter maps, in the order of ``map_names``."""
 
     def __init__(self, components: list[ResolvedComponent], map_blocks: list[MapBlock], response, counts,
-                 background, model_shape: tuple[int, int], backend: Backend, bin: int = 1):
+                 background, model_shape: tuple[int, int], backend: Backend, bin: int = 1, wstat=None):
         self.components, self.map_blocks = components, map_blocks
+        self.wstat = wstat  # (background spectrum counts like counts, α (n_chan,)): W-stat, else None
         self.weight, self.matrix = response
         self.counts, self.background = counts, background
         self.model_shape, self.backend, self.bin = tuple(model_shape), backend, bin
@@ -147,6 +152,26 @@ class PixelFitter:
             m = m + background
         return m, xp.stack(cols, axis=0)
 
+    def _wstat(self):
+        if self.wstat is None:
+            return None
+        b, alpha = self.wstat
+        return self._binned(b), self.backend.xp.reshape(alpha, (-1, 1))
+
+    def _evaluate(self, u, background, y, wstat):
+        """(m, J, ½ deviance per pixel, Fisher weight per channel and pixel): Poisson with the
+        fixed ``background``, or W-stat (``wstat`` = binned background counts, α) with the
+        background profiled out (``xhsi.likelihoods.wstat_value``), m then holding it."""
+        xp = self.backend.xp
+        if wstat is None:
+            m, jac = self._model_and_jacobian(u, background)
+            return m, jac, self._nll(xp, m, y), 1.0 / xp.clip(m, min=1e-10)
+        mu, jac = self._model_and_jacobian(u, None)
+        b, alpha = wstat
+        value, beta = wstat_value(mu, y, b, alpha)
+        m = mu + alpha * beta
+        return m, jac, xp.sum(value, axis=0), 1.0 / xp.clip(m + alpha * alpha * beta, min=1e-10)
+
     @staticmethod
     def _nll(xp, m, y):
         """½ Poisson deviance per pixel: Σ_c m − y + y log(y/m) (0 for a perfect fit)."""
@@ -159,20 +184,21 @@ class PixelFitter:
         hi = [np.inf] * len(self.components) + [b.bounds[1] for b in self.map_blocks]
         return np.asarray(lo), np.asarray(hi)
 
-    def _fisher(self, m, jac):
-        """Poisson Fisher information per pixel, Jᵀ diag(1/m) J: (npix, P, P)."""
+    def _fisher(self, info, jac):
+        """Fisher information per pixel, Jᵀ diag(info) J: (npix, P, P); info = 1/m for Poisson
+        (``_evaluate``)."""
         xp = self.backend.xp
         jt = xp.permute_dims(jac, (2, 0, 1))  # (npix, P, n_chan)
-        inv_m = 1.0 / xp.permute_dims(xp.clip(m, min=1e-10), (1, 0))
+        inv_m = xp.permute_dims(info, (1, 0))
         return xp.matmul(jt * inv_m[:, None, :], xp.permute_dims(jt, (0, 2, 1)))
 
     # -- fitting ---------------------------------------------------------------------------
-    def _gradient_test(self, u, m, jac, y, lo, hi):
+    def _gradient_test(self, u, m, jac, y, lo, hi, info):
         """Per pixel, max over the free variables of |projected ∇| / √F_ii: the likelihood's
         slope in units of each variable's 1-σ error (0 at a minimum; a variable at a bound
         whose gradient points out of the box counts as 0). Also returns (gradient, F)."""
         xp = self.backend.xp
-        fisher = self._fisher(m, jac)
+        fisher = self._fisher(info, jac)
         grad = xp.sum(jac * (1.0 - y / xp.clip(m, min=1e-10))[None, ...], axis=1)  # (P, npix)
         outward = ((u <= lo) & (grad > 0)) | ((u >= hi) & (grad < 0))
         projected = xp.where(outward, xp.zeros_like(grad), grad)
@@ -195,6 +221,7 @@ class PixelFitter:
         xp, dtype = self.backend.xp, self.backend.dtype
         y = self._binned(self.counts)
         background = None if self.background is None else self._binned(self.background)
+        wstat = self._wstat()
         npix = y.shape[1]
         # Start: the counts of each pixel shared equally between the components, at the
         # parameters' initial values; amplitudes then rescaled to the pixel's total counts.
@@ -211,14 +238,13 @@ class PixelFitter:
         eye = xp.eye(u.shape[0], dtype=dtype)
         history = []
         t0 = time.perf_counter()
-        m, jac = self._model_and_jacobian(u, background)
-        nll = self._nll(xp, m, y)
+        m, jac, nll, info = self._evaluate(u, background, y, wstat)
         converged = xp.zeros((npix,), dtype=xp.bool)
         stalled = xp.zeros((npix,), dtype=xp.bool)
         it = 0
         stop = "max_iter"
         for it in range(1, max_iter + 1):
-            slope, grad, fisher = self._gradient_test(u, m, jac, y, lo, hi)
+            slope, grad, fisher = self._gradient_test(u, m, jac, y, lo, hi, info)
             converged = converged | (~stalled & (slope <= gtol))
             stalled = stalled | (~converged & (lam > LAMBDA_MAX))
             active = ~(converged | stalled)
@@ -235,13 +261,13 @@ class PixelFitter:
             system = fisher + ridge[:, :, None] * eye
             delta = xp.linalg.solve(system, -xp.permute_dims(grad, (1, 0))[..., None])[..., 0]
             trial = xp.clip(u + xp.permute_dims(delta, (1, 0)), min=lo, max=hi)
-            m_t, jac_t = self._model_and_jacobian(trial, background)
-            nll_t = self._nll(xp, m_t, y)
+            m_t, jac_t, nll_t, info_t = self._evaluate(trial, background, y, wstat)
             better = active & (nll_t < nll)
             u = xp.where(better[None, :], trial, u)
             m = xp.where(better[None, :], m_t, m)
             jac = xp.where(better[None, None, :], jac_t, jac)
             nll = xp.where(better, nll_t, nll)
+            info = xp.where(better[None, :], info_t, info)
             lam = xp.where(better, lam / 3.0, xp.where(active, lam * 10.0, lam))
             total = float(xp.sum(nll))
             history.append({"iteration": it, "cost": total, "step": float(xp.mean(lam)),
@@ -250,11 +276,11 @@ class PixelFitter:
                 stop = "stopped by callback"
                 break
         else:  # max_iter: the last step may have brought pixels below gtol
-            slope, _, _ = self._gradient_test(u, m, jac, y, lo, hi)
+            slope, _, _ = self._gradient_test(u, m, jac, y, lo, hi, info)
             converged = converged | (~stalled & (slope <= gtol))
         converged_host = np.asarray(to_numpy(converged), dtype=bool)
         stalled_host = np.asarray(to_numpy(stalled), dtype=bool) & ~converged_host
-        return Fit(u, self._fisher(m, jac), history, it, converged_host, stalled_host,
+        return Fit(u, self._fisher(info, jac), history, it, converged_host, stalled_host,
                    "converged" if converged_host.all() else stop)
 
     # -- at given maps ---------------------------------------------------------------------
@@ -280,8 +306,8 @@ class PixelFitter:
             reduced = blocks.sum(axis=(1, 3)) if name.endswith(".amplitude") else blocks.mean(axis=(1, 3))
             rows.append(reduced.ravel())
         u = self.backend.asarray(np.stack(rows))
-        m, jac = self._model_and_jacobian(u, background)
-        return u, self._fisher(m, jac)
+        _, jac, _, info = self._evaluate(u, background, self._binned(self.counts), self._wstat())
+        return u, self._fisher(info, jac)
 
     def error_maps(self, maps: dict) -> dict:
         """1-σ error maps (model grid) of a per-pixel fit at the model-grid ``maps``, from

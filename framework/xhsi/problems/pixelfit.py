@@ -92,7 +92,8 @@ class PixelFit(Problem):
         """The per-pixel fitting engine on the observation, binned ``bin × bin``."""
         obs = self.observation
         return PixelFitter(self.components, self.map_blocks, spectral_response(obs, self.backend), obs.counts,
-                           obs.background, (self.grid.ny, self.grid.nx), self.backend, self.options.bin)
+                           obs.background, (self.grid.ny, self.grid.nx), self.backend, self.options.bin,
+                           wstat=getattr(obs, "wstat", None))
 
     def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
               resume_from=None, config_digest: str | None = None) -> Result:
