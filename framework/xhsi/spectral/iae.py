@@ -38,9 +38,6 @@ Files: ``NAME.npz`` (numeric arrays only, read with ``allow_pickle=False``) and
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import math
 from dataclasses import dataclass, field
 from itertools import combinations_with_replacement
@@ -48,10 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
 from ..backend import compat_namespace
 from ..errors import ConfigError, DataError
 from .models import Parameter
+from .pairfiles import read_pair, write_pair
 
 __all__ = ["IAE", "DeviceIAE", "save_iae", "load_iae", "check_anchors", "check_energy_grid", "fit_physical", "ACTIVATIONS",
            "activation", "blocks_forward", "blocks_backward", "barycentric_system", "monomial_exponents"]
@@ -320,17 +317,9 @@ class DeviceIAE:
 
 
 # -- files -------------------------------------------------------------------------------
-def _paths(path: str | Path) -> tuple[Path, Path]:
-    path = Path(path)
-    if path.suffix not in (".npz", ".json"):
-        raise ConfigError(f"{path}: an IAE model is a pair NAME.npz + NAME.json; give the .npz path.")
-    return path.with_suffix(".npz"), path.with_suffix(".json")
-
-
 def save_iae(iae: IAE, path: str | Path) -> Path:
     """Write ``NAME.npz`` (arrays) and ``NAME.json`` (metadata with the npz's SHA-256),
     each atomically. Returns the .npz path."""
-    npz_path, json_path = _paths(path)
     arrays = {"encoder_in_w": iae.encoder_in[0], "encoder_in_b": iae.encoder_in[1],
               "decoder_out_w": iae.decoder_out[0], "decoder_out_b": iae.decoder_out[1],
               "log_mean": iae.log_mean, "log_scale": iae.log_scale, "floor": np.asarray(iae.floor),
@@ -343,40 +332,14 @@ def save_iae(iae: IAE, path: str | Path) -> Path:
     for part, blocks in (("encoder", iae.encoder_blocks), ("decoder", iae.decoder_blocks)):
         for i, (w, b) in enumerate(blocks):
             arrays[f"{part}_w_{i}"], arrays[f"{part}_b_{i}"] = w, b
-    buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(a, dtype=np.float64) for k, a in arrays.items()})
-    data = buffer.getvalue()
-    meta = dict(iae.metadata, npz_sha256=hashlib.sha256(data).hexdigest())
-    atomic_write_bytes(npz_path, data)
-    atomic_write_bytes(json_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
-    return npz_path
+    return write_pair(path, arrays, iae.metadata, "an IAE model")
 
 
 def load_iae(path: str | Path) -> IAE:
     """Read an IAE pair (give either file); DataError for a missing, altered or mismatched
     pair, a file of another format, or anchors outside the physical bounds it declares."""
-    npz_path, json_path = _paths(path)
-    for p in (npz_path, json_path):
-        if not p.is_file():
-            raise DataError(f"{p}: no such file; an IAE model is the pair {npz_path.name} + {json_path.name} "
-                            "written by `xhsi train-model`.")
+    a, meta, npz_path, json_path = read_pair(path, "an IAE model", "IAE model", FORMAT, FORMAT_VERSION)
     try:
-        meta = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{json_path}: not valid JSON ({exc}).") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise DataError(f"{json_path}: not an xhsi IAE model (format {found!r}).")
-    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
-        raise DataError(f"{json_path}: IAE format {meta.get('format_version')} is newer than this xhsi reads "
-                        f"({FORMAT_VERSION}); upgrade xhsi.")
-    data = npz_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
-        raise DataError(f"{npz_path} does not match {json_path.name} (SHA-256 differs): the pair was mixed up or one "
-                        "file was changed. Retrain or restore both files.")
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
         arch = meta["architecture"]
         blocks = {part: [(a[f"{part}_w_{i}"], a[f"{part}_b_{i}"]) for i in range(int(arch["layers"]))]
                   for part in ("encoder", "decoder")}

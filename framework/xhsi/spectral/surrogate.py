@@ -30,18 +30,15 @@ SHA-256 of the ``.npz`` so that a mismatched pair is refused). No pickle anywher
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
 from ..backend import compat_namespace
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from .models import Parameter
+from .pairfiles import read_pair, write_pair
 
 __all__ = ["Surrogate", "DeviceSurrogate", "save_surrogate", "load_surrogate", "mlp_forward", "mlp_backward"]
 
@@ -185,17 +182,9 @@ def mlp_backward(xp, weights, acts, g_out, weights_too: bool = True):
 
 
 # -- files -------------------------------------------------------------------------------
-def _paths(path: str | Path) -> tuple[Path, Path]:
-    path = Path(path)
-    if path.suffix not in (".npz", ".json"):
-        raise ConfigError(f"{path}: a surrogate is a pair NAME.npz + NAME.json; give the .npz path.")
-    return path.with_suffix(".npz"), path.with_suffix(".json")
-
-
 def save_surrogate(surrogate: Surrogate, path: str | Path) -> Path:
     """Write ``NAME.npz`` (arrays) and ``NAME.json`` (metadata with the npz's SHA-256),
     each atomically. Returns the .npz path."""
-    npz_path, json_path = _paths(path)
     arrays = {"components": surrogate.components, "mean": surrogate.mean, "lower": surrogate.lower,
               "upper": surrogate.upper, "energy_edges_kev": surrogate.energy_edges_kev,
               "coef_scale": np.asarray(surrogate.coef_scale), "floor": np.asarray(surrogate.floor),
@@ -204,41 +193,15 @@ def save_surrogate(surrogate: Surrogate, path: str | Path) -> Path:
         arrays["output_edges_kev"] = surrogate.output_edges_kev
     for i, (w, b) in enumerate(zip(surrogate.weights, surrogate.biases)):
         arrays[f"weight_{i}"], arrays[f"bias_{i}"] = w, b
-    buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(a, dtype=np.float64) for k, a in arrays.items()})
-    data = buffer.getvalue()
-    meta = dict(surrogate.metadata, transform=surrogate.transform, n_layers=len(surrogate.weights),
-                npz_sha256=hashlib.sha256(data).hexdigest())
-    atomic_write_bytes(npz_path, data)
-    atomic_write_bytes(json_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
-    return npz_path
+    meta = dict(surrogate.metadata, transform=surrogate.transform, n_layers=len(surrogate.weights))
+    return write_pair(path, arrays, meta, "a surrogate")
 
 
 def load_surrogate(path: str | Path) -> Surrogate:
     """Read a surrogate pair (give either file); DataError for a missing, altered or
     mismatched pair, or for a file of another format."""
-    npz_path, json_path = _paths(path)
-    for p in (npz_path, json_path):
-        if not p.is_file():
-            raise DataError(f"{p}: no such file; a surrogate is the pair {npz_path.name} + {json_path.name} "
-                            "written by `xhsi train-model`.")
+    arrays, meta, npz_path, _ = read_pair(path, "a surrogate", "surrogate", FORMAT, FORMAT_VERSION)
     try:
-        meta = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{json_path}: not valid JSON ({exc}).") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise DataError(f"{json_path}: not an xhsi surrogate (format {found!r}).")
-    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
-        raise DataError(f"{json_path}: surrogate format {meta.get('format_version')} is newer than this xhsi reads "
-                        f"({FORMAT_VERSION}); upgrade xhsi.")
-    data = npz_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
-        raise DataError(f"{npz_path} does not match {json_path.name} (SHA-256 differs): the pair was mixed up or one "
-                        "file was changed. Retrain or restore both files.")
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
         n_layers = int(meta["n_layers"])
         return Surrogate(
             weights=[arrays[f"weight_{i}"] for i in range(n_layers)],
