@@ -118,3 +118,16 @@ def test_a_stalled_fit_is_not_reported_as_converged():
     assert not bool(fit.converged[0]) and fit.n_converged == 0
     fit = fitter.fit(max_iter=200, gtol=0.0)  # gtol 0 is never met: runs until every pixel stalls
     assert not bool(fit.converged[0]) and fit.n_stalled == 1 and fit.n_iter < 200
+
+
+def test_the_history_follows_report_every_and_ends_at_the_last_iteration():
+    """The cost (a host sync) is reported at the start, every ``report_every`` iterations and
+    at the last one; the fit itself does not depend on it."""
+    backend = Backend("numpy", "float64")
+    counts = simulate(np.random.default_rng(5), backend)
+    fitter, _, _ = fitter_for(counts, backend, init_cold=0.3, init_hot=14.0)
+    every = fitter.fit(max_iter=200)
+    sparse = fitter.fit(max_iter=200, report_every=3)
+    iterations = [row["iteration"] for row in sparse.history]
+    assert iterations == sorted({*range(0, sparse.n_iter + 1, 3), sparse.n_iter})
+    assert sparse.n_iter == every.n_iter and sparse.history[-1]["cost"] == every.history[-1]["cost"]

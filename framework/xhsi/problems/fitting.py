@@ -207,7 +207,8 @@ class PixelFitter:
                          xp.where(projected == 0, xp.zeros_like(grad), xp.full_like(grad, xp.inf)))
         return xp.max(slope, axis=0), grad, fisher
 
-    def fit(self, max_iter: int, gtol: float = GTOL, damping: float = DAMPING, callback: Callable | None = None):
+    def fit(self, max_iter: int, gtol: float = GTOL, damping: float = DAMPING, callback: Callable | None = None,
+            report_every: int = 1):
         """Levenberg–Marquardt fits of every pixel from damping λ = ``damping``.
 
         Each iteration solves (F + λ diag F) δ = −∇ per pixel, projects the step on the
@@ -217,7 +218,9 @@ class PixelFitter:
         (``_gradient_test``) and then left alone; **stalled** when λ exceeds
         ``LAMBDA_MAX`` without that (no step lowers its cost: rounding, or a kink). Stops
         when no pixel is left, after ``max_iter`` iterations, or when ``callback(iteration,
-        cost, mean λ, None)`` returns True. Returns a :class:`Fit`."""
+        cost, mean λ, None)`` returns True. The total cost is computed (one host sync) and
+        reported to ``callback`` and the history at the start, every ``report_every``
+        iterations and at the last one. Returns a :class:`Fit`."""
         xp, dtype = self.backend.xp, self.backend.dtype
         y = self._binned(self.counts)
         background = None if self.background is None else self._binned(self.background)
@@ -238,11 +241,17 @@ class PixelFitter:
         eye = xp.eye(u.shape[0], dtype=dtype)
         history = []
         t0 = time.perf_counter()
+
+        def report(iteration: int) -> None:
+            """Append the total cost (one host sync) and mean λ to the history."""
+            history.append({"iteration": iteration, "cost": float(xp.sum(nll)), "step": float(xp.mean(lam)),
+                            "time_s": time.perf_counter() - t0})
         m, jac, nll, info = self._evaluate(u, background, y, wstat)
         converged = xp.zeros((npix,), dtype=xp.bool)
         stalled = xp.zeros((npix,), dtype=xp.bool)
         it = 0
         stop = "max_iter"
+        report(0)  # the start, as the solvers report iteration 0
         for it in range(1, max_iter + 1):
             slope, grad, fisher = self._gradient_test(u, m, jac, y, lo, hi, info)
             converged = converged | (~stalled & (slope <= gtol))
@@ -269,15 +278,16 @@ class PixelFitter:
             nll = xp.where(better, nll_t, nll)
             info = xp.where(better[None, :], info_t, info)
             lam = xp.where(better, lam / 3.0, xp.where(active, lam * 10.0, lam))
-            total = float(xp.sum(nll))
-            history.append({"iteration": it, "cost": total, "step": float(xp.mean(lam)),
-                            "time_s": time.perf_counter() - t0})
-            if callback is not None and callback(it, total, history[-1]["step"], None):
-                stop = "stopped by callback"
-                break
+            if it % report_every == 0:
+                report(it)
+                if callback is not None and callback(it, history[-1]["cost"], history[-1]["step"], None):
+                    stop = "stopped by callback"
+                    break
         else:  # max_iter: the last step may have brought pixels below gtol
             slope, _, _ = self._gradient_test(u, m, jac, y, lo, hi, info)
             converged = converged | (~stalled & (slope <= gtol))
+        if it > 0 and (not history or history[-1]["iteration"] != it):
+            report(it)  # the last iteration is always in the history
         converged_host = np.asarray(to_numpy(converged), dtype=bool)
         stalled_host = np.asarray(to_numpy(stalled), dtype=bool) & ~converged_host
         return Fit(u, self._fisher(info, jac), history, it, converged_host, stalled_host,

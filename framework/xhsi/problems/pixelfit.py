@@ -101,7 +101,7 @@ class PixelFit(Problem):
             raise ConfigError("problem `pixelfit` has no checkpoints to resume from; run it again.")
         t0 = time.perf_counter()
         fitter = self.fitter()
-        fit = fitter.fit(solver.max_iter, self.options.gtol, self.options.damping, callback)
+        fit = fitter.fit(solver.max_iter, self.options.gtol, self.options.damping, callback, solver.report_every)
         maps, errors = fitter.maps_from(fit.u, fitter.errors(fit.fisher))
         cubes = self._component_cubes(maps)
         history = fit.history
