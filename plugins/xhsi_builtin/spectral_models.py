@@ -17,7 +17,7 @@ from xhsi import hookimpl
 from xhsi.spectral import spectra
 from xhsi.errors import ConfigError, DataError
 from xhsi.schema import option
-from xhsi.spectral.models import Parameter, SpectralModel, edges_digest
+from xhsi.spectral.models import Parameter, SpectralModel
 
 _EXAMPLE_EDGES = np.linspace(0.5, 8.0, 31)
 
@@ -378,7 +378,28 @@ class SurrogateOptions:
     file: Path | None = option(None, doc="surrogate NAME.npz written by `xhsi train-model` (NAME.json beside it)")
 
 
-class SurrogateModel(SpectralModel):
+class _LearntModel(SpectralModel):
+    """A learnt model on the run's namespace: ``_setup`` puts a device object (forward pass,
+    vjp, jvp on parameters (n_params, N)) in ``self._device``; maps of any shape are
+    flattened to (n_params, N) and back."""
+
+    def _flat(self, a, rows):
+        return self.xp.reshape(a, (rows, -1))
+
+    def _evaluate(self, theta):
+        out = self._device.evaluate(self._flat(theta, self.n_params))
+        return self.xp.reshape(out, (self.n_out,) + tuple(theta.shape[1:]))
+
+    def _vjp(self, theta, cotangent):
+        g = self._device.vjp(self._flat(theta, self.n_params), self._flat(cotangent, self.n_out))
+        return self.xp.reshape(g, tuple(theta.shape))
+
+    def _jvp(self, theta, tangent):
+        out = self._device.jvp(self._flat(theta, self.n_params), self._flat(tangent, self.n_params))
+        return self.xp.reshape(out, (self.n_out,) + tuple(theta.shape[1:]))
+
+
+class SurrogateModel(_LearntModel):
     """A learnt emulator of another spectral model (``xhsi.spectral.surrogate``): PCA of sampled
     spectra + a small tanh network from the parameters to the PCA coefficients, with
     exact vjp/jvp of the network. Its parameters, bounds (the training range) and energy
@@ -408,32 +429,11 @@ class SurrogateModel(SpectralModel):
         return self.surrogate.n_out
 
     def _setup(self) -> None:
+        from xhsi.spectral.pairfiles import check_trained_grid
         from xhsi.spectral.surrogate import DeviceSurrogate
 
-        grid = self.surrogate.metadata.get("energy_grid", {})
-        if edges_digest(self.energy_edges_kev) != grid.get("sha256"):
-            e = self.energy_edges_kev
-            source = self.options.file or "this surrogate"
-            raise DataError(
-                f"{source} was trained on {grid.get('n_e')} bins {grid.get('min_kev')}–{grid.get('max_kev')} keV, "
-                f"but the model grid has {e.size - 1} bins {e[0]:.6g}–{e[-1]:.6g} keV (or other edges). Retrain it on "
-                "this grid with `xhsi train-model` ([model.energy] of its config).")
+        check_trained_grid(self.surrogate.metadata, self.energy_edges_kev, self.options.file or "this surrogate")
         self._device = DeviceSurrogate(self.surrogate, self.xp, self.dtype)
-
-    def _flat(self, a, rows):
-        return self.xp.reshape(a, (rows, -1))
-
-    def _evaluate(self, theta):
-        out = self._device.evaluate(self._flat(theta, self.n_params))
-        return self.xp.reshape(out, (self.n_out,) + tuple(theta.shape[1:]))
-
-    def _vjp(self, theta, cotangent):
-        g = self._device.vjp(self._flat(theta, self.n_params), self._flat(cotangent, self.n_out))
-        return self.xp.reshape(g, tuple(theta.shape))
-
-    def _jvp(self, theta, tangent):
-        out = self._device.jvp(self._flat(theta, self.n_params), self._flat(tangent, self.n_params))
-        return self.xp.reshape(out, (self.n_out,) + tuple(theta.shape[1:]))
 
     @classmethod
     def example(cls, xp, dtype) -> "SurrogateModel":
@@ -459,7 +459,7 @@ class IAEOptions:
     file: Path | None = option(None, doc="IAE NAME.npz written by `xhsi train-model` (NAME.json beside it)")
 
 
-class IAEModel(SpectralModel):
+class IAEModel(_LearntModel):
     """The decoder of an Interpolatory Auto-Encoder (Bobin et al. 2023, A&A 670, A163;
     ``xhsi.spectral.iae``): spectra decoded from barycentric combinations of the latent codes
     of anchor spectra. Its parameters are the barycentric weights ``w1 ... w{k-1}`` (the
@@ -493,21 +493,6 @@ class IAEModel(SpectralModel):
 
         check_energy_grid(self.iae, self.energy_edges_kev, self.options.file or "this IAE")
         self._device = DeviceIAE(self.iae, self.xp, self.dtype)
-
-    def _flat(self, a, rows):
-        return self.xp.reshape(a, (rows, -1))
-
-    def _evaluate(self, theta):
-        out = self._device.evaluate(self._flat(theta, self.n_params))
-        return self.xp.reshape(out, (self.n_out,) + tuple(theta.shape[1:]))
-
-    def _vjp(self, theta, cotangent):
-        g = self._device.vjp(self._flat(theta, self.n_params), self._flat(cotangent, self.n_out))
-        return self.xp.reshape(g, tuple(theta.shape))
-
-    def _jvp(self, theta, tangent):
-        out = self._device.jvp(self._flat(theta, self.n_params), self._flat(tangent, self.n_params))
-        return self.xp.reshape(out, (self.n_out,) + tuple(theta.shape[1:]))
 
     def physical(self, theta) -> dict:
         """{name: map} of the physical parameters read out from the weights ``theta``

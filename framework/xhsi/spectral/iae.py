@@ -48,7 +48,7 @@ import numpy as np
 from ..backend import compat_namespace
 from ..errors import ConfigError, DataError
 from .models import Parameter
-from .pairfiles import read_pair, write_pair
+from .pairfiles import check_trained_grid, read_pair, write_pair
 
 __all__ = ["IAE", "DeviceIAE", "save_iae", "load_iae", "check_anchors", "check_energy_grid", "fit_physical", "ACTIVATIONS",
            "activation", "blocks_forward", "blocks_backward", "barycentric_system", "monomial_exponents"]
@@ -374,15 +374,7 @@ def check_anchors(anchors: np.ndarray, physical, where: str, error=DataError) ->
 
 def check_energy_grid(iae: IAE, energy_edges_kev, source) -> None:
     """Refuse a model grid other than the one the IAE was trained on (DataError)."""
-    from .models import edges_digest
-
-    grid = iae.metadata.get("energy_grid", {})
-    if edges_digest(energy_edges_kev) != grid.get("sha256"):
-        e = np.asarray(energy_edges_kev)
-        raise DataError(
-            f"{source} was trained on {grid.get('n_e')} bins {grid.get('min_kev')}–{grid.get('max_kev')} keV, "
-            f"but the model grid has {e.size - 1} bins {e[0]:.6g}–{e[-1]:.6g} keV (or other edges). Retrain it on "
-            "this grid with `xhsi train-model` ([model.energy] of its config).")
+    check_trained_grid(iae.metadata, energy_edges_kev, source)
 
 
 def fit_physical(model, target, start, iterations: int = 30, bounds=None):

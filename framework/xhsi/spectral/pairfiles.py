@@ -14,7 +14,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, DataError
 
-__all__ = ["pair_paths", "write_pair", "read_pair"]
+__all__ = ["pair_paths", "write_pair", "read_pair", "check_trained_grid"]
 
 
 def pair_paths(path: str | Path, noun: str) -> tuple[Path, Path]:
@@ -67,3 +67,17 @@ def read_pair(path: str | Path, noun: str, kind: str, file_format: str, version:
     except (ValueError, OSError) as exc:
         raise DataError(f"{npz_path}: not a readable npz file ({exc}).") from None
     return arrays, meta, npz_path, json_path
+
+
+def check_trained_grid(metadata: dict, energy_edges_kev, source) -> None:
+    """Refuse (DataError) a model grid other than the one a learnt model was trained on
+    (``metadata["energy_grid"]``: its SHA-256 and, for the message, its bins)."""
+    from .models import edges_digest
+
+    grid = metadata.get("energy_grid", {})
+    if edges_digest(energy_edges_kev) != grid.get("sha256"):
+        e = np.asarray(energy_edges_kev)
+        raise DataError(
+            f"{source} was trained on {grid.get('n_e')} bins {grid.get('min_kev')}–{grid.get('max_kev')} keV, "
+            f"but the model grid has {e.size - 1} bins {e[0]:.6g}–{e[-1]:.6g} keV (or other edges). Retrain it on "
+            "this grid with `xhsi train-model` ([model.energy] of its config).")
