@@ -115,3 +115,25 @@ max_iter = 20
 [simulate]
 scene = "toy_scene"
 """
+
+
+#: A small Gaussian-response instrument (8 channels, 1–5 keV, 2″ pixels) for file tests.
+TOY_INSTRUMENT = """\
+[instrument]
+name = "toy"
+[channels]
+min_kev = 1.0
+max_kev = 5.0
+count = 8
+[spectral_response]
+kind = "gaussian"
+fwhm_ev = 100.0
+[effective_area]
+kind = "constant"
+cm2 = 100.0
+[spatial]
+pixel_arcsec = 2.0
+[psf]
+kind = "gaussian"
+fwhm_arcsec = 4.0
+"""

@@ -2,12 +2,12 @@
 RMF instrument, ENERGY through a Gaussian instrument, crop and binning."""
 from __future__ import annotations
 
-import textwrap
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
+from fakes import TOY_INSTRUMENT
 from xhsi.errors import DataError
 from xhsi.instruments import load_instrument
 from xhsi.io import bin_events, read_cube
@@ -36,25 +36,7 @@ def write_events(path, columns: dict, units: dict | None = None, xy_wcs=True, ex
 @pytest.fixture
 def gaussian_instrument(tmp_path):
     path = tmp_path / "toy.toml"
-    path.write_text(textwrap.dedent("""
-        [instrument]
-        name = "toy"
-        [channels]
-        min_kev = 1.0
-        max_kev = 5.0
-        count = 8
-        [spectral_response]
-        kind = "gaussian"
-        fwhm_ev = 100.0
-        [effective_area]
-        kind = "constant"
-        cm2 = 100.0
-        [spatial]
-        pixel_arcsec = 2.0
-        [psf]
-        kind = "gaussian"
-        fwhm_arcsec = 4.0
-    """))
+    path.write_text(TOY_INSTRUMENT)
     return load_instrument(path)
 
 

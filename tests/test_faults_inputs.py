@@ -17,6 +17,7 @@ from astropy.io import fits
 from conftest import unwrapped
 from xhsi import cli
 from xhsi.cli import main
+from fakes import TOY_INSTRUMENT
 from xhsi.problems import checks
 
 CONFIG = """\
@@ -30,6 +31,7 @@ quicklook = false
 energy = {{ min_kev = 5.5, max_kev = 7.5, bins = 40 }}
 pixels = [12, 12]
 pixel_arcsec = 4.1
+{model}
 
 [[observations]]
 name = "xmm"
@@ -55,30 +57,13 @@ EXPOSURE = {"xmm": 5.0e4, "xrism": 1.0e5}
 PIXEL = {"xmm": 4.1, "xrism": 12.3}  # detector pixels, arcsec
 CENTER = (83.633, 22.0145)  # RA, Dec (deg) of every counts cube unless a case moves one
 
-TOY_INSTRUMENT = """\
-[instrument]
-name = "toy"
-[channels]
-min_kev = 1.0
-max_kev = 5.0
-count = 8
-[spectral_response]
-kind = "gaussian"
-fwhm_ev = 100.0
-[effective_area]
-kind = "constant"
-cm2 = 100.0
-[spatial]
-pixel_arcsec = 2.0
-[psf]
-kind = "gaussian"
-fwhm_arcsec = 4.0
-"""
 
 
 # -- helpers ------------------------------------------------------------------------------
-def config_text(xmm: str = "", xrism: str = "", extra: str = "") -> str:
-    return CONFIG.format(xmm=xmm, xrism=xrism, extra=extra)
+def config_text(xmm: str = "", xrism: str = "", extra: str = "", model: str = "") -> str:
+    """The tiny fusion config (pn + Resolve, 40 bins × 12 × 12) with lines added to its
+    observations, its [model] and after its [solver]."""
+    return CONFIG.format(xmm=xmm, xrism=xrism, extra=extra, model=model)
 
 
 def write_config(folder: Path, name: str = "run.toml", **parts) -> Path:

@@ -25,45 +25,17 @@ from xhsi import quicklook
 from xhsi.cli import main
 from xhsi.config import load_config
 from xhsi.errors import ConfigError
+from test_faults_inputs import SIMULATE, config_text
 from xhsi.io import read_cube
 from xhsi.runner import run, simulate
 
-FUSION = """\
-[run]
-problem = "fusion"
-output = "out"
-dtype = "float64"
-quicklook = false
 
-[model]
-energy = {{ min_kev = 5.5, max_kev = 7.5, bins = 40 }}
-pixels = [12, 12]
-pixel_arcsec = 4.1
-{model_extra}
 
-[[observations]]
-name = "xmm"
-instrument = "xmm_epic_pn"
-exposure_s = 5.0e4
-spectral_rebin = 4
-{xmm_counts}
+def fusion_config(model_extra: str = "", xmm_counts: str = "", xrism_counts: str = "") -> str:
+    """The tiny simulated fusion config of test_faults_inputs with known exposures."""
+    return config_text(xmm=f"exposure_s = 5.0e4\n{xmm_counts}", xrism=f"exposure_s = 1.0e5\n{xrism_counts}",
+                       extra=SIMULATE, model=model_extra)
 
-[[observations]]
-name = "xrism"
-instrument = "xrism_resolve"
-exposure_s = 1.0e5
-spatial_rebin = 3
-{xrism_counts}
-
-[solver]
-name = "fista"
-max_iter = 2
-tol = 0.0
-report_every = 1
-
-[simulate]
-scene = "casa_like"
-"""
 
 UNMIXING = """\
 [run]
@@ -139,12 +111,12 @@ def products(tmp_path_factory):
     figures: dict = {}
     try:
         sim_cfg = root / "sim.toml"
-        sim_cfg.write_text(FUSION.format(model_extra=f'center_deg = [{CENTER[0]}, {CENTER[1]}]\nobject = "Cas A"',
+        sim_cfg.write_text(fusion_config(model_extra=f'center_deg = [{CENTER[0]}, {CENTER[1]}]\nobject = "Cas A"',
                                          xmm_counts="", xrism_counts=""))
         simulate(load_config(sim_cfg), root / "sim")
         run_cfg = root / "run.toml"
         # only XRISM's counts from a file: its 3 x 3 detector pixels give the result's WCS
-        run_cfg.write_text(FUSION.format(model_extra="", xmm_counts="", xrism_counts='counts = "sim/xrism_counts.fits"'))
+        run_cfg.write_text(fusion_config(model_extra="", xmm_counts="", xrism_counts='counts = "sim/xrism_counts.fits"'))
         fusion = run(load_config(run_cfg), out=root / "fusion", quiet=True)
         unmix_cfg = root / "unmix.toml"
         unmix_cfg.write_text(UNMIXING)
@@ -267,7 +239,7 @@ def test_binned_events_keep_their_provenance(products):
 
 def test_model_center_deg_is_checked(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text(FUSION.format(model_extra="center_deg = [360.0, 0.0]", xmm_counts="", xrism_counts=""))
+    path.write_text(fusion_config(model_extra="center_deg = [360.0, 0.0]", xmm_counts="", xrism_counts=""))
     with pytest.raises(ConfigError, match=r"center_deg.*RA must be in \[0, 360\)"):
         load_config(path)
 
