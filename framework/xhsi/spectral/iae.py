@@ -48,7 +48,7 @@ import numpy as np
 from ..backend import compat_namespace
 from ..errors import ConfigError, DataError
 from .models import Parameter
-from .pairfiles import check_trained_grid, read_pair, write_pair
+from .pairfiles import LearntFile, check_trained_grid, read_pair, write_pair
 
 __all__ = ["IAE", "DeviceIAE", "save_iae", "load_iae", "check_anchors", "check_energy_grid", "fit_physical", "ACTIVATIONS",
            "activation", "blocks_forward", "blocks_backward", "barycentric_system", "monomial_exponents"]
@@ -124,7 +124,7 @@ def monomial_exponents(n_vars: int, degree: int) -> np.ndarray:
 
 # -- the trained model (host arrays) -----------------------------------------------------
 @dataclass
-class IAE:
+class IAE(LearntFile):
     """A trained IAE: numpy float64 arrays and its metadata (see the module docstring).
     ``encoder_in`` / ``decoder_out``: (W, b) of the input and output dense layers;
     ``encoder_blocks`` / ``decoder_blocks``: [(W, b)] of the residual blocks (b as (d, 1));
@@ -174,13 +174,6 @@ class IAE:
     def n_anchors(self) -> int:
         return int(self.anchor_codes.shape[1])
 
-    @property
-    def response(self) -> dict | None:
-        return self.metadata.get("response")
-
-    @property
-    def validation(self) -> dict:
-        return self.metadata.get("validation", {})
 
 
 class DeviceIAE:

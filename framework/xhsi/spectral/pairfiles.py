@@ -14,7 +14,20 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, DataError
 
-__all__ = ["pair_paths", "write_pair", "read_pair", "check_trained_grid"]
+__all__ = ["LearntFile", "pair_paths", "write_pair", "read_pair", "check_trained_grid"]
+
+
+class LearntFile:
+    """What the metadata of a learnt model's JSON says about it (a mixin of the dataclasses
+    that hold one, each with a ``metadata`` dict)."""
+
+    @property
+    def response(self) -> dict | None:
+        return self.metadata.get("response")
+
+    @property
+    def validation(self) -> dict:
+        return self.metadata.get("validation", {})
 
 
 def pair_paths(path: str | Path, noun: str) -> tuple[Path, Path]:

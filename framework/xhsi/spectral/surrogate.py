@@ -38,7 +38,7 @@ import numpy as np
 from ..backend import compat_namespace
 from ..errors import DataError
 from .models import Parameter
-from .pairfiles import read_pair, write_pair
+from .pairfiles import LearntFile, read_pair, write_pair
 
 __all__ = ["Surrogate", "DeviceSurrogate", "save_surrogate", "load_surrogate", "mlp_forward", "mlp_backward"]
 
@@ -49,7 +49,7 @@ FLOOR_RELATIVE = 1e-8
 
 # -- the trained emulator (host arrays) --------------------------------------------------
 @dataclass
-class Surrogate:
+class Surrogate(LearntFile):
     """A trained emulator: numpy float64 arrays and its metadata (see the module docstring).
     ``weights[l]`` is (n_out_l, n_in_l), ``biases[l]`` (n_out_l,), ``components`` (k, n_out)."""
 
@@ -80,13 +80,6 @@ class Surrogate:
     def n_out(self) -> int:
         return int(self.mean.size)
 
-    @property
-    def response(self) -> dict | None:
-        return self.metadata.get("response")
-
-    @property
-    def validation(self) -> dict:
-        return self.metadata.get("validation", {})
 
 
 class DeviceSurrogate:
