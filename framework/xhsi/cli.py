@@ -137,6 +137,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", dest="metrics", action="append", default=[], metavar="NAME",
                    help="metric to plot, e.g. result.psnr_db or psnr_db; repeatable (default: [sweep] metrics, "
                    "else every number of metrics.json's result table)")
+    _add_cluster(p, "a point")
+    p.add_argument("--overwrite", action="store_true", help="replace point folders that hold another config's run")
+    p.add_argument("--dry-run", action="store_true", help="check every point and list them; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("tiles", help="run a config's field as overlapping tiles on a Dask cluster and blend them "
+                       "into one cube (pip install 'xhsi[distributed]'); exit 1 when a tile failed")
+    p.add_argument("config", type=Path)
+    p.add_argument("--tile", type=int, required=True, metavar="PIXELS",
+                   help="core size of a tile in model pixels (each tile adds the overlap on every side)")
+    p.add_argument("--overlap", type=int, metavar="PIXELS", help="pixels each tile extends past its core "
+                   "(default: the reach of edge effects, 99 %% PSF radius + regulariser support, and a quarter)")
+    _add_set(p)
+    p.add_argument("--out", type=Path, help="tiles folder: tiles/NNN (inputs and run of each tile), mosaic/ (the "
+                   "blended result) (default: [run] output + _tiles)")
+    _add_cluster(p, "a tile")
+    p.add_argument("--dry-run", action="store_true", help="check the config and list the tiles; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_tiles)
+    return parser
+
+
+def _add_cluster(p, task: str) -> None:
+    """The options saying where a command's Dask tasks run."""
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (tcp://HOST:PORT)")
     where.add_argument("--scheduler-file", type=Path, metavar="FILE",
@@ -145,13 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "scheduler is given (default: one per core)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long to wait for the scheduler and a first worker (default 10)")
-    p.add_argument("--retries", type=int, default=1, help="reruns of a point after an unexpected error (default 1; "
-                   "a point whose worker died is rerun by the scheduler)")
-    p.add_argument("--overwrite", action="store_true", help="replace point folders that hold another config's run")
-    p.add_argument("--dry-run", action="store_true", help="check every point and list them; run nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
-    p.set_defaults(func=cmd_sweep)
-    return parser
+    p.add_argument("--retries", type=int, default=1, help=f"reruns of {task} after an unexpected error (default 1; "
+                   f"{task} whose worker died is rerun by the scheduler)")
 
 
 def cmd_validate(args) -> int:
@@ -377,6 +397,28 @@ def cmd_sweep(args) -> int:
                         f"{', '.join(report.unknown_metrics)} (--metric or [sweep] metrics); "
                         f"{sweep.out / 'sweep.csv'} lists the columns there are.")
     return report.exit_code
+
+
+def cmd_tiles(args) -> int:
+    from .distributed import connect
+    from .distributed.tiles import plan_tiles, run_tiles
+    from .interrupts import stop_signals
+
+    plan = plan_tiles(args.config, args.tile, args.overlap, args.overrides, out=args.out)
+    print(plan.describe(), file=sys.stderr)
+    if args.dry_run:
+        return 0
+    with connect(args.scheduler, args.scheduler_file, workers=args.workers, timeout_s=args.timeout,
+                 tasks=len(plan.tiles)) as client:
+        try:
+            with stop_signals():
+                report = run_tiles(plan, client, quiet=args.quiet, retries=args.retries)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(f"interrupted: {plan.out} keeps the tiles that completed. Run the same command again "
+                              "to continue: complete tiles are skipped, interrupted ones resumed.",
+                              signal_number(exc)) from None
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def _paragraph(message: str) -> str:

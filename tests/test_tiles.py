@@ -1,0 +1,161 @@
+"""``xhsi tiles`` (issue 28 item 3): the plan (cores partition the field, tiles aligned to
+every observation's detector pixels, the overlap from the PSF and regulariser reach), the
+blending weights (a partition of unity that never counts a pixel within the reach of a
+tile's edge), bad input refused with exit 2 before any task, and a tiled fusion that
+matches the untiled run of the same config."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from xhsi.cli import main
+from xhsi.config import load_config
+from xhsi.distributed.tiles import (axis_weights, blend, enclosed_radius, plan_tiles, regulariser_reach, run_tiles,
+                                    tile_weights)
+from xhsi.errors import ConfigError
+from xhsi.io.cubes import read_cube
+from xhsi.runner import run
+
+
+def field(tmp_path, pixels=48, bins=16, psf=5, extra="", max_iter=15):
+    """A pn + Resolve fusion over ``pixels``² model pixels, PSFs cropped to ``psf`` pixels."""
+    path = tmp_path / "field.toml"
+    path.write_text(textwrap.dedent(f"""\
+        [run]
+        problem = "fusion"
+        output = "untiled"
+        dtype = "float64"
+        quicklook = false
+
+        [model]
+        energy = {{ min_kev = 2.0, max_kev = 8.0, bins = {bins} }}
+        pixels = [{pixels}, {pixels}]
+        pixel_arcsec = 4.1
+
+        [[observations]]
+        name = "xmm"
+        instrument = "xmm_epic_pn"
+        exposure_s = 1.0e5
+        spectral_rebin = 2
+        psf_size = {psf}
+
+        [[observations]]
+        name = "xrism"
+        instrument = "xrism_resolve"
+        exposure_s = 2.0e5
+        spatial_rebin = 3
+        psf_size = {psf}
+
+        [solver]
+        name = "fista"
+        max_iter = {max_iter}
+        tol = 0.0
+
+        [simulate]
+        scene = "casa_like"
+        """) + extra)
+    return path
+
+
+STARLET = '\n[[regularizers]]\nname = "starlet2d1d_l1"\noptions = { scales_2d = 2, scales_1d = 2 }\n'
+
+
+def test_cores_partition_the_field_and_tiles_cut_whole_detector_pixels(tmp_path):
+    plan = plan_tiles(field(tmp_path), tile=18)
+    assert plan.unit == 3 and plan.reach == 3 and plan.overlap == 6  # 5 x 5 PSF: its corners, 2.8 px; + 2, up to 3
+    owned = np.zeros(plan.field, int)
+    for t in plan.tiles:
+        owned[slice(*t.core_y), slice(*t.core_x)] += 1
+        for (lo, hi), (clo, chi), n in ((t.y, t.core_y, 48), (t.x, t.core_x, 48)):
+            assert lo == max(0, clo - plan.overlap) and hi == min(n, chi + plan.overlap)
+            assert lo % 3 == 0 and hi % 3 == 0
+    assert np.all(owned == 1) and len(plan.tiles) == 9  # cores of 18, 18 and 12 pixels
+
+
+def test_regulariser_reach_is_the_starlet_support(tmp_path):
+    plan = plan_tiles(field(tmp_path, extra=STARLET), tile=24)
+    assert plan.reach == plan.psf_reach + 6 == 9  # 2 (2^2 - 1) pixels for 2 spatial scales
+    default = load_config(field(tmp_path, extra=STARLET.replace("scales_2d = 2, ", "")))
+    assert regulariser_reach(default) == 2 * (2 ** 3 - 1)  # the plugin's default: 3 scales
+
+
+def test_enclosed_radius_of_known_kernels():
+    delta = np.zeros((7, 7))
+    delta[3, 3] = 1.0
+    assert enclosed_radius(delta) == 0
+    ring = np.zeros((21, 21))
+    ring[10, 10 + 8] = ring[10 - 8, 10] = 1.0  # all flux 8 pixels out
+    assert enclosed_radius(ring) == 8
+    assert enclosed_radius(np.stack([delta, np.pad(delta, 0)])) == 0
+
+
+@pytest.mark.parametrize("ramp", [0, 3])
+def test_weights_are_a_partition_of_unity_that_ignores_tile_edges(tmp_path, ramp):
+    plan = plan_tiles(field(tmp_path), tile=18)
+    plan.overlap = plan.reach + ramp
+    total = np.zeros(plan.field)
+    for t in plan.tiles:
+        w = tile_weights(plan, t)
+        total[slice(*t.y), slice(*t.x)] += w
+        for axis, (span, core) in enumerate(((t.y, t.core_y), (t.x, t.core_x))):
+            profile = axis_weights(span, core, 48, plan.ramp)
+            for edge, inside in ((span[0], core[0] > 0), (span[1], core[1] < 48)):
+                if inside:  # no weight within the reach of a tile edge inside the field
+                    near = np.abs(np.arange(*span) + 0.5 - edge) < plan.reach
+                    assert np.all(profile[near] == 0.0)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-12)
+    constant = blend(plan, {t.index: np.full((2,) + t.shape, 5.0) for t in plan.tiles})
+    np.testing.assert_allclose(constant, 5.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("case,args,message", [
+    ("small", ["--tile", "6"], "not larger than the overlap"),
+    ("overlap", ["--tile", "18", "--overlap", "1"], "below the reach"),
+    ("unit", ["--tile", "20"], "multiple of 3"),
+    ("one", ["--tile", "48"], "fits in one tile"),
+])
+def test_bad_tiles_exit_2_before_any_task(tmp_path, capsys, case, args, message):
+    assert main(["tiles", str(field(tmp_path)), *args, "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and "Traceback" not in err
+    assert not (tmp_path / "t").exists()
+
+
+def test_spectrum_observations_cannot_be_tiled(tmp_path, monkeypatch):
+    cfg = load_config(field(tmp_path))
+    cfg.observations[0].spectrum = tmp_path / "x.pha"
+    monkeypatch.setattr("xhsi.config.load_config", lambda *a, **k: cfg)
+    monkeypatch.setattr("xhsi.runner.check_config", lambda c: [])
+    with pytest.raises(ConfigError, match="OGIP spectrum"):
+        plan_tiles(tmp_path / "field.toml", tile=18)
+
+
+@pytest.mark.slow
+def test_tiled_fusion_matches_the_untiled_run(tmp_path):
+    pytest.importorskip("distributed")
+    from xhsi.distributed import connect
+
+    config = field(tmp_path, extra=STARLET)
+    untiled = run(load_config(config), quiet=True)
+    plan = plan_tiles(config, tile=24, out=tmp_path / "tiled")
+    with connect(workers=2, processes=False) as client:
+        report = run_tiles(plan, client, quiet=True)
+        assert not report.failed and len(plan.tiles) == 4
+        a = np.asarray(untiled.arrays["cube"], dtype=np.float64)
+        b = read_cube(tmp_path / "tiled" / "mosaic" / "result.fits").data
+        rel = np.abs(a - b) / np.maximum(np.abs(a), 1e-3 * np.abs(a).max())
+        assert np.median(rel) < 0.01, np.median(rel)
+        seams = np.zeros(plan.field, bool)  # within the overlap of a core edge inside the field
+        seams[24 - plan.overlap: 24 + plan.overlap, :] = seams[:, 24 - plan.overlap: 24 + plan.overlap] = True
+        assert np.median(rel[:, seams]) < 3e-3  # 3e-4 measured; 1e-2 when tiles are averaged without weights
+        plain = np.median(np.abs(a - read_cube(plan.folder(plan.tiles[0]) / "run" / "result.fits").data.mean())
+                          / np.maximum(np.abs(a), 1e-3 * np.abs(a).max()))
+        assert plain > 0.1  # the comparison can fail
+        tiles = json.loads((tmp_path / "tiled" / "mosaic" / "tiles.json").read_text())
+        assert tiles["overlap"] == plan.overlap and len(tiles["tiles"]) == 4
+        assert json.loads((tmp_path / "tiled" / "mosaic" / "metrics.json").read_text())["result"]["psnr_db"] > 20
+        again = run_tiles(plan, client, quiet=True)  # completed tiles are skipped
+        assert {o["status"] for o in again.outcomes.values()} == {"complete"}
