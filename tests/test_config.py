@@ -82,7 +82,7 @@ BAD = [
     ("misspelt observation key", ("exposure_s = 1.0e5", "exposure = 1.0e5"), ["observations[0].exposure", "exposure_s"]),
     ("wrong type", ("max_iter = 20", 'max_iter = "many"'), ["solver.max_iter", "expected an integer", "string"]),
     ("float for int", ("max_iter = 20", "max_iter = 2.5"), ["solver.max_iter", "integer", "2.5"]),
-    ("out of range", ("max_iter = 20", "max_iter = 0"), ["solver.max_iter", ">= 1"]),
+    ("out of range", ("max_iter = 20", "max_iter = -1"), ["solver.max_iter", ">= 0"]),
     ("negative exposure", ("exposure_s = 1.0e5", "exposure_s = -3.0"), ["observations[0].exposure_s", "must be > 0 s"]),
     ("bad choice", ('dtype = "float64"', 'dtype = "float16"'), ["run.dtype", "float32, float64"]),
     ("bad backend", ('dtype = "float64"', 'backend = "numpi"'), ["run.backend", "did you mean `numpy`"]),

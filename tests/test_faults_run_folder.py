@@ -30,6 +30,7 @@ from conftest import unwrapped
 from xhsi import runfolder
 from xhsi.cli import main
 from xhsi.config import load_config
+from xhsi.errors import XhsiError
 from xhsi.interrupts import stop_signals
 from xhsi.results import read_history
 from xhsi.runfolder import folder_state
@@ -237,7 +238,7 @@ def test_overwrite_that_fails_leaves_the_previous_run(tmp_path, capsys, monkeypa
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("xhsi.runner.write_json", full)  # fails after result.fits was staged
+    monkeypatch.setattr("xhsi.outputs.write_json", full)  # fails after result.fits was staged
     with pytest.raises(OSError, match="No space left"):
         run(load_config(config, ["run.seed=1"]), overwrite=True, quiet=True)
     assert listing(out) == previous and debris(out) == [] and inputs(tmp_path) == before
@@ -285,12 +286,12 @@ def test_kill_9_while_outputs_are_written(tmp_path):
 
     def killed_in_write_outputs(*argv):
         def target():
-            import xhsi.runner
+            import xhsi.outputs
 
             def write_json(path, data):  # called after result.fits and the residuals
                 os.kill(os.getpid(), signal.SIGKILL)
 
-            xhsi.runner.write_json = write_json
+            xhsi.outputs.write_json = write_json
             return main(list(argv))
         return target
 
@@ -552,3 +553,24 @@ def test_a_live_run_on_the_folder_is_not_disturbed(tmp_path, capsys, owner):
     err = unwrapped(capsys.readouterr().err)
     assert "another xhsi run (pid" in err and f"is writing {out}" in err and f"delete {staging}" in err
     assert staging.is_dir() and not out.exists()
+
+
+@pytest.mark.parametrize("owner", ["live", "other host"])
+def test_an_exclusive_run_takes_over_only_another_hosts_staging_folder(tmp_path, owner):
+    """A Dask task (exclusive: the folder's only writer, rerun elsewhere once its worker is
+    gone) removes the staging folder another host's run left; a live run on this host is
+    still refused."""
+    token = f"{os.getppid()}@{socket.gethostname()}" if owner == "live" else f"{dead_pid()}@elsewhere"
+    out = tmp_path / "out"
+    staging = tmp_path / f".out.staging-{token}"
+    staging.mkdir()
+    if owner == "live":
+        with pytest.raises(XhsiError, match="another xhsi run"):
+            runfolder.RunFolder(out, exclusive=True)
+        return
+    folder = runfolder.RunFolder(out, exclusive=True)
+    try:
+        folder.start()
+        assert not staging.exists()
+    finally:
+        folder.discard()

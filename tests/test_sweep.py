@@ -128,8 +128,8 @@ BAD_INPUTS = {
     "unknown plugin option": (["--grid", "simulate.options.total_flx=[1.0]"], "",
                               r"sweep key `simulate.options.total_flx` \(--grid\): .*`simulate.options.total_flx`: "
                               r"unknown key \(did you mean `total_flux`\?\)"),
-    "bad value": (["--grid", "solver.max_iter=[5, 0]"], "",
-                  r"sweep point 001-[0-9a-f]{8} \(solver.max_iter=0\): .*`solver.max_iter`: must be >= 1"),
+    "bad value": (["--grid", "solver.max_iter=[5, -1]"], "",
+                  r"sweep point 001-[0-9a-f]{8} \(solver.max_iter=-1\): .*`solver.max_iter`: must be >= 0"),
     "a check of xhsi validate": (["--grid", 'solver.name=["fista", "palm"]'], "",
                                  r"sweep point 001-[0-9a-f]{8} \(solver.name=\"palm\"\): .*but solver `palm` takes "
                                  r"one unknown per map"),

@@ -5,6 +5,7 @@ Defaults live here and only here; ``xhsi validate --show-defaults`` prints them.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -119,7 +120,7 @@ class RegularizerSection(PluginSection):
 @dataclass
 class SolverSection:
     name: str = option("fista")
-    max_iter: int = option(500, min=1, unit="iterations")
+    max_iter: int = option(500, min=0, unit="iterations", doc="iterations to run; 0: the start is the result")
     tol: float = option(1e-6, min=0.0, doc="stop when the relative change of cost or iterate is below")
     max_time_s: float | None = option(None, unit="s", min=0.0, exclusive_min=True, doc="wall-time budget")
     report_every: int = option(10, min=1, unit="iterations", doc="cadence of cost records, hooks and progress")
@@ -178,6 +179,39 @@ class SweepSection:
             self.points = [dotted_keys(point) for point in self.points]
 
 
+@dataclass
+class SelectionSection:
+    """Data-driven choice of the regularisers' hyper-parameters and of the stopping iteration
+    (``xhsi.selection``, docs/selection.md): candidate fits, then the final fit."""
+
+    select: str = option("untuned", choices=("untuned", "auto", "off"),
+                         doc="untuned: select when the config leaves something to choose (a regulariser with no "
+                             "options, or no [[regularizers]] and no [solver] max_iter); auto: always; off: never")
+    rule: str = option("holdout", choices=("holdout", "discrepancy"),
+                       doc="holdout: Poisson deviance of thinned counts held out from each fit; discrepancy: "
+                           "the full-data deviance against its expected value")
+    fraction: float = option(0.5, min=0.0, exclusive_min=True, max=1.0,
+                             doc="holdout: share p of each count kept for the fit (the rest is scored)")
+    folds: int = option(2, min=1, max=20, doc="holdout: independent thinnings, each fitted and scored")
+    candidates: list[dict] | None = option(None, doc="[{dotted key: value}, ...]: one candidate per override set "
+                                                     "(at least two); omit: xhsi.selection.default_candidates")
+    every: int = option(10, min=1, unit="iterations", doc="score the path every that many iterations")
+    patience: int = option(5, min=1, unit="scores", doc="holdout: end a fit once its held-out deviance has not "
+                                                         "improved for that many scores (discrepancy: once D <= E)")
+    max_iter: int | None = option(None, min=1, unit="iterations",
+                                  doc="iterations of each candidate fit; omit: [solver] max_iter when given, else 500")
+
+    def check(self):
+        if self.fraction >= 1.0:
+            raise ValueError(f"`fraction` = {self.fraction}: the share kept for the fit must be below 1, so that "
+                             "some counts are held out to score it (e.g. 0.5).")
+        if self.candidates is not None:
+            self.candidates = [dotted_keys(c) for c in self.candidates]
+            if len(self.candidates) < 2:
+                raise ValueError(f"`candidates` has {len(self.candidates)} override set: a selection needs at least "
+                                 "two to choose from (or omit `candidates` for the default grid).")
+
+
 def dotted_keys(table: dict, prefix: str = "") -> dict:
     """A table with its nested tables flattened into dotted keys ({"a": {"b": 1}} -> {"a.b": 1})."""
     flat = {}
@@ -202,8 +236,13 @@ class Config:
     simulate: SimulateSection | None = option(None)
     metrics: MetricsSection | None = option(None)
     sweep: SweepSection | None = option(None, doc="the points of `xhsi sweep`; ignored by `xhsi run`")
-    # Not part of the TOML: where the config came from.
+    selection: SelectionSection | None = option(None, doc="data-driven hyper-parameters and stopping "
+                                                           "(docs/selection.md); omit: select when untuned")
+    # Not part of the TOML: where the config came from, and the table as read (the
+    # selection asks which keys were given, and builds its candidates' configs from it).
     _source: Path | None = field(default=None, repr=False, compare=False)
+    _raw: dict | None = field(default=None, repr=False, compare=False)
+    _base_dir: Path | None = field(default=None, repr=False, compare=False)
 
     @property
     def source(self) -> Path | None:
@@ -221,6 +260,8 @@ class Config:
         folder, cadences) are left out, so a run can be resumed with a larger max_iter."""
         data = self.to_dict()
         data.pop("sweep", None)  # xhsi sweep's table; a run ignores it
+        if data.get("selection") is None:  # digests of configs without the table stay what they were
+            data.pop("selection", None)
         for key in ("output", "checkpoint_every", "quicklook", "memory_check"):
             data["run"].pop(key, None)
         for key in ("max_iter", "tol", "max_time_s", "report_every"):
@@ -335,6 +376,7 @@ def instrument_reference(value: str, base_dir: Path) -> str:
 def config_from_dict(data: dict, file: str = "<config>", base_dir: Path = Path("."), check_plugins: bool = True) -> Config:
     ctx = Context(file=file, base_dir=base_dir)
     cfg = from_dict(Config, data, ctx)
+    cfg._raw, cfg._base_dir = copy.deepcopy(data), base_dir
     names = [o.name for o in cfg.observations]
     dup = {n for n in names if names.count(n) > 1}
     if dup:

@@ -27,7 +27,10 @@ and the new run's progress is lost with the process. Ctrl-C, SIGTERM and SIGHUP 
 The staging folder also marks the run as live: a second run on ``OUT`` is refused while the
 process named by one exists. Those of dead processes on this host (a kill -9, a power cut)
 are removed by the next run that starts, with the temporaries inside ``OUT``; a run refused
-by a check touches nothing. A folder that holds no run but other files (``--out`` pointed
+by a check touches nothing. One of another host cannot be checked and is refused, except
+for a run told it is the folder's only writer (``exclusive``: a Dask task of ``xhsi sweep``
+or ``xhsi tiles``, which the scheduler reruns elsewhere only once the worker that ran it
+is gone), which treats it as dead. A folder that holds no run but other files (``--out`` pointed
 at a data folder) is refused: a completed run replaces its folder as a whole.
 """
 from __future__ import annotations
@@ -92,7 +95,7 @@ class RunFolder:
     :meth:`publish` moves the staging folder into place; :meth:`interrupted` leaves the
     folder holding a checkpoint; :meth:`discard` removes the staging folder."""
 
-    def __init__(self, out: Path, resume: bool = False, overwrite: bool = False):
+    def __init__(self, out: Path, resume: bool = False, overwrite: bool = False, exclusive: bool = False):
         if resume and overwrite:
             raise XhsiError("--resume and --overwrite contradict each other: choose one.")
         out = Path(out)
@@ -102,7 +105,7 @@ class RunFolder:
             raise XhsiError(f"output path {out} exists and is not a folder; choose another [run] output or --out.")
         # The staging folder and the swap live beside OUT: its parent must take new folders.
         check_writable(self.out.parent, f"the folder that holds the output folder {out}")
-        self.resume = resume
+        self.resume, self.exclusive = resume, exclusive
         self.staging = self._sibling("staging", _token())
         self._stale = self._dead_siblings()
         self.state = folder_state(self.out)
@@ -145,7 +148,7 @@ class RunFolder:
         siblings = self._siblings()
         for path, kind, token in siblings:
             alive = _alive(token)
-            if alive is False or path == self.staging:
+            if alive is False or path == self.staging or (alive is None and self.exclusive):
                 dead.append(path)
                 continue
             where = f"pid {token.partition('@')[0]}" + ("" if alive else f" on host {token.partition('@')[2]}")

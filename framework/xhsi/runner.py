@@ -30,12 +30,13 @@ from .errors import DataError, Interrupted, XhsiError
 from .interrupts import signal_number, stop_signals
 from .problems.base import ObservationData, make_regularizers  # noqa: F401  (re-exported: bench, tests)
 from .problems.checks import check_cube_grid, check_memory, model_grid, resolve_exposures
-from .results import Result, atomic_write_text, write_history, write_json
+from .outputs import SKY_UNIT, summary, write_outputs
+from .results import Result, atomic_write_text
 from .runfolder import RunFolder
 from .schema import NoOptions
+from .selection import check_selection, select_for_run, selection_reason
 from .solvers.checkpoint import load_checkpoint
 
-SKY_UNIT = "photon / (s cm2)"  # per true-energy bin and sky pixel
 
 
 @dataclass
@@ -56,6 +57,7 @@ def prepare(cfg: Config) -> Prepared:
     from .instruments import compile_observation, load_instrument
     from .instruments.spectrum import spectrum_forward, spectrum_observation
     from .io.cubes import read_cube
+    from .simulate import simulate_counts
 
     backend = Backend(cfg.run.backend, cfg.run.dtype, seed=cfg.run.seed)
     grid = model_grid(cfg)
@@ -97,8 +99,6 @@ def prepare(cfg: Config) -> Prepared:
             raise DataError(f"{cfg.source}: metrics.truth {cfg.metrics.truth} has shape {cube.data.shape}, the "
                             f"[model] grid is {grid.shape} (energy bins, ny, nx).")
         truth = cube.data
-
-    from .simulate import simulate_counts
 
     observations = []
     for obs, instrument, forward in compiled:
@@ -248,8 +248,7 @@ def check_new_files(targets: list[Path], inputs: dict[str, Path], overwrite: boo
 
 
 class Progress:
-    """Progress of a run: a tqdm bar on a terminal, a log line per report otherwise,
-    nothing when quiet."""
+    """Progress of a run: a tqdm bar on a terminal, a log line per report otherwise, nothing when quiet."""
 
     def __init__(self, total: int, quiet: bool, initial: int = 0):
         self.quiet, self.bar, self.last = quiet, None, initial
@@ -274,34 +273,38 @@ class Progress:
 
 
 def check_config(cfg: Config) -> list:
-    """Every check of ``cfg`` that a user's input can fail (``Problem.check_config`` of the
-    [run] problem), what ``xhsi validate`` runs and ``xhsi run`` runs before anything is
-    read, computed or written. Returns the [[regularizers]] instances it checked, which the
-    run then uses (``make_regularizers``)."""
-    return plugins.get("problem", cfg.run.problem).check_config(cfg)
+    """Every check of ``cfg`` that a user's input can fail (``Problem.check_config`` of the [run]
+    problem, then the [selection] table's), what ``xhsi validate`` and ``xhsi run`` run before anything is read,
+    computed or written. Returns the [[regularizers]] instances it checked, which the run then uses."""
+    regularizers = plugins.get("problem", cfg.run.problem).check_config(cfg)
+    check_selection(cfg)  # [selection]: its candidates' configs, before anything is read
+    return regularizers
 
 
 def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: bool = False,
-        quiet: bool = False) -> Result:
+        quiet: bool = False, exclusive: bool = False) -> Result:
     """Run the problem of ``cfg`` and write its outputs into ``out`` (default: [run] output)
     by the rules of ``xhsi.runfolder``: outputs staged and moved into place at once,
     periodic checkpoints where ``resume`` finds them, ``overwrite`` to replace another run.
     For the call, Ctrl-C, SIGTERM and SIGHUP (``xhsi.interrupts``) write a checkpoint and
-    raise Interrupted."""
+    raise Interrupted. ``exclusive``: the caller is ``out``'s only writer (a Dask task),
+    so a staging folder left by another host's run is a dead run's (``RunFolder``)."""
     t_start = time.perf_counter()
     out = Path(out) if out is not None else Path(cfg.run.output)
     with stop_signals() as signals:
         try:
-            folder = RunFolder(out, resume=resume, overwrite=overwrite)
+            folder = RunFolder(out, resume=resume, overwrite=overwrite, exclusive=exclusive)
             regularizers = check_config(cfg)
             identity = run_identity(cfg)
             solver = plugins.get("solver", cfg.solver.name).from_config(cfg.solver)
             resume_from = None
             if resume:
                 resume_from = load_checkpoint(folder.resume_path)
-                resume_from.check_compatible(solver=solver.name, config_digest=cfg.digest(),
-                                             version=identity["xhsi_version"], inputs=identity["inputs"])
+                resume_from.check_compatible(solver=solver.name, config_digest=None if selection_reason(cfg) else
+                                             cfg.digest(), version=identity["xhsi_version"], inputs=identity["inputs"])
             prep = prepare(cfg)
+            given, (cfg, regularizers, solver, chosen) = cfg, select_for_run(cfg, prep, regularizers, solver,
+                                                                             resume_from, quiet)
             problem_cls = plugins.get("problem", cfg.run.problem)
             pm = plugins.plugin_manager()
             # A problem that declares options gets the validated [problem] table.
@@ -333,8 +336,10 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
                 result.metrics = compute_metrics(result, prep.truth, problem)
                 truth = prep.scene_truth if prep.scene_truth is not None else SceneTruth(prep.truth)
                 result.metrics.update(problem.extra_metrics(result, truth))
+            if chosen is not None:  # metrics.json, run.json and config.selected.toml say what was chosen
+                chosen.publish(result, folder.staging)
             write_outputs(folder.staging, cfg, prep, result)
-            atomic_write_text(folder.staging / "config.resolved.toml", cfg.to_toml())
+            atomic_write_text(folder.staging / "config.resolved.toml", given.to_toml())
             with signals.held():
                 folder.publish()
         except KeyboardInterrupt as exc:
@@ -395,105 +400,3 @@ def compute_metrics(result: Result, truth: np.ndarray, problem) -> dict:
     by_flux["baselines"] = {name: asam_by_flux(b, truth) for name, b in cubes.items()}
     metrics["asam_by_flux"] = by_flux
     return metrics
-
-
-def write_outputs(out: Path, cfg: Config, prep: Prepared, result: Result) -> None:
-    from .io.cubes import write_cube
-    from .products import instrument_cards, provenance_cards, sky_frame
-
-    grid = prep.grid
-    frame = sky_frame(cfg, grid)
-    cards = provenance_cards(cfg, prep.observations, frame)
-    header = {"PROBLEM": cfg.run.problem, "SOLVER": cfg.solver.name, "NITER": result.metadata.get("n_iter"),
-              "CFGHASH": cfg.digest(), **cards}
-    write_cube(out / "result.fits", result.arrays["cube"], grid.energy_edges_kev, wcs=frame.at(1),
-               pixel_arcsec=grid.pixel_arcsec, bunit=SKY_UNIT, header=header)
-    if result.maps:
-        from .io.maps import write_components, write_maps
-
-        write_maps(out / "maps.fits", result.maps, result.map_units, grid.pixel_arcsec, result.map_errors or None,
-                   wcs=frame.at(1), header=header)
-        write_components(out / "components.fits", result.components, grid.energy_edges_kev, grid.pixel_arcsec,
-                         wcs=frame.at(1), header=header)
-    from .io.maps import write_maps
-
-    residuals = residual_significance(prep, result.arrays["cube"])
-    for obs, section in zip(prep.observations, cfg.observations):
-        name = obs.name
-        write_maps(out / f"residuals_{name}.fits", {f"residual.{name}": residuals[name]},
-                   {f"residual.{name}": "sigma"}, obs.pixel_arcsec or grid.pixel_arcsec,
-                   wcs=frame.at(section.spatial_rebin), header={**header, **instrument_cards(obs.instrument)})
-    write_history(out / "history.csv", result.history)
-    write_json(out / "run.json", result.metadata)
-    if result.metrics:
-        write_json(out / "metrics.json", result.metrics)
-    if cfg.run.quicklook:
-        write_quicklooks(out, prep, result, tol=cfg.solver.tol)
-
-
-def residual_significance(prep: Prepared, cube) -> dict[str, np.ndarray]:
-    """Per observation and detector pixel, Σ_c (counts − model) / √(Σ_c model): the
-    signed significance (in σ) of what the result leaves unexplained in that pixel."""
-    out = {}
-    z = prep.backend.asarray(cube)
-    for obs in prep.observations:
-        model = obs.forward.apply(z)
-        if obs.background is not None:
-            model = model + obs.background
-        m = to_numpy(model).astype(np.float64).sum(axis=0)
-        y = to_numpy(obs.counts).astype(np.float64).sum(axis=0)
-        out[obs.name] = (y - m) / np.sqrt(np.clip(m, 1.0, None))
-    return out
-
-
-def write_quicklooks(out: Path, prep: Prepared, result: Result, tol: float | None = None) -> None:
-    """images.png (each observation's counts, the result and the truth if known, summed over
-    their bands), maps.png (unmixing maps), spectra.png (three pixels), cost.png (cost and
-    its relative change against the solver's ``tol``)."""
-    from . import quicklook
-    from .quicklook import Panel
-
-    grid = prep.grid
-    model_band = (float(grid.energy_edges_kev[0]), float(grid.energy_edges_kev[-1]))
-    cube = np.asarray(result.arrays["cube"], dtype=np.float64)
-    panels = []
-    for o in prep.observations:
-        edges = np.asarray(o.channel_edges_kev, dtype=np.float64)
-        panels.append(Panel(f"data: {o.name} ({o.instrument.mission} {o.instrument.detector})".replace(" )", ")"),
-                            to_numpy(o.counts).sum(axis=0), "count / pix", o.pixel_arcsec or grid.pixel_arcsec,
-                            (float(edges[0]), float(edges[-1]))))
-    flux_unit = SKY_UNIT[:-1] + " pix)"  # photon / (s cm2 pix): summed over the band's bins
-    panels.append(Panel("result", cube.sum(axis=0), flux_unit, grid.pixel_arcsec, model_band))
-    if prep.truth is not None:
-        panels.append(Panel("truth", np.asarray(prep.truth, dtype=np.float64).sum(axis=0), flux_unit,
-                            grid.pixel_arcsec, model_band))
-    quicklook.plot_images(out / "images.png", panels)
-    if result.maps:
-        maps = [Panel(name, image, result.map_units.get(name, ""), grid.pixel_arcsec, model_band,
-                      cmap="magma" if name.endswith(".amplitude") else "viridis")
-                for name, image in result.maps.items()]
-        quicklook.plot_images(out / "maps.png", maps, columns=min(4, len(maps)))
-    curves = {"result": cube}
-    if prep.truth is not None:
-        curves["truth"] = np.asarray(prep.truth, dtype=np.float64)
-    curves.update({f"component {name}": np.asarray(c, dtype=np.float64) for name, c in result.components.items()})
-    ref = curves.get("truth", cube).sum(axis=0)
-    width_ev = float(np.mean(grid.energy_width_kev)) * 1e3
-    quicklook.plot_spectra(out / "spectra.png", grid.energy_mid_kev, curves, quicklook.pick_pixels(ref),
-                           unit=flux_unit, pixel_arcsec=grid.pixel_arcsec, bin_ev=width_ev, band_kev=model_band)
-    quicklook.plot_history(out / "cost.png", result.history, tol=tol, stop_reason=result.metadata.get("stop_reason"))
-
-
-def summary(result: Result, out: Path) -> str:
-    meta = result.metadata
-    metric = f" in the {meta['metric']} metric" if meta.get("metric", "euclidean") != "euclidean" else ""
-    lines = [f"xhsi: {meta.get('problem')} with {meta.get('solver')}{metric}: {meta.get('n_iter')} iterations in "
-             f"{meta.get('wall_s', 0.0):.1f} s ({meta.get('stop_reason')}); outputs in {out}"]
-    res = result.metrics.get("result") if result.metrics else None
-    if res:
-        lines.append(f"  result: PSNR {res['psnr_db']:.2f} dB, ASAM {res['asam_deg']:.2f} deg, "
-                     f"relative error per voxel {res['rel_error_voxel']:.3f}")
-        for name, m in result.metrics.get("baselines", {}).items():
-            lines.append(f"  data-only `{name}`: PSNR {m['psnr_db']:.2f} dB, ASAM {m['asam_deg']:.2f} deg, "
-                         f"relative error per voxel {m['rel_error_voxel']:.3f}")
-    return "\n".join(lines)

@@ -278,17 +278,17 @@ def run_point(config: str, overrides: list[str], folder: str, point: dict, overw
                 elif not overwrite:
                     raise XhsiError(f"{out} holds the run of another config: pass --overwrite to replace it.")
                 else:
-                    run(point_config(config, overrides), out=out, overwrite=True, quiet=True)
+                    run(point_config(config, overrides), out=out, overwrite=True, quiet=True, exclusive=True)
             elif state == "interrupted":
                 try:
-                    run(cfg, out=out, resume=True, quiet=True)
+                    run(cfg, out=out, resume=True, quiet=True, exclusive=True)
                     outcome["resumed"] = True
                 except XhsiError:
                     if not overwrite:
                         raise
-                    run(point_config(config, overrides), out=out, overwrite=True, quiet=True)
+                    run(point_config(config, overrides), out=out, overwrite=True, quiet=True, exclusive=True)
             else:
-                run(cfg, out=out, quiet=True)
+                run(cfg, out=out, quiet=True, exclusive=True)
             write_record(out, point, config, overrides)
         except XhsiError as exc:
             outcome.update(status="failed", error=str(exc))

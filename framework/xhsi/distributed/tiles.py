@@ -424,7 +424,7 @@ def write_mosaic(plan: TilePlan) -> dict | None:
     from ..products import sky_frame
     from ..results import write_json
     from ..runfolder import RunFolder
-    from ..runner import SKY_UNIT
+    from ..outputs import SKY_UNIT
 
     runs = {t.index: plan.folder(t) / "run" for t in plan.tiles}
     cube = blend(plan, {i: read_cube(run / "result.fits").data for i, run in runs.items()})

@@ -1,0 +1,113 @@
+"""What a run writes into its (staging) folder: ``result.fits`` with its sky WCS and
+provenance cards, ``maps.fits`` and ``components.fits`` of problems with maps, each
+observation's residual significance map, ``history.csv``, ``run.json``, ``metrics.json``,
+the quicklook PNGs; and the summary ``xhsi run`` prints (docs/runs.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .backend import to_numpy
+from .results import Result, write_history, write_json
+
+SKY_UNIT = "photon / (s cm2)"  # per true-energy bin and sky pixel
+
+
+def write_outputs(out: Path, cfg, prep, result: Result) -> None:
+    from .io.cubes import write_cube
+    from .io.maps import write_components, write_maps
+    from .products import instrument_cards, provenance_cards, sky_frame
+
+    grid = prep.grid
+    frame = sky_frame(cfg, grid)
+    cards = provenance_cards(cfg, prep.observations, frame)
+    header = {"PROBLEM": cfg.run.problem, "SOLVER": cfg.solver.name, "NITER": result.metadata.get("n_iter"),
+              "CFGHASH": cfg.digest(), **cards}
+    write_cube(out / "result.fits", result.arrays["cube"], grid.energy_edges_kev, wcs=frame.at(1),
+               pixel_arcsec=grid.pixel_arcsec, bunit=SKY_UNIT, header=header)
+    if result.maps:
+        write_maps(out / "maps.fits", result.maps, result.map_units, grid.pixel_arcsec, result.map_errors or None,
+                   wcs=frame.at(1), header=header)
+        write_components(out / "components.fits", result.components, grid.energy_edges_kev, grid.pixel_arcsec,
+                         wcs=frame.at(1), header=header)
+    residuals = residual_significance(prep, result.arrays["cube"])
+    for obs, section in zip(prep.observations, cfg.observations):
+        name = obs.name
+        write_maps(out / f"residuals_{name}.fits", {f"residual.{name}": residuals[name]},
+                   {f"residual.{name}": "sigma"}, obs.pixel_arcsec or grid.pixel_arcsec,
+                   wcs=frame.at(section.spatial_rebin), header={**header, **instrument_cards(obs.instrument)})
+    write_history(out / "history.csv", result.history)
+    write_json(out / "run.json", result.metadata)
+    if result.metrics:
+        write_json(out / "metrics.json", result.metrics)
+    if cfg.run.quicklook:
+        write_quicklooks(out, prep, result, tol=cfg.solver.tol)
+
+
+def residual_significance(prep, cube) -> dict[str, np.ndarray]:
+    """Per observation and detector pixel, Σ_c (counts − model) / √(Σ_c model): the
+    signed significance (in σ) of what the result leaves unexplained in that pixel."""
+    out = {}
+    z = prep.backend.asarray(cube)
+    for obs in prep.observations:
+        model = obs.forward.apply(z)
+        if obs.background is not None:
+            model = model + obs.background
+        m = to_numpy(model).astype(np.float64).sum(axis=0)
+        y = to_numpy(obs.counts).astype(np.float64).sum(axis=0)
+        out[obs.name] = (y - m) / np.sqrt(np.clip(m, 1.0, None))
+    return out
+
+
+def write_quicklooks(out: Path, prep, result: Result, tol: float | None = None) -> None:
+    """images.png (each observation's counts, the result and the truth if known, summed over
+    their bands), maps.png (unmixing maps), spectra.png (three pixels), cost.png (cost and
+    its relative change against the solver's ``tol``)."""
+    from . import quicklook
+    from .quicklook import Panel
+
+    grid = prep.grid
+    model_band = (float(grid.energy_edges_kev[0]), float(grid.energy_edges_kev[-1]))
+    cube = np.asarray(result.arrays["cube"], dtype=np.float64)
+    panels = []
+    for o in prep.observations:
+        edges = np.asarray(o.channel_edges_kev, dtype=np.float64)
+        panels.append(Panel(f"data: {o.name} ({o.instrument.mission} {o.instrument.detector})".replace(" )", ")"),
+                            to_numpy(o.counts).sum(axis=0), "count / pix", o.pixel_arcsec or grid.pixel_arcsec,
+                            (float(edges[0]), float(edges[-1]))))
+    flux_unit = SKY_UNIT[:-1] + " pix)"  # photon / (s cm2 pix): summed over the band's bins
+    panels.append(Panel("result", cube.sum(axis=0), flux_unit, grid.pixel_arcsec, model_band))
+    if prep.truth is not None:
+        panels.append(Panel("truth", np.asarray(prep.truth, dtype=np.float64).sum(axis=0), flux_unit,
+                            grid.pixel_arcsec, model_band))
+    quicklook.plot_images(out / "images.png", panels)
+    if result.maps:
+        maps = [Panel(name, image, result.map_units.get(name, ""), grid.pixel_arcsec, model_band,
+                      cmap="magma" if name.endswith(".amplitude") else "viridis")
+                for name, image in result.maps.items()]
+        quicklook.plot_images(out / "maps.png", maps, columns=min(4, len(maps)))
+    curves = {"result": cube}
+    if prep.truth is not None:
+        curves["truth"] = np.asarray(prep.truth, dtype=np.float64)
+    curves.update({f"component {name}": np.asarray(c, dtype=np.float64) for name, c in result.components.items()})
+    ref = curves.get("truth", cube).sum(axis=0)
+    width_ev = float(np.mean(grid.energy_width_kev)) * 1e3
+    quicklook.plot_spectra(out / "spectra.png", grid.energy_mid_kev, curves, quicklook.pick_pixels(ref),
+                           unit=flux_unit, pixel_arcsec=grid.pixel_arcsec, bin_ev=width_ev, band_kev=model_band)
+    quicklook.plot_history(out / "cost.png", result.history, tol=tol, stop_reason=result.metadata.get("stop_reason"))
+
+
+def summary(result: Result, out: Path) -> str:
+    meta = result.metadata
+    metric = f" in the {meta['metric']} metric" if meta.get("metric", "euclidean") != "euclidean" else ""
+    lines = [f"xhsi: {meta.get('problem')} with {meta.get('solver')}{metric}: {meta.get('n_iter')} iterations in "
+             f"{meta.get('wall_s', 0.0):.1f} s ({meta.get('stop_reason')}); outputs in {out}"]
+    if res := (result.metrics or {}).get("result"):
+        lines.append(f"  result: PSNR {res['psnr_db']:.2f} dB, ASAM {res['asam_deg']:.2f} deg, "
+                     f"relative error per voxel {res['rel_error_voxel']:.3f}")
+        for name, m in result.metrics.get("baselines", {}).items():
+            lines.append(f"  data-only `{name}`: PSNR {m['psnr_db']:.2f} dB, ASAM {m['asam_deg']:.2f} deg, "
+                         f"relative error per voxel {m['rel_error_voxel']:.3f}")
+    lines += ((result.metrics or {}).get("selection") or {}).get("summary", [])
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""What the selection chooses between: candidates (override sets of a config, the dotted keys
+of ``--set`` and ``xhsi sweep``), when a run selects at all, and the checks of the
+[selection] table that ``xhsi validate`` runs before anything is read or written."""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, XhsiError
+
+#: Problems the selection knows how to fit on thinned counts.
+PROBLEMS = ("fusion", "deconvolution")
+#: The tables a candidate may override: the rest (grid, observations, data) is shared.
+CANDIDATE_TABLES = ("regularizers", "solver", "problem")
+#: Iterations of each candidate fit when neither [selection] nor [solver] gives max_iter.
+DEFAULT_BUDGET = 500  # what a run without selection does ([solver] max_iter default)
+
+#: The default grid of a built-in regulariser named without options: {key below the
+#: regulariser's table: values}. Noise-relative parameters first (starlet k, in σ of the
+#: gradient's counting noise; rank), which keep their meaning from the thinned counts to the
+#: full ones; absolute weights and thresholds get a log grid. A third-party regulariser
+#: declares its own as a class attribute ``selection_grid`` of the same form.
+GRIDS: dict[str, dict[str, tuple]] = {
+    "starlet2d1d_l1": {"options.k": (1.0, 2.0, 4.0)},
+    "starlet2d_l1": {"options.k": (1.0, 2.0, 4.0)},
+    "lowrank_pca": {"options.rank": (4, 8, 16), "options.basis": ("nmf",)},
+    "sobolev": {"weight": (0.03, 0.3, 3.0)},
+    "l2": {"weight": (0.03, 0.3, 3.0)},
+    "wavelet2d_l1": {"options.threshold": (0.03, 0.3, 3.0)},
+}
+
+
+@dataclass
+class Candidate:
+    """One point of the selection: ``overrides`` ({dotted key: value}, applied to the run's
+    config as ``--set`` would) and a ``name`` for reports."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def assignments(overrides: dict[str, Any]) -> list[str]:
+    """The overrides as ``--set`` strings (``key=TOML value``), as ``xhsi sweep`` writes them."""
+    from ..tomlio import format_value
+
+    return [f"{key}={format_value(value)}" for key, value in overrides.items()]
+
+
+def _given(cfg) -> dict:
+    """The config's table as read (keys the user gave), or its full table for a Config
+    built in code."""
+    return cfg._raw if getattr(cfg, "_raw", None) is not None else cfg.to_dict()
+
+
+def _untuned_regularizers(cfg) -> list[int]:
+    """Indices of the [[regularizers]] given with nothing chosen by hand: no options (for a
+    regulariser that has options), no weight (for one whose only parameter is its weight)."""
+    from .. import plugins
+    from ..config import options_schema
+    from ..schema import NoOptions
+
+    raw = getattr(cfg, "_raw", None)
+    if raw is None:
+        return []
+    out = []
+    for i, table in enumerate(raw.get("regularizers") or []):
+        has_options = options_schema(plugins.get("regularizer", cfg.regularizers[i].name)) is not NoOptions
+        if (not table.get("options")) if has_options else ("weight" not in table):
+            out.append(i)
+    return out
+
+
+def _grid_of(name: str) -> dict[str, tuple]:
+    from .. import plugins
+
+    if name in GRIDS:
+        return GRIDS[name]
+    return dict(getattr(plugins.get("regularizer", name), "selection_grid", None) or {})
+
+
+def default_candidates(cfg) -> list[Candidate]:
+    """The candidates of ``cfg`` when [selection] names none: the cartesian product of the
+    default grids (``GRIDS``) of its regularisers given without options (with ``select =
+    "auto"``: of every regulariser with a grid, when none is untuned). One candidate with
+    no overrides when nothing has a grid (a config with no regulariser): then only the
+    stopping iteration is chosen."""
+    from ..tomlio import format_value
+
+    untuned = _untuned_regularizers(cfg)
+    if not untuned and cfg.selection is not None and cfg.selection.select == "auto":
+        untuned = list(range(len(cfg.regularizers)))
+    axes = []
+    for i in untuned:
+        name = cfg.regularizers[i].name
+        for key, values in _grid_of(name).items():
+            axes.append([(f"regularizers[{i}].{key}", f"{name}.{key.removeprefix('options.')}", v) for v in values])
+    if not axes:
+        return [Candidate("as configured", {})]
+    out = []
+    for combo in itertools.product(*axes):
+        out.append(Candidate(", ".join(f"{label}={format_value(value)}" for _, label, value in combo),
+                             {key: value for key, _, value in combo}))
+    return out
+
+
+def candidates(cfg) -> list[Candidate]:
+    """[selection] candidates when given (named by their overrides), else the defaults."""
+    given = cfg.selection.candidates if cfg.selection is not None else None
+    if given is None:
+        return default_candidates(cfg)
+    return [Candidate(", ".join(assignments(c)) or "(no overrides)", dict(c)) for c in given]
+
+
+def selection_reason(cfg) -> str | None:
+    """Why the run selects (a sentence for the summary), or None when it does not."""
+    select = cfg.selection.select if cfg.selection is not None else "untuned"
+    if select == "off":
+        return None
+    if select == "auto":
+        return "[selection] select = \"auto\""
+    if cfg.run.problem not in PROBLEMS or cfg.run.likelihood != "poisson" or getattr(cfg, "_raw", None) is None:
+        return None
+    untuned = _untuned_regularizers(cfg)
+    if untuned:
+        names = ", ".join(f"`{cfg.regularizers[i].name}`" for i in untuned)
+        return f"the regulariser(s) {names} are given with no options"
+    if not cfg.regularizers and "max_iter" not in (cfg._raw.get("solver") or {}):
+        return "no [[regularizers]] and no [solver] max_iter: the stopping iteration is chosen from the data"
+    return None
+
+
+def budget(cfg) -> int:
+    """Iterations of each candidate fit: [selection] max_iter, else a [solver] max_iter the
+    user gave, else ``DEFAULT_BUDGET``."""
+    if cfg.selection is not None and cfg.selection.max_iter is not None:
+        return cfg.selection.max_iter
+    solver = (_given(cfg).get("solver") or {})
+    return int(solver["max_iter"]) if "max_iter" in solver else DEFAULT_BUDGET
+
+
+def candidate_config(cfg, overrides: dict[str, Any], extra: dict[str, Any] | None = None):
+    """``cfg`` with ``overrides`` (and ``extra``) applied to its table as read, validated
+    like a loaded config (plugin options included)."""
+    from ..config import apply_override, config_from_dict
+
+    data = copy.deepcopy(_given(cfg))
+    for assignment in assignments({**overrides, **(extra or {})}):
+        apply_override(data, assignment)
+    source = cfg.source
+    base = getattr(cfg, "_base_dir", None) or (Path(source).resolve().parent if source is not None else Path("."))
+    out = config_from_dict(data, str(source) if source is not None else "<config>", base)
+    out._source = source
+    return out
+
+
+def check_selection(cfg) -> list[Candidate] | None:
+    """The checks of the [selection] table a user's input can fail, before anything is read
+    or written: the problem and likelihood it applies to, and every candidate's config
+    (its keys and values, through the problem's own ``check_config``). Returns the
+    candidates, or None when the run does not select."""
+    from .. import plugins
+
+    where = f"{cfg.source or '<config>'}: [selection]"
+    if selection_reason(cfg) is None:
+        return None
+    if cfg.run.problem not in PROBLEMS:
+        raise ConfigError(f"{where}: select = \"auto\" works for the problems {', '.join(PROBLEMS)}, not "
+                          f"`{cfg.run.problem}`; set select = \"off\".")
+    if cfg.run.likelihood != "poisson":
+        raise ConfigError(f"{where}: the selection scores fits by Poisson likelihood, but [run] likelihood = "
+                          f"\"{cfg.run.likelihood}\"; set select = \"off\" and choose the options by hand.")
+    found = candidates(cfg)
+    problem_cls = plugins.get("problem", cfg.run.problem)
+    for i, cand in enumerate(found):
+        shared = [key for key in cand.overrides if key.split(".")[0].split("[")[0] not in CANDIDATE_TABLES]
+        if shared:
+            raise ConfigError(f"{where}: candidate {i} ({cand.name}) sets `{shared[0]}`: candidates may change "
+                              f"only {', '.join(f'[{t}]' for t in CANDIDATE_TABLES)}, since every fit shares the "
+                              "run's grid, operators and counts. Run a sweep (docs/sweeps.md) to compare those.")
+        try:
+            problem_cls.check_config(candidate_config(cfg, cand.overrides))
+        except XhsiError as exc:
+            raise ConfigError(f"{where}: candidate {i} ({cand.name}): {exc}") from None
+    return found
