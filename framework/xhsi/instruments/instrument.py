@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from ..errors import ConfigError, DataError, ShapeError
 from .response import (ARCSEC_PER_ARCMIN, FWHM_PER_SIGMA, SUPERSAMPLE, SUPERSAMPLED_HALF, as_function, block_sum,
                        check_edges, crop_kernel, energy_dependent, gaussian_redistribution, kernel_half, normalise_kernel,
-                       overlap_matrix, read_response, resample_axis, supersampled_radius2)
+                       image_peak_centre, overlap_matrix, read_response, resample_axis, supersampled_radius2)
 from .schema import EnergyTable, InstrumentFile
 
 RESOLUTION_REFERENCE_KEV = 6.0  # energy at which listings quote the resolution (Fe K band)
@@ -439,7 +439,7 @@ class Instrument:
             energies = np.asarray(p.energies_kev, dtype=np.float64)
         if data.shape[-1] % 2 == 0 or data.shape[-2] % 2 == 0:
             warnings.warn(f"{self._file}: `psf.file`: {p.file} has an even size {data.shape[-2:]}; its centre is taken "
-                          "at the middle of the image and it is resampled onto an odd, centred kernel.", stacklevel=3)
+                          "on its peak and it is resampled onto an odd kernel centred there.", stacklevel=3)
         sums = data.sum(axis=(-2, -1))
         if np.any(sums <= 0):
             raise DataError(f"{self._file}: `psf.file`: {p.file} has an image plane with zero total.")
@@ -464,12 +464,12 @@ class Instrument:
         images, pix = self._psf_image_at(energies)
         _, ny, nx = images.shape
         radius = self.spec.psf.radius_arcsec
-        half_y = kernel_half(radius if radius else ny * pix / 2.0, pixel_arcsec)
-        half_x = kernel_half(radius if radius else nx * pix / 2.0, pixel_arcsec)
-        ry = resample_axis(ny, pix, 2 * half_y + 1, pixel_arcsec)
-        rx = resample_axis(nx, pix, 2 * half_x + 1, pixel_arcsec)
-        out = np.einsum("yi,eij,xj->eyx", ry, images, rx, optimize=True)
-        return normalise_kernel(out)
+        centres = [image_peak_centre(plane) for plane in images]  # the peak, not the array's middle
+        half_y = kernel_half(radius if radius else max(max(c, ny - c) for c, _ in centres) * pix, pixel_arcsec)
+        half_x = kernel_half(radius if radius else max(max(c, nx - c) for _, c in centres) * pix, pixel_arcsec)
+        ry = np.stack([resample_axis(ny, pix, 2 * half_y + 1, pixel_arcsec, cy) for cy, _ in centres])
+        rx = np.stack([resample_axis(nx, pix, 2 * half_x + 1, pixel_arcsec, cx) for _, cx in centres])
+        return normalise_kernel(np.einsum("eyi,eij,exj->eyx", ry, images, rx, optimize=True))
 
     # -- background -------------------------------------------------------------------------
     def background_counts(self, channel_edges_kev, pixel_arcsec: float, exposure_s: float) -> np.ndarray:

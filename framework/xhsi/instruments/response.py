@@ -117,12 +117,31 @@ def crop_kernel(kernel: np.ndarray, max_half) -> np.ndarray:
     return kernel[..., ky // 2 - cy: ky // 2 + cy + 1, kx // 2 - cx: kx // 2 + cx + 1]
 
 
-def resample_axis(n_in: int, p_in: float, n_out: int, p_out: float) -> np.ndarray:
-    """(n_out, n_in) fractions of each input pixel falling in each output pixel, both grids
-    centred on the same point (flux-conserving resampling)."""
-    e_in = (np.arange(n_in + 1) - n_in / 2.0) * p_in
+def resample_axis(n_in: int, p_in: float, n_out: int, p_out: float, centre_in: float | None = None) -> np.ndarray:
+    """(n_out, n_in) fractions of each input pixel falling in each output pixel, the output
+    grid centred on ``centre_in`` (input pixels from the first pixel's outer edge; default the
+    middle, n_in / 2): flux-conserving resampling."""
+    e_in = (np.arange(n_in + 1) - (n_in / 2.0 if centre_in is None else centre_in)) * p_in
     e_out = (np.arange(n_out + 1) - n_out / 2.0) * p_out
     return (overlap_matrix(e_in, e_out) / p_in).toarray()
+
+
+def image_peak_centre(image: np.ndarray) -> tuple[float, float]:
+    """The centre (y, x) of a PSF image's peak, in pixels from the image's outer edge (so the
+    middle of an n-pixel axis is n / 2): the flux-weighted centroid of the connected pixels at
+    or above half the maximum that hold the maximum. A PSF sampled symmetrically about a
+    pixel corner (an even image centred on its middle) gives that corner; one whose peak
+    is a pixel gives about that pixel's centre."""
+    from scipy import ndimage
+
+    core = image >= 0.5 * image.max()
+    labels, _ = ndimage.label(core)
+    peak = labels[np.unravel_index(np.argmax(image), image.shape)]
+    weights = np.where(labels == peak, image, 0.0)
+    yy, xx = np.indices(image.shape)
+    total = weights.sum()
+    # Rounded to 1e-9 pixel so that a symmetric image gives its middle exactly (not n/2 + 1 ulp).
+    return (round(float((weights * yy).sum() / total + 0.5), 9), round(float((weights * xx).sum() / total + 0.5), 9))
 
 
 _RESPONSES: dict[tuple, Any] = {}
