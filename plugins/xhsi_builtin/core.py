@@ -15,6 +15,7 @@ from xhsi.operators import (
     SpectralResponse,
 )
 from xhsi.problems import Deconvolution, Fusion, PixelFit, Unmixing
+from xhsi.problems.fusion_unmixing import FusionUnmixing
 from xhsi.solvers import FISTA, ISTA, PALM
 
 
@@ -36,7 +37,7 @@ def xhsi_register_solvers():
 
 @hookimpl
 def xhsi_register_problems():
-    return [Deconvolution, Fusion, Unmixing, PixelFit]
+    return [Deconvolution, Fusion, Unmixing, PixelFit, FusionUnmixing]
 
 
 @hookimpl

@@ -103,6 +103,7 @@ class PixelFitter:
         self.model_shape, self.backend, self.bin = tuple(model_shape), backend, bin
         self.rebin = self.model_shape[0] // counts.shape[1]  # model pixels per detector pixel, per axis
         self.factor = bin * self.rebin  # model pixels per fitted block, per axis
+        self._folded_bases: dict = {}
 
     # -- the per-pixel model ---------------------------------------------------------------
     def _binned(self, cube):
@@ -135,8 +136,8 @@ class PixelFitter:
         m = None
         cols: list[Any] = [None] * u.shape[0]
         for c, (comp, theta) in enumerate(zip(self.components, self._thetas(u))):
-            spec = comp.model.evaluate(theta)  # (n_e, npix)
-            folded = fold(spec)
+            evaluate, jvp = self._folding(comp, fold)
+            folded = evaluate(theta)
             cols[c] = folded
             term = u[c:c + 1, ...] * folded
             m = term if m is None else m + term
@@ -145,12 +146,28 @@ class PixelFitter:
                     continue
                 tangent = xp.stack([xp.ones_like(u[0]) if j == k else xp.zeros_like(u[0])
                                     for j in range(len(comp.model.parameters))], axis=0)
-                d = u[c:c + 1, ...] * fold(comp.model.jvp(theta, tangent))
+                d = u[c:c + 1, ...] * jvp(theta, tangent)
                 i = n_amp + comp.slots[p.name]
                 cols[i] = d if cols[i] is None else cols[i] + d
         if background is not None:
             m = m + background
         return m, xp.stack(cols, axis=0)
+
+    def _folding(self, comp: ResolvedComponent, fold):
+        """(θ ↦ folded spectra, (θ, tangent) ↦ folded tangent spectra) of a component, both
+        (n_chan, npix). A low-rank model S = W·h(θ) (``basis`` and ``coefficients``, e.g.
+        ``xhsi.problems.spectral_table``) has its basis folded once: the response then
+        acts on k coefficients per pixel instead of n_e bins."""
+        model = comp.model
+        if getattr(model, "basis", None) is None or not hasattr(model, "coefficients"):
+            return (lambda theta: fold(model.evaluate(theta)),
+                    lambda theta, tangent: fold(model.jvp(theta, tangent)))
+        xp = self.backend.xp
+        if id(model) not in self._folded_bases:
+            self._folded_bases[id(model)] = (model, fold(model.basis))  # (n_chan, k); the model held
+        folded = self._folded_bases[id(model)][1]
+        return (lambda theta: xp.matmul(folded, model.coefficients(theta)),
+                lambda theta, tangent: xp.matmul(folded, model.coefficients_jvp(theta, tangent)))
 
     def _wstat(self):
         if self.wstat is None:

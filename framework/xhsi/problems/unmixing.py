@@ -42,6 +42,17 @@ from .starts import backprojection
 from .unmixing_prior import METRIC_FLOOR, FisherStarlet, coefficient_sigma, metric_noise, start_spread
 
 
+def combined_error(sigmas: list):
+    """The 1-σ error of independent pieces of information whose errors are ``sigmas``
+    (host arrays): (Σ σ_k⁻²)^(−1/2); one piece is returned as it is, 0 stays 0 and
+    inf / NaN count as no information."""
+    if len(sigmas) == 1:
+        return sigmas[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        info = sum(np.where(np.isfinite(s), 1.0 / np.square(np.asarray(s, dtype=np.float64)), 0.0) for s in sigmas)
+        return 1.0 / np.sqrt(info)
+
+
 class Mixture:
     """Z = Σ_c s·â_c ⊙ S_c(θ_c) over the variables ``xs`` = [amplitude blocks..., map
     blocks...], and the gradients of f(Z) with respect to each variable."""
@@ -64,8 +75,12 @@ class Mixture:
     def amplitude(self, comp: ResolvedComponent, xs):
         return xs[comp.amplitude_slot] if comp.amplitude_slot is not None else comp.amplitude_init
 
+    def spectrum(self, comp: ResolvedComponent, xs):
+        """S_c(θ_c) of one component at the variables ``xs``."""
+        return comp.model.evaluate(self.theta(comp, xs))
+
     def spectra(self, xs) -> list:
-        return [comp.model.evaluate(self.theta(comp, xs)) for comp in self.components]
+        return [self.spectrum(comp, xs) for comp in self.components]
 
     def cube(self, xs, spectra=None):
         spectra = self.spectra(xs) if spectra is None else spectra
@@ -84,7 +99,7 @@ class Mixture:
         xp = self.xp
         if i < self.n_amp:
             comp = next(c for c in self.components if c.amplitude_slot == i)
-            return self.scale * xp.sum(g_cube * comp.model.evaluate(self.theta(comp, xs)), axis=0)
+            return self.scale * xp.sum(g_cube * self.spectrum(comp, xs), axis=0)
         slot = i - self.n_amp
         out = None
         for comp in self.components:
@@ -155,7 +170,7 @@ class Unmixing(Problem):
         self.observations, self.likelihood_cls = observations, likelihood_cls
         self.components, self.map_blocks = resolve_components(config.components, grid, backend, str(config.source),
                                                               config_dir(config))
-        self._response = None  # the first observation's spectral response, for the per-pixel fits
+        self._responses: dict = {}  # spectral responses of the observations the per-pixel fits see
         self.amp_names = [c.name for c, s in zip(self.components, config.components) if not s.fixed_amplitude]
 
     # -- building -------------------------------------------------------------------------
@@ -190,21 +205,31 @@ class Unmixing(Problem):
             else:
                 comp.amplitude_slot = len(amps)
                 amps.append(init)
-        mixture = Mixture(self.components, len(amps), scale, self.grid.shape, xp, dtype)
-        terms = [DataTerm(self.likelihood_cls.for_counts(o.counts), o.forward, o.counts, o.background,
-                          what=f"counts of `{o.name}`") for o in self.observations]
+        mixture, operators = self._mixture(len(amps), scale)
+        terms = [DataTerm(self.likelihood_cls.for_counts(o.counts), op, o.counts, o.background,
+                          what=f"counts of `{o.name}`") for o, op in zip(self.observations, operators)]
+
+        last: dict = {}
+
+        def expected(xs) -> list:
+            """Each term's expected counts at ``xs``, kept for the last point (PALM takes the
+            cost at a point, then its block gradient there): arrays are never changed in
+            place, and the point is held so its ids stay its own."""
+            key = tuple(id(x) for x in xs)
+            if last.get("key") != key:
+                z = mixture.cube(xs)
+                last.update(key=key, xs=list(xs), models=[t.model(z) for t in terms])
+            return last["models"]
 
         def cube_gradient(xs):
-            z = mixture.cube(xs)
             g = None
-            for t in terms:
-                gi = t.gradient(z)
+            for t, m in zip(terms, expected(xs)):
+                gi = t.operator.adjoint(t.likelihood.gradient(m, t.data))
                 g = gi if g is None else g + gi
             return g
 
         def value(xs) -> float:
-            z = mixture.cube(xs)
-            return sum(t.value(z) for t in terms)
+            return sum(float(t.likelihood.value_device(m, t.data)) for t, m in zip(terms, expected(xs)))
 
         x0 = amps + map_starts
         metrics, sigmas = self.start_fisher(mixture, x0)
@@ -227,6 +252,21 @@ class Unmixing(Problem):
                                 metric=metrics[i] if self.options.precondition else None))
         return x0, value, blocks, mixture
 
+    def _mixture(self, n_amp: int, scale) -> tuple[Mixture, list]:
+        """The mixture the solver iterates on and the operator of each observation from its
+        cube to the counts: here the sky cube itself and the compiled forward operators."""
+        mixture = Mixture(self.components, n_amp, scale, self.grid.shape, self.backend.xp, self.backend.dtype)
+        return mixture, [o.forward for o in self.observations]
+
+    def _output_mixture(self, mixture: Mixture) -> Mixture:
+        """The mixture whose cubes the result holds (the solver's own here)."""
+        return mixture
+
+    def _fisher_fitters(self) -> list[PixelFitter]:
+        """The per-pixel fits whose Fisher information sets the start metric and the error
+        maps (their information adds up): the first observation's, unbinned."""
+        return [self._fitter(1)]
+
     def start_fisher(self, mixture, x0) -> tuple[list, list]:
         """Per block, on the model grid and in the units of the solver's variable: the
         diagonal of the pixel-local Poisson Fisher information at the start (PALM's block
@@ -240,20 +280,35 @@ class Unmixing(Problem):
         The metric is not normalised: with D = diag F, L_i ≈ 1 and a PALM step on a block is
         a Fisher-scoring step of each pixel's own size, whatever its brightness."""
         xp, dtype = self.backend.xp, self.backend.dtype
-        fitter = self._fitter(1)
-        _, fisher = fitter.fisher_at_maps(self._maps(mixture, x0))
-        p = fisher.shape[-1]
-        eye = xp.eye(p, dtype=fisher.dtype)
-        diag = to_numpy(xp.sum(fisher * eye, axis=-1))  # (npix, P)
-        err = to_numpy(fitter.errors(fisher))           # (npix, P)
-        factor = fitter.rebin
-        ny, nx = self.grid.ny // factor, self.grid.nx // factor
-        up = lambda a: np.kron(np.reshape(a, (ny, nx)), np.ones((factor, factor)))  # noqa: E731
+        maps = self._maps(mixture, x0)
+        scale = to_numpy(mixture.scale) if hasattr(mixture.scale, "shape") else float(mixture.scale)
+        curvs: list[Any] = [None] * len(x0)
+        infos: list[list] = [[] for _ in x0]  # per block, each fitter's 1-σ errors on the model grid
+        for fitter in self._fisher_fitters():
+            _, fisher = fitter.fisher_at_maps(maps)
+            p = fisher.shape[-1]
+            eye = xp.eye(p, dtype=fisher.dtype)
+            diag = to_numpy(xp.sum(fisher * eye, axis=-1))  # (npix, P)
+            err = to_numpy(fitter.errors(fisher))           # (npix, P)
+            factor = fitter.factor
+            ny, nx = self.grid.ny // factor, self.grid.nx // factor
+
+            def up(a, ny=ny, nx=nx, factor=factor):
+                return np.kron(np.reshape(a, (ny, nx)), np.ones((factor, factor)))
+
+            def add(k, curv, sigma):
+                curvs[k] = curv if curvs[k] is None else curvs[k] + curv
+                infos[k].append(sigma)
+            for j, comp in enumerate(self.components):
+                if comp.amplitude_slot is not None:
+                    # x = a / scale; a detector block's amplitude is the sum of its factor² model pixels
+                    add(comp.amplitude_slot, up(diag[:, j]) * scale ** 2, up(err[:, j]) / scale)
+            for i in range(len(self.map_blocks)):
+                col = len(self.components) + i
+                add(mixture.n_amp + i, up(diag[:, col]) / factor ** 2, up(err[:, col]) * factor)
 
         def capped(sigma, cap):  # no information (inf, NaN) or more than the cap: the cap
             return np.clip(np.nan_to_num(sigma, nan=cap, posinf=cap), 0.0, cap)
-        scale = to_numpy(mixture.scale) if hasattr(mixture.scale, "shape") else float(mixture.scale)
-        curvs: list[Any] = [None] * len(x0)
         sigmas: list[Any] = [None] * len(x0)
         caps: list[float] = [1.0] * len(x0)
         floors: list[float] = [0.0] * len(x0)
@@ -261,14 +316,11 @@ class Unmixing(Problem):
             if comp.amplitude_slot is None:
                 continue
             k = comp.amplitude_slot
-            # x = a / scale; a detector block's amplitude is the sum of its factor² model pixels
-            curvs[k] = up(diag[:, j]) * scale ** 2
             cap = 10.0 * float(np.max(to_numpy(x0[k]))) if x0[k].size else 1.0
             caps[k] = cap
-            sigmas[k] = capped(up(err[:, j]) / scale, cap)
+            sigmas[k] = capped(combined_error(infos[k]), cap)
         for i, block in enumerate(self.map_blocks):
             k = mixture.n_amp + i
-            curvs[k] = up(diag[:, len(self.components) + i]) / factor ** 2
             start = to_numpy(x0[k])
             cap = start_spread(start, to_numpy(block.init), block.bounds)
             caps[k] = cap
@@ -281,7 +333,7 @@ class Unmixing(Problem):
             # its bounds; the metric also turns the thresholds into the penalty λ = D·T,
             # which was ~0 there (docs/unmixing.md, "Measured").
             floors[k] = self.options.metric_damping / cap ** 2
-            sigmas[k] = capped(up(err[:, len(self.components) + i]) * factor, cap)
+            sigmas[k] = capped(combined_error(infos[k]), cap)
         out_m, out_s = [], []
         for curv, sig, cap, floor in zip(curvs, sigmas, caps, floors):
             curv = np.where(np.isfinite(curv), curv, 0.0)
@@ -295,7 +347,7 @@ class Unmixing(Problem):
         """Maps from per-pixel fits of the binned first observation (SUSHI's coarse
         initialisation), or None when ``init_bin = 0`` or the grid does not divide."""
         b = self.options.init_bin
-        counts = self.observations[0].counts
+        counts = self.observations[self._fit_observation()].counts
         if b == 0 or counts.shape[1] % b or counts.shape[2] % b:
             return None
         maps = self._pixel_fit(b)
@@ -303,13 +355,18 @@ class Unmixing(Problem):
             self._pixelfit_maps = maps
         return maps
 
-    def _fitter(self, bin: int) -> PixelFitter:
-        """The per-pixel fitting engine (``xhsi.problems.fitting``) on the first observation,
-        its detector pixels binned ``bin × bin``."""
-        obs = self.observations[0]
-        if self._response is None:
-            self._response = spectral_response(obs, self.backend)
-        return PixelFitter(self.components, self.map_blocks, self._response, obs.counts, obs.background,
+    def _fit_observation(self) -> int:
+        """Index of the observation the start's per-pixel fits and the yardstick see."""
+        return 0
+
+    def _fitter(self, bin: int, index: int | None = None) -> PixelFitter:
+        """The per-pixel fitting engine (``xhsi.problems.fitting``) on observation ``index``
+        (default ``_fit_observation``), its detector pixels binned ``bin × bin``."""
+        index = self._fit_observation() if index is None else index
+        obs = self.observations[index]
+        if index not in self._responses:
+            self._responses[index] = spectral_response(obs, self.backend)
+        return PixelFitter(self.components, self.map_blocks, self._responses[index], obs.counts, obs.background,
                            (self.grid.ny, self.grid.nx), self.backend, bin)
 
     def _pixel_fit(self, b: int) -> dict:
@@ -342,8 +399,9 @@ class Unmixing(Problem):
                                         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
                                         resume_from=resume_from, config_digest=config_digest)
         xs = out.x
-        arrays: dict[str, np.ndarray] = {"cube": to_numpy(mixture.cube(xs))}
         maps = self._maps(mixture, xs)
+        mixture = self._output_mixture(mixture)
+        arrays: dict[str, np.ndarray] = {"cube": to_numpy(mixture.cube(xs))}
         components = {name: to_numpy(c) for name, c in mixture.component_cubes(xs).items()}
         errors = self.error_maps(maps)
         physical, physical_units = self._physical_maps(maps)
@@ -391,8 +449,9 @@ class Unmixing(Problem):
         first observation at the solution. Pixel-local: correlations through the PSF and the
         sparsity regularisation are neglected, so they are the errors of a per-pixel fit at
         the unmixing solution (documented approximation; none of the published codes gives
-        any)."""
-        return self._fitter(1).error_maps(maps)
+        any). With several fits (``_fisher_fitters``) their information adds up."""
+        per_fit = [fitter.error_maps(maps) for fitter in self._fisher_fitters()]
+        return {name: combined_error([e[name] for e in per_fit]) for name in per_fit[0]}
 
     def baselines(self) -> dict[str, Any]:
         xp = self.backend.xp

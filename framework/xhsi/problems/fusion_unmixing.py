@@ -1,0 +1,234 @@
+"""Joint fusion and unmixing: component maps at the imager's resolution with the
+spectrometer's spectral power, in one run (the "future work" of Lascar, Bobin & Acero 2024,
+A&A 686, A259 and Lascar et al. 2025, A&A 694, A34).
+
+The sky is the unmixing mixture on the fine model grid,
+
+    Z(E, y, x) = Σ_c a_c(y, x) · S_c(E; θ_c(y, x)),
+
+seen through every observation's compiled forward operator (exposure × area, PSF,
+redistribution, rebinning) with its background: counts_k ~ Poisson(A_k Z + B_k), the
+Poisson likelihood summed over the observations. The unknowns, blocks, metric and starlet
+prior are unmixing's (``xhsi.problems.unmixing``: PALM, one block per amplitude and per
+parameter map); this module changes three things:
+
+- **the start**, from the data only: per-pixel fits of the imager (the observation with
+  the most detector pixels, binned ``init_bin``) for every map, except the parameters
+  named in ``spectrometer_parameters`` (default the redshift z), taken from per-pixel fits
+  of the spectrometer (the observation with the most channels) at its own pixels;
+- **the metric and the error maps**: the pixel-local Fisher information of both per-pixel
+  fits, added (information of independent data adds up);
+- **dimension reduction** (``reduce``): each component's model is replaced by a low-rank
+  basis W_c and an interpolated table of its coefficients h_c(θ)
+  (``xhsi.problems.spectral_table``), so the mixture is the stack of rank maps
+  H = [a_c · h_c(θ_c)]_c and each forward operator is folded onto the stacked basis,
+  A_k ∘ W (``xhsi.operators.lowrank.spectral_basis_forward``: exact, k maps instead of
+  n_e slices). The n_e × ny × nx cube is formed only for the result. The table's spectral
+  error (``table_tol``, relative L2 per spectrum) is the approximation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConfigError, did_you_mean
+from ..results import Result
+from ..schema import option
+from .components import map_metrics
+from .spectral_table import MAX_TABLE_PARAMETERS, CoefficientView, TabulatedModel, stacked_basis
+from .unmixing import Mixture, Unmixing, UnmixingOptions
+
+
+@dataclass
+class FusionUnmixingOptions(UnmixingOptions):
+    spectrometer_parameters: list[str] = option(["z"], doc="parameters whose start maps come from per-pixel fits "
+                                                           "of the spectrometer (the observation with the most "
+                                                           "channels) instead of the imager's")
+    reduce: str = option("auto", choices=("auto", "table", "none"),
+                         doc="table: each component's model as a low-rank basis and an interpolated table of its "
+                             "coefficients (fast; at most 3 fitted parameters per component); none: the exact "
+                             "models on the full cube; auto: table where every component allows it")
+    table_tol: float = option(1e-3, min=0.0, exclusive_min=True, max=0.1,
+                              doc="largest relative L2 error of a tabulated spectrum (interpolation and rank)")
+
+
+class FoldedMixture(Mixture):
+    """The mixture of rank maps, each component's coefficients h_c(θ_c) kept for the
+    parameter maps they were computed at: a PALM block update of an amplitude, or of
+    another component's map, reuses them (and the maps are held so their ids stay theirs)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._kept: dict = {}
+
+    def spectrum(self, comp, xs):
+        maps = [xs[self.n_amp + slot] for slot in sorted(set(comp.slots.values()))]
+        key = tuple(id(m) for m in maps)
+        kept = self._kept.get(comp.name)
+        if kept is None or kept[0] != key:
+            kept = (key, maps, super().spectrum(comp, xs))
+            self._kept[comp.name] = kept
+        return kept[2]
+
+
+def imager_and_spectrometer(observations) -> tuple[int, int]:
+    """Indices of the observation with the most detector pixels and of the one with the
+    most channels (ties: the first in config order)."""
+    shapes = [tuple(o.counts.shape) for o in observations]
+    imager = max(range(len(shapes)), key=lambda i: (shapes[i][1] * shapes[i][2], -i))
+    spectrometer = max(range(len(shapes)), key=lambda i: (shapes[i][0], -i))
+    return imager, spectrometer
+
+
+class FusionUnmixing(Unmixing):
+    """Unmixing of several observations of one sky into ``[[components]]`` on the finest
+    grid, with a data-only start from the imager and the spectrometer (module docstring)."""
+
+    name = "fusion_unmixing"
+    Options = FusionUnmixingOptions
+    observations_allowed = (1, None)
+    # With tables the cube exists only for the result; without, unmixing's.
+    memory_cubes = 40.0
+
+    @classmethod
+    def check_config(cls, config, regularizers: list | None = None) -> list:
+        """Unmixing's checks, then: ``spectrometer_parameters`` name parameters of the
+        components, and ``reduce = "table"`` has at most 3 fitted parameters per component."""
+        from ..backend import Backend
+        from .checks import model_grid
+        from .components import config_dir, resolve_components
+
+        regularizers = super().check_config(config, regularizers)
+        options = config.problem if config.problem is not None else FusionUnmixingOptions()
+        comps, _ = resolve_components(config.components, model_grid(config), Backend("numpy", config.run.dtype),
+                                      str(config.source), config_dir(config))
+        cls._check_options(config, options, comps)
+        return regularizers
+
+    @staticmethod
+    def _check_options(config, options, comps) -> None:
+        """The checks of the [problem] options against the resolved components ``comps``."""
+        names = {p.name for c in comps for p in c.model.parameters}
+        for pname in options.spectrometer_parameters:
+            if pname not in names:
+                raise ConfigError(f"{config.source}: `problem.spectrometer_parameters`: no component has a parameter "
+                                  f"`{pname}`{did_you_mean(pname, names)}; parameters: {', '.join(sorted(names))}.")
+        if options.reduce == "table":
+            for c in comps:
+                if len(c.slots) > MAX_TABLE_PARAMETERS:
+                    raise ConfigError(f"{config.source}: component `{c.name}` fits {len(c.slots)} parameter maps; "
+                                      f"reduce = \"table\" tabulates at most {MAX_TABLE_PARAMETERS}: fix some, or "
+                                      "set [problem] reduce = \"none\".")
+
+    def __init__(self, config, backend, grid, observations, regularizers, likelihood_cls,
+                 options: FusionUnmixingOptions | None = None):
+        options = options if options is not None else FusionUnmixingOptions()
+        super().__init__(config, backend, grid, observations, regularizers, likelihood_cls, options)
+        self._check_options(config, options, self.components)
+        self.imager, self.spectrometer = imager_and_spectrometer(observations)
+        self.exact_components = self.components
+        self.tables: list[TabulatedModel] = []
+        if self._reduced():
+            xp, dtype = backend.xp, backend.dtype
+            for comp in self.exact_components:
+                fitted = {p.name: self.map_blocks[comp.slots[p.name]].bounds for p in comp.model.parameters
+                          if p.name in comp.slots}
+                self.tables.append(TabulatedModel(comp.model, fitted, comp.constants, xp, dtype,
+                                                  tol=options.table_tol, where=f"component `{comp.name}`"))
+            self.components = [replace(c, model=t) for c, t in zip(self.exact_components, self.tables)]
+        self._spectrometer_maps = None
+
+    def _reduced(self) -> bool:
+        if self.options.reduce == "none":
+            return False
+        if self.options.reduce == "table":
+            return True
+        return all(len(c.slots) <= MAX_TABLE_PARAMETERS and not hasattr(c.model, "physical_parameters")
+                   for c in self.components)
+
+    # -- the start, the metric and the error maps from both instruments ---------------------
+    def _fit_observation(self) -> int:
+        return self.imager
+
+    def _fisher_fitters(self) -> list:
+        fitters = [self._fitter(1)]
+        if self.spectrometer != self.imager:
+            fitters.append(self._fitter(1, self.spectrometer))
+        return fitters
+
+    def spectrometer_maps(self) -> dict | None:
+        """Maps of ``init_iter`` Levenberg–Marquardt iterations of the per-pixel fits of the
+        spectrometer at its own pixels (on the model grid, each detector pixel's value
+        repeated over its model pixels), or None with a single observation."""
+        if self.spectrometer == self.imager:
+            return None
+        if self._spectrometer_maps is None:
+            fitter = self._fitter(1, self.spectrometer)
+            self._spectrometer_maps = fitter.maps_from(fitter.fit(self.options.init_iter).u)[0]
+        return self._spectrometer_maps
+
+    def initial_maps(self) -> dict | None:
+        """The imager's per-pixel fits (unmixing's start), with the maps of the parameters in
+        ``spectrometer_parameters`` from the spectrometer's fits (its sharper spectra)."""
+        maps = super().initial_maps()
+        spec = self.spectrometer_maps() if maps is not None and self.options.spectrometer_parameters else None
+        if spec is not None:
+            maps = dict(maps)  # the imager's fits stay the yardstick (``baseline_maps``)
+            wanted = set(self.options.spectrometer_parameters)
+            for block in self.map_blocks:
+                if block.name.split(".", 1)[1] in wanted:
+                    maps[block.name] = spec[block.name]
+        return maps
+
+    # -- the folded mixture ------------------------------------------------------------------
+    def _mixture(self, n_amp: int, scale) -> tuple[Mixture, list]:
+        """With tables: the mixture of rank maps and each forward operator folded onto the
+        stacked basis W (exact); else unmixing's."""
+        if not self.tables:
+            return super()._mixture(n_amp, scale)
+        from .fusion_operators import folded_forward
+
+        xp, dtype = self.backend.xp, self.backend.dtype
+        basis, offsets, total = stacked_basis(self.tables, xp, dtype)
+        views = [replace(c, model=CoefficientView(t, off, total))
+                 for c, t, off in zip(self.components, self.tables, offsets)]
+        shape = (total, self.grid.ny, self.grid.nx)
+        operators = [folded_forward(obs.forward, basis, shape) for obs in self.observations]
+        return FoldedMixture(views, n_amp, scale, shape, xp, dtype), operators
+
+    def _output_mixture(self, mixture: Mixture) -> Mixture:
+        """The exact models at the solution: the result's cubes are not tabulated."""
+        if not self.tables:
+            return mixture
+        comps = [replace(c, model=e.model) for c, e in zip(mixture.components, self.exact_components)]
+        return Mixture(comps, mixture.n_amp, mixture.scale, self.grid.shape, self.backend.xp, self.backend.dtype)
+
+    # -- results -----------------------------------------------------------------------------
+    def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
+              resume_from=None, config_digest: str | None = None) -> Result:
+        result = super().solve(solver, callback, checkpoint_path, checkpoint_every, resume_from, config_digest)
+        result.metadata["imager"] = self.observations[self.imager].name
+        result.metadata["spectrometer"] = self.observations[self.spectrometer].name
+        result.metadata["spectral_tables"] = {
+            c.name: {"rank": t.rank, "intervals": t.grid.intervals, "relative_error": t.table_error}
+            for c, t in zip(self.exact_components, self.tables)}
+        return result
+
+    def extra_metrics(self, result: Result, truth) -> dict:
+        """Unmixing's (``maps``; ``maps_pixelfit``: per-pixel fits of the imager), and
+        ``maps_pixelfit_<spectrometer>``: those of the spectrometer at its own pixels."""
+        out = super().extra_metrics(result, truth)
+        spec = self.spectrometer_maps()
+        if out and spec is not None:
+            out[f"maps_pixelfit_{self.observations[self.spectrometer].name}"] = map_metrics(spec, truth)
+        return out
+
+
+def upsampled(maps: dict[str, np.ndarray], factor: int) -> dict[str, np.ndarray]:
+    """Maps of a coarser grid repeated onto a grid ``factor`` times finer per axis;
+    amplitudes (fluxes per pixel) shared equally between the fine pixels."""
+    ones = np.ones((factor, factor))
+    return {name: np.kron(m, ones) / (factor ** 2 if name.endswith(".amplitude") else 1.0)
+            for name, m in maps.items()}
