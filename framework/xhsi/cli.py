@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint.npz")
     p.add_argument("--overwrite", action="store_true", help="replace the results of another run in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    _add_cluster(p, "a candidate fit", selection=True)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a config (keys, plugins, instruments, data files, scene, solver, "
@@ -160,18 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_cluster(p, task: str) -> None:
-    """The options saying where a command's Dask tasks run."""
+def _add_cluster(p, task: str, selection: bool = False) -> None:
+    """The options saying where a command's Dask tasks run; ``selection``: those of ``xhsi
+    run``, whose tasks are the selection's fits (no --retries: a fit that fails is a failed
+    candidate, as without Dask; no cluster unless an option is given)."""
+    which = "the selection's candidate fits on " if selection else ""
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (tcp://HOST:PORT)")
+    where.add_argument("--scheduler", metavar="ADDRESS", help=f"run {which}this Dask scheduler (tcp://HOST:PORT)")
     where.add_argument("--scheduler-file", type=Path, metavar="FILE",
-                       help="run on the Dask scheduler that wrote FILE (dask scheduler --scheduler-file FILE)")
-    p.add_argument("--workers", type=int, help="worker processes of the cluster started on this machine when no "
-                   "scheduler is given (default: one per core)")
+                       help=f"run {which}the Dask scheduler that wrote FILE (dask scheduler --scheduler-file FILE)")
+    p.add_argument("--workers", type=int, help=f"run {which}a Dask cluster of this many worker processes on this "
+                   "machine (default: " + ("no Dask, the fits one by one)" if selection else "one per core)"))
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long to wait for the scheduler and a first worker (default 10)")
-    p.add_argument("--retries", type=int, default=1, help=f"reruns of {task} after an unexpected error (default 1; "
-                   f"{task} whose worker died is rerun by the scheduler)")
+    if not selection:
+        p.add_argument("--retries", type=int, default=1, help=f"reruns of {task} after an unexpected error (default "
+                       f"1; {task} whose worker died is rerun by the scheduler)")
 
 
 def cmd_validate(args) -> int:
@@ -267,7 +272,9 @@ def cmd_run(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     try:
-        result = run(cfg, out=args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+        with _selection_cluster(args, cfg) as fits:
+            result = run(cfg, out=args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
+                         selection_fits=fits)
     except Interrupted as exc:
         if exc.checkpoint is None:
             raise
@@ -275,6 +282,18 @@ def cmd_run(args) -> int:
         print(f"xhsi run: {_paragraph(f'{exc} Continue with:')}\n    {resume_command(args)}", file=sys.stderr)
         return exc.exit_code
     return 0 if result is not None else 1
+
+
+def _selection_cluster(args, cfg):
+    """Where ``xhsi run``'s selection fits run: a Dask cluster when --workers, --scheduler or
+    --scheduler-file is given (``xhsi.distributed.selection_tasks``), else here (None;
+    Dask is not imported)."""
+    if args.workers is None and not args.scheduler and not args.scheduler_file:
+        return contextlib.nullcontext(None)
+    from .distributed.selection_tasks import selection_fits
+
+    return selection_fits(cfg, args.config, args.overrides, args.scheduler, args.scheduler_file, args.workers,
+                          args.timeout)
 
 
 def resume_command(args) -> str:
@@ -285,6 +304,9 @@ def resume_command(args) -> str:
         words += ["--set", override]
     if args.out is not None:
         words += ["--out", str(args.out)]
+    for option in ("workers", "scheduler", "scheduler_file"):  # where the selection ran
+        if getattr(args, option, None) is not None:
+            words += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     for name in [*args.disable_plugins, *getattr(args, "disable_plugins_after", [])]:
         words += ["--disable-plugin", name]
     if args.quiet:

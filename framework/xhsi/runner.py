@@ -282,13 +282,15 @@ def check_config(cfg: Config) -> list:
 
 
 def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: bool = False,
-        quiet: bool = False, exclusive: bool = False) -> Result:
+        quiet: bool = False, exclusive: bool = False, selection_fits=None) -> Result:
     """Run the problem of ``cfg`` and write its outputs into ``out`` (default: [run] output)
     by the rules of ``xhsi.runfolder``: outputs staged and moved into place at once,
     periodic checkpoints where ``resume`` finds them, ``overwrite`` to replace another run.
     For the call, Ctrl-C, SIGTERM and SIGHUP (``xhsi.interrupts``) write a checkpoint and
     raise Interrupted. ``exclusive``: the caller is ``out``'s only writer (a Dask task),
-    so a staging folder left by another host's run is a dead run's (``RunFolder``)."""
+    so a staging folder left by another host's run is a dead run's (``RunFolder``).
+    ``selection_fits``: where the selection's candidate fits run (``run_selection``'s
+    ``fits``; None: here, one after the other)."""
     t_start = time.perf_counter()
     out = Path(out) if out is not None else Path(cfg.run.output)
     with stop_signals() as signals:
@@ -304,7 +306,7 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
                                              cfg.digest(), version=identity["xhsi_version"], inputs=identity["inputs"])
             prep = prepare(cfg)
             given, (cfg, regularizers, solver, chosen) = cfg, select_for_run(cfg, prep, regularizers, solver,
-                                                                             resume_from, quiet)
+                                                                             resume_from, quiet, selection_fits)
             problem_cls = plugins.get("problem", cfg.run.problem)
             pm = plugins.plugin_manager()
             # A problem that declares options gets the validated [problem] table.

@@ -12,8 +12,10 @@ stopping iteration is part of what is chosen, so every path starts where the fin
 will.
 
 Each fit is an independent task (``fit_task``) run through ``map_fn`` (the built-in
-``map``, i.e. one after the other, unless a caller passes a parallel map), so the sweep
-machinery (``xhsi.distributed``) can run them later.
+``map``, i.e. one after the other, unless a caller passes a parallel map), or handed to
+``fits`` to run elsewhere: ``xhsi.distributed.selection_tasks.DaskFits`` runs them as
+Dask tasks that each load and prepare the data in their worker (``xhsi run --workers N``;
+docs/selection.md "On a Dask cluster").
 """
 from __future__ import annotations
 
@@ -80,9 +82,10 @@ class Selection:
         atomic_write_text(folder / "config.selected.toml", self.config.to_toml())
 
 
-def make_folds(cfg, prep, rule: str) -> list[Fold]:
+def make_folds(cfg, prep, rule: str, only: int | None = None) -> list[Fold]:
     """The folds of ``rule``: ``folds`` seeded thinnings of every observation's counts
-    (holdout), or the full data once (discrepancy)."""
+    (holdout), or the full data once (discrepancy). ``only``: just the fold of that index
+    (each fold draws from its own stream, so it is the same fold)."""
     from ..problems.base import ObservationData
 
     backend, observations = prep.backend, prep.observations
@@ -97,7 +100,7 @@ def make_folds(cfg, prep, rule: str) -> list[Fold]:
         check_split(o.name, float(np.sum(y)), sel.fraction)
     p = sel.fraction
     folds = []
-    for f in range(sel.folds):
+    for f in range(sel.folds) if only is None else [only]:
         rng = fold_rng(cfg.run.seed, f)
         fit_obs, heldout, held_bkg = [], [], []
         for o, y in zip(observations, host):
@@ -176,10 +179,20 @@ def fit_task(cfg_c, prep, fold: Fold, iterations: int, every: int, patience: int
     return path
 
 
-def run_selection(cfg, prep, reason: str, quiet: bool = False, map_fn: Callable = map) -> Selection:
+def failure_message(exc: BaseException) -> str:
+    """How a failed fit is reported: a user error's message, else the exception's type too."""
+    return str(exc) if isinstance(exc, XhsiError) else f"{type(exc).__name__}: {exc}"
+
+
+def run_selection(cfg, prep, reason: str, quiet: bool = False, map_fn: Callable = map,
+                  fits: Callable | None = None) -> Selection:
     """Fit every candidate on every fold, choose (candidate, stopping iteration), and return
     the final fit's config: the chosen overrides, ``solver.max_iter`` = the chosen
-    iteration, ``selection.select = "off"``. Raises RunStopped when every candidate fails."""
+    iteration, ``selection.select = "off"``. Raises RunStopped when every candidate fails.
+
+    ``fits``: runs the fits elsewhere, called as ``fits(cfg, folds, candidates, jobs)``
+    with ``jobs`` [(candidate index, fold index)], yielding a FitRecord per job in any
+    order (as they finish); None: ``map_fn`` over the jobs in this process."""
     t0 = time.perf_counter()
     sel = cfg.selection if cfg.selection is not None else SelectionSection()
     cands = config_candidates(cfg)
@@ -199,20 +212,21 @@ def run_selection(cfg, prep, reason: str, quiet: bool = False, map_fn: Callable 
         t = time.perf_counter()
         try:
             path = fit_task(configs[c], prep, folds[f], iterations, every, sel.patience)
-            record = FitRecord(c, f, path, time.perf_counter() - t)
+            return FitRecord(c, f, path, time.perf_counter() - t)
         except Exception as exc:  # noqa: BLE001 — reported per candidate, never replaced by a default
-            message = str(exc) if isinstance(exc, XhsiError) else f"{type(exc).__name__}: {exc}"
-            record = FitRecord(c, f, None, time.perf_counter() - t, message)
-        k = jobs.index(job) + 1
+            return FitRecord(c, f, None, time.perf_counter() - t, failure_message(exc))
+
+    records = []
+    for record in (map_fn(one, jobs) if fits is None else fits(cfg, folds, cands, jobs)):
+        records.append(record)
+        c, f, k = record.candidate, record.fold, len(records)
         if record.error is None:
             best = (rules.best_holdout if sel.rule == "holdout" else rules.best_discrepancy)([record.path])
             say(f"selection [{k}/{n}] fold {f + 1}, {cands[c].name}: best {best.score:.6g} at iteration "
                 f"{best.iteration} ({record.seconds:.1f} s)")
         else:
             say(f"selection [{k}/{n}] fold {f + 1}, {cands[c].name}: FAILED ({record.error.splitlines()[0]})")
-        return record
-
-    records = list(map_fn(one, jobs))
+    records.sort(key=lambda r: jobs.index((r.candidate, r.fold)))  # as they finished: in job order again
     return _conclude(cfg, sel, cands, records, reason, iterations, time.perf_counter() - t0)
 
 
@@ -270,17 +284,19 @@ def _conclude(cfg, sel, cands: list[Candidate], records: list[FitRecord], reason
     return Selection(final, report, lines)
 
 
-def select_for_run(cfg, prep, regularizers: list, solver, resume_from=None, quiet: bool = False):
+def select_for_run(cfg, prep, regularizers: list, solver, resume_from=None, quiet: bool = False,
+                   fits: Callable | None = None):
     """The runner's selection stage, after ``prepare``: (config, regularisers, solver,
     Selection) of the final fit, or the given ones and None when ``cfg`` does not select
     (``selection_reason``). A resume runs the selection again (seeded: the same choice)
-    and then checks the checkpoint against the final fit's config."""
+    and then checks the checkpoint against the final fit's config. ``fits``: where the
+    candidate fits run (``run_selection``)."""
     from .candidates import selection_reason
 
     reason = selection_reason(cfg)
     if reason is None:
         return cfg, regularizers, solver, None
-    chosen = run_selection(cfg, prep, reason, quiet)
+    chosen = run_selection(cfg, prep, reason, quiet, fits=fits)
     final = chosen.config
     regularizers = plugins.get("problem", final.run.problem).check_config(final)
     solver = plugins.get("solver", final.solver.name).from_config(final.solver)
