@@ -43,7 +43,10 @@ class ThermalOptions:
     fit_abundance: bool = option(True, doc="abundance is a parameter; false: held at `abundance`")
     abundance: float = option(1.0, min=0.0, unit="solar", doc="line abundance when not fitted")
     sigma_v_kms: float = option(0.0, min=0.0, unit="km/s",
-                                doc="turbulent velocity dispersion added to thermal line broadening")
+                                doc="turbulent velocity dispersion added to thermal line broadening (when not "
+                                    "fitted)")
+    fit_sigma_v: bool = option(False, doc="the dispersion is a parameter `sigma_v` (km/s, start 200: its gradient "
+                                          "vanishes at 0); false: held at `sigma_v_kms`")
 
 
 class Thermal(SpectralModel):
@@ -61,23 +64,28 @@ class Thermal(SpectralModel):
         Parameter("kT", "keV", 2.0, (0.2, 20.0), doc="electron temperature"),
         Parameter("z", "", 0.0, (-0.1, 1.0), doc="redshift: Doppler (v/c ≈ z) or cosmological"),
         Parameter("abundance", "solar", 1.0, (0.0, 10.0), doc="line strengths relative to solar abundance"),
+        Parameter("sigma_v", "km/s", 200.0, (0.0, 5000.0), doc="turbulent line-of-sight velocity dispersion"),
     )
 
     def __init__(self, options=None):
         super().__init__(options)
-        self.parameters = self._ALL if self.options.fit_abundance else self._ALL[:2]
+        o = self.options
+        self.parameters = self._ALL[:2] + self._ALL[2:3] * o.fit_abundance + self._ALL[3:] * o.fit_sigma_v
 
     def _abundance(self, theta):
         return theta[2, ...] if self.options.fit_abundance else self.options.abundance
 
+    def _sigma_v(self, theta):
+        return theta[len(self.parameters) - 1, ...] if self.options.fit_sigma_v else self.options.sigma_v_kms
+
     def _evaluate(self, theta):
-        return spectra.thermal(self.edges, theta[0, ...], theta[1, ...], self._abundance(theta),
-                               self.options.sigma_v_kms)
+        return spectra.thermal(self.edges, theta[0, ...], theta[1, ...], self._abundance(theta), self._sigma_v(theta))
 
     def _derivatives(self, theta):
+        o = self.options
         d = spectra.thermal_derivatives(self.edges, theta[0, ...], theta[1, ...], self._abundance(theta),
-                                        self.options.sigma_v_kms)
-        parts = [d["kT_keV"], d["z"]] + ([d["abundance"]] if self.options.fit_abundance else [])
+                                        self._sigma_v(theta))
+        parts = [d["kT_keV"], d["z"]] + [d["abundance"]] * o.fit_abundance + [d["sigma_v_kms"]] * o.fit_sigma_v
         return d["spectrum"], parts
 
 

@@ -387,8 +387,9 @@ def thermal(edges_kev, kT_keV, z=0.0, abundance=1.0, sigma_v_kms=0.0, lines: tup
 def thermal_derivatives(edges_kev, kT_keV, z=0.0, abundance=1.0, sigma_v_kms=0.0,
                         lines: tuple[Line, ...] = LINES) -> dict:
     """The ``thermal`` spectrum and its exact derivatives with respect to its parameters:
-    ``{"spectrum": N, "kT_keV": ∂N/∂kT (per keV), "z": ∂N/∂z, "abundance": ∂N/∂A}``,
-    each ``(n_e, *S)`` (the turbulent dispersion ``sigma_v_kms`` is held fixed).
+    ``{"spectrum": N, "kT_keV": ∂N/∂kT (per keV), "z": ∂N/∂z, "abundance": ∂N/∂A,
+    "sigma_v_kms": ∂N/∂σ_v (per km/s; 0 at σ_v = 0, where the width is stationary)}``,
+    each ``(n_e, *S)``.
 
     The derivatives are those of the functions ``thermal`` evaluates — Simpson continuum
     with the Abramowitz & Stegun Gaunt factor, line fractions from the Numerical Recipes
@@ -419,6 +420,7 @@ def thermal_derivatives(edges_kev, kT_keV, z=0.0, abundance=1.0, sigma_v_kms=0.0
     df_dkt = _simpson(xp, ct_e, ct_m) * width
     df_dz = _simpson(xp, cE_e * e, cE_m * mid_obs) * width + average * width_obs  # ∂E_rest/∂z = E
     df_dab = xp.zeros_like(f)
+    df_dsv = xp.zeros_like(f)
     v_frac2 = (sv / SPEED_OF_LIGHT_KMS) ** 2
     for line in lines:
         log_ratio = xp.log(kt / line.kT_peak_kev)
@@ -431,6 +433,7 @@ def thermal_derivatives(edges_kev, kT_keV, z=0.0, abundance=1.0, sigma_v_kms=0.0
         mc2 = line.mass_u * _AMU_C2_KEV
         sigma = line.energy_kev * xp.sqrt(kt / mc2 + v_frac2)
         dsigma_dkt = line.energy_kev ** 2 / (2.0 * sigma * mc2)
+        dsigma_dsv = line.energy_kev ** 2 * sv / (SPEED_OF_LIGHT_KMS ** 2 * sigma)
         x = (e_rest - line.energy_kev) / sigma
         frac = _gauss_bin_fraction(xp, x)
         density = _gauss_bin_density(xp, x)
@@ -438,6 +441,9 @@ def thermal_derivatives(edges_kev, kT_keV, z=0.0, abundance=1.0, sigma_v_kms=0.0
         dx_dz = e / sigma
         dfrac_dkt = density[1:, ...] * dx_dkt[1:, ...] - density[:-1, ...] * dx_dkt[:-1, ...]
         dfrac_dz = density[1:, ...] * dx_dz[1:, ...] - density[:-1, ...] * dx_dz[:-1, ...]
+        dx_dsv = -x * dsigma_dsv / sigma
+        dfrac_dsv = density[1:, ...] * dx_dsv[1:, ...] - density[:-1, ...] * dx_dsv[:-1, ...]
+        df_dsv = df_dsv + photons * dfrac_dsv
         f = f + photons * frac
         df_dkt = df_dkt + dphotons_dkt * frac + photons * dfrac_dkt
         df_dz = df_dz + photons * dfrac_dz
@@ -448,7 +454,8 @@ def thermal_derivatives(edges_kev, kT_keV, z=0.0, abundance=1.0, sigma_v_kms=0.0
     def normalised(df):
         return (df - n * xp.sum(df, axis=0, keepdims=True)) / total
 
-    return {"spectrum": n, "kT_keV": normalised(df_dkt), "z": normalised(df_dz), "abundance": normalised(df_dab)}
+    return {"spectrum": n, "kT_keV": normalised(df_dkt), "z": normalised(df_dz), "abundance": normalised(df_dab),
+            "sigma_v_kms": normalised(df_dsv)}
 
 
 # -- absorption -----------------------------------------------------------------------
