@@ -182,3 +182,15 @@ def test_all_metrics_layout_and_values(xp):
 def test_metrics_reject_mismatched_shapes():
     with pytest.raises(ShapeError, match="same grid"):
         metrics.all_metrics(np.ones((2, 8, 8)), np.ones((3, 8, 8)))
+
+
+def test_all_metrics_of_images_smaller_than_the_ssim_window():
+    """A tile or a few binned pixels: SSIM is undefined (NaN), the other metrics are not, and
+    nothing raises after a run's solve."""
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(1.0, 2.0, (5, 4, 4))
+    out = metrics.all_metrics(truth * 1.1, truth)
+    assert math.isnan(out["mean_ssim"]) and math.isnan(out["acssim"])
+    assert out["psnr_db"] > 0 and out["rel_error_voxel"] == pytest.approx(0.1)
+    with pytest.raises(ShapeError, match="SSIM needs images"):
+        metrics.mean_ssim(truth, truth)

@@ -159,3 +159,30 @@ def test_tiled_fusion_matches_the_untiled_run(tmp_path):
         assert json.loads((tmp_path / "tiled" / "mosaic" / "metrics.json").read_text())["result"]["psnr_db"] > 20
         again = run_tiles(plan, client, quiet=True)  # completed tiles are skipped
         assert {o["status"] for o in again.outcomes.values()} == {"complete"}
+
+
+@pytest.mark.slow
+def test_per_pixel_fits_are_tiled_without_overlap_and_match_the_untiled_maps(tmp_path):
+    """pixelfit solves each bin x bin block alone: tiles cut along whole blocks with no
+    overlap, and the mosaic's maps are the untiled run's (exactly: same blocks, same fits)."""
+    pytest.importorskip("distributed")
+    from test_unmixing import tiny
+
+    from xhsi.distributed import connect
+
+    config = tiny(tmp_path, max_iter=15)
+    sets = ['run.problem="pixelfit"', "problem.bin=2"]
+    plan = plan_tiles(config, tile=4, overrides=sets, out=tmp_path / "tiled")
+    assert plan.overlap == plan.reach == 0 and plan.unit == 2 and len(plan.tiles) == 4
+    with pytest.raises(ConfigError, match="multiple of 2"):
+        plan_tiles(config, tile=3, overrides=sets)
+    untiled = run(load_config(config, sets), quiet=True)
+    with connect(workers=1, processes=False) as client:
+        assert not run_tiles(plan, client, quiet=True).failed
+    from astropy.io import fits
+
+    with fits.open(tmp_path / "tiled" / "mosaic" / "maps.fits") as hdul:
+        for name, image in untiled.maps.items():
+            hdu = name.replace(".", "_").upper()
+            np.testing.assert_allclose(hdul[hdu].data, image, rtol=1e-9, err_msg=name)
+            np.testing.assert_allclose(hdul[hdu + "_ERR"].data, untiled.map_errors[name], rtol=1e-9)

@@ -7,7 +7,8 @@ last row and column of cores take what is left); each tile is its core grown by
 overlap are multiples of every observation's ``spatial_rebin`` (their least common
 multiple), so that each tile cuts whole detector pixels out of every observation.
 
-**Overlap.** A tile's solution is wrong near its edges, where the sky outside the tile
+**Overlap.** A problem that solves each pixel alone (``Problem.pixel_local``: ``pixelfit``)
+is cut with no overlap, along whole ``[problem] bin`` blocks. Otherwise a tile's solution is wrong near its edges, where the sky outside the tile
 still sends counts in through the PSF and the regulariser's filters see a border. The
 reach of that error is the largest radius holding 99 % of a PSF's
 flux (model pixels) plus the spatial half-support of the regularisers (2·(2^J − 1) for J starlet scales, 1
@@ -172,6 +173,7 @@ def plan_tiles(config: str | Path, tile: int, overlap: int | None = None, overri
     """Check ``config`` as ``xhsi validate`` does and cut its field into tiles; every
     refusal (a spectrum observation, a tile not larger than the overlap, an overlap below
     the edge reach, a field that fits one tile) is an XhsiError raised before anything runs."""
+    from .. import plugins
     from ..config import load_config
     from ..problems.checks import model_grid
     from ..runner import check_config
@@ -185,17 +187,21 @@ def plan_tiles(config: str | Path, tile: int, overlap: int | None = None, overri
                               "pixels to cut into tiles: tile only observations with counts cubes.")
     grid = model_grid(cfg)
     unit = math.lcm(*[obs.spatial_rebin for obs in cfg.observations]) if cfg.observations else 1
+    local = plugins.get("problem", cfg.run.problem).pixel_local
+    if local:  # blocks of [problem] bin detector pixels are fitted alone: never cut one
+        options = cfg.problem or {}  # the validated options of the problem, or its table
+        unit *= int(options.get("bin", 1) if isinstance(options, dict) else getattr(options, "bin", 1))
     for what, n in (("rows", grid.ny), ("columns", grid.nx)):
         if n % unit:
             raise ConfigError(f"{config}: the model grid's {n} {what} are not a multiple of {unit}, the least common "
                               "multiple of the observations' spatial_rebin: they cannot be cut into whole detector "
                               "pixels.")
-    psf = psf_reach(cfg, grid)
-    reach = psf + regulariser_reach(cfg)
+    psf = 0 if local else psf_reach(cfg, grid)
+    reach = 0 if local else psf + regulariser_reach(cfg)
     if tile < 1:
         raise ConfigError(f"--tile must be at least 1 pixel, got {tile}.")
     if overlap is None:
-        overlap = _round_up(reach + max(2, reach // 4), unit)
+        overlap = 0 if local else _round_up(reach + max(2, reach // 4), unit)
     elif overlap < reach:
         raise ConfigError(f"--overlap {overlap} is below the reach of a tile's edge effects, {reach} model pixels "
                           "(the PSF's half-width plus the regularisers' spatial support): give at least that, or "

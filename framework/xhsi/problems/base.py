@@ -100,6 +100,10 @@ class Problem:
     #: the libraries: bench/memory.py).
     memory_cubes: float = 8.0
     memory_cubes_per_observation: float = 8.0
+    #: True when each pixel (or block of ``[problem] bin`` pixels) is solved alone, with no
+    #: PSF or prior coupling it to its neighbours: ``xhsi tiles`` then cuts the field with no
+    #: overlap (distributed/tiles.py).
+    pixel_local: bool = False
 
     @classmethod
     def check_config(cls, config, regularizers: list | None = None) -> list:

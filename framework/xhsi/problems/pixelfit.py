@@ -41,6 +41,7 @@ class PixelFit(Problem):
     Options = PixelFitOptions
     observations_allowed = (1, 1)
     memory_cubes = 16.0  # component spectra and their derivatives at every pixel (rough)
+    pixel_local = True  # the PSF is ignored: xhsi tiles chunks the pixels with no overlap
 
     @classmethod
     def check_config(cls, config, regularizers: list | None = None) -> list:
