@@ -245,11 +245,16 @@ class Unmixing(Problem):
                 # the brightest pixels only, and the prior never acted.)
                 sig = coefficient_sigma(sigmas[i], scales, seed=self.config.run.seed or 0)
                 mask = xp.asarray([1.0] * scales + [0.0], dtype=dtype)[:, None, None]  # coarse: free
-                proxes.append(FisherStarlet(k * sig * mask, scales))
+                metric = metrics[i] if self.options.precondition else None
+                proxes.append(FisherStarlet(k * sig * mask, scales, metric))  # a penalty in cost units
             proxes.append(NonNegative() if hi is None else Box(lo, hi))
+            # In the Fisher metric L ≈ 1: a step above 1 (backtracking lets L drift below 1
+            # where the data are flatter than their Fisher information says) would scale the
+            # thresholds far beyond the noise level with it.
             blocks.append(Block(gradient=(lambda xs, i=i: mixture.partial(i, xs, cube_gradient(xs))),
                                 prox=ProxChain(proxes), name=name,
-                                metric=metrics[i] if self.options.precondition else None))
+                                metric=metrics[i] if self.options.precondition else None,
+                                max_step=1.0 if len(proxes) > 1 and self.options.precondition else None))
         return x0, value, blocks, mixture
 
     def _mixture(self, n_amp: int, scale) -> tuple[Mixture, list]:
@@ -398,6 +403,7 @@ class Unmixing(Problem):
         out, history, meta = run_solver(self.name, solver, (x0, value, blocks), callback,
                                         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
                                         resume_from=resume_from, config_digest=config_digest)
+        meta.update(solver.notes() if hasattr(solver, "notes") else {})
         xs = out.x
         maps = self._maps(mixture, xs)
         mixture = self._output_mixture(mixture)

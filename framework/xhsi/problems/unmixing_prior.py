@@ -20,32 +20,40 @@ METRIC_FLOOR = 0.1
 
 
 class FisherStarlet:
-    """Weighted starlet ℓ1 of one map, g(x) = Σ_j Σ_p T_j(p) |(W x)_j(p)|, with per-pixel
-    thresholds T_j(p) = k·σ_j(p) in the units of the map (2-D starlet, Starck et al. 2007;
-    the coarse scale is not penalised). σ_j(p) is the standard deviation of the scale-j
-    coefficient at p when the map carries independent noise of standard deviation σ(p) per
-    pixel (``coefficient_sigma``): thresholds follow the local noise, so bright pixels keep
-    their detail and faint, noisy ones are smoothed.
+    """Weighted starlet ℓ1 of one map in the cost's units,
+    g(x) = Σ_j Σ_p λ_j(p) |(W x)_j(p)|,  λ_j(p) = D(p)·T_j(p),
+    with thresholds T_j(p) = k·σ_j(p) in the units of the map and D the map's PALM metric
+    (cost per unit² of the map; None: 1), so that λ is a cost per unit of the map (2-D
+    starlet, Starck et al. 2007; the coarse scale is not penalised). σ_j(p) is the standard
+    deviation of the scale-j coefficient at p when the map carries independent noise of
+    standard deviation σ(p) per pixel (``coefficient_sigma``): thresholds follow the local
+    noise, so bright pixels keep their detail and faint, noisy ones are smoothed.
 
-    ``prox(x, step)`` soft-thresholds the coefficients at min(step, 1)·T and sums them back (the
-    usual synthesis approximation of the analysis prox, as ``starlet2d_l1``). Used by PALM
-    in the block metric D = diag Fisher (``Unmixing.start_fisher``), where L ≈ 1, the
-    thresholds are in the map's units: T is the penalty of the variable-metric prox with D
-    locally constant over a wavelet's support (the usual approximation)."""
+    ``prox_metric(x, step, D)`` soft-thresholds the coefficients at step·λ/D (= step·T in the
+    metric the weights were built with) and sums them back: for an elementwise penalty this
+    is the exact prox in the metric D; for the starlet, a redundant frame, it is the usual
+    synthesis approximation of the analysis prox (as ``starlet2d_l1``), with D read at each
+    coefficient's pixel. ``value`` is g itself, so PALM's logged cost f + Σ g_i is the
+    objective, and its monotone safeguard catches the steps where the approximation would
+    raise it. ``prox(x, step)`` is the same in the identity metric (threshold step·λ)."""
 
-    def __init__(self, thresholds, scales: int):
-        self.t, self.scales = thresholds, int(scales)
+    def __init__(self, thresholds, scales: int, metric=None):
+        self.scales = int(scales)
+        self.weights = thresholds if metric is None else thresholds * metric[None, ...]
+
+    def _shrink(self, x, t):
+        xp = array_namespace(x)
+        return xp.sum(soft_threshold(starlet2d(x, self.scales), t), axis=0)
 
     def prox(self, x, step: float):
-        xp = array_namespace(x)
-        # min(step, 1): in the Fisher metric L ≈ 1; where backtracking lets L drift below 1
-        # (the data are flatter than their Fisher information says) the steps grow, and a
-        # step-scaled threshold would grow with them far beyond the noise level.
-        return xp.sum(soft_threshold(starlet2d(x, self.scales), min(float(step), 1.0) * self.t), axis=0)
+        return self._shrink(x, float(step) * self.weights)
+
+    def prox_metric(self, x, step: float, metric):
+        return self._shrink(x, (float(step) * self.weights) / metric[None, ...])
 
     def value(self, x) -> float:
         xp = array_namespace(x)
-        return float(xp.sum(self.t * xp.abs(starlet2d(x, self.scales)), dtype=xp.float64))
+        return float(xp.sum(self.weights * xp.abs(starlet2d(x, self.scales)), dtype=xp.float64))
 
 
 def metric_noise(sigma, metric):

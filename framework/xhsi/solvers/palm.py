@@ -23,15 +23,31 @@ gradient L_i-Lipschitz): with 0 ≤ α < ½,
     τ_i = γ · L_i · max( (1 − 2β + 2β²)/(1 − 2α), (1 + 2β + 2β²)/(1 + 2α) ),
 
 the Lyapunov function H(x) + Σ_i δ_i/2 ‖x_i − x_i^{prev}‖², δ_i = 2L_iβ² + |L_iβ − τ_iα|,
-does not increase; H itself need not be monotone. α = β = 0 gives PALM. Defaults
-α = β = 0.2 cost a factor 1.13 on the step for the inertia.
+does not increase; H itself need not be monotone (the safeguard is not applied; with an
+inexact prox nothing guarantees the Lyapunov decrease either). α = β = 0 gives PALM.
+Defaults α = β = 0.2 cost a factor 1.13 on the step for the inertia.
 
 Block metric: a block may carry a fixed positive array ``metric`` D_i (same shape as x_i):
-the step then is x_i ← prox(x_i − ∇_i f / (τ_i D_i)) and the descent inequality uses the
-norm ‖·‖²_{D_i} (variable-metric PALM with a fixed diagonal metric, i.e. PALM on
-u_i = D_i^{1/2} x_i). It lets pixels of very different curvature take steps of their own
-size. The projection proxes (box, x ≥ 0) are exact in any diagonal metric; for a
-thresholding prox the threshold is applied as for D = 1 (the usual approximation).
+the step then is x_i ← prox^{D_i}(x_i − ∇_i f / (τ_i D_i)), prox^D_{g/τ}(v) = argmin_u
+τ/2 ‖u − v‖²_D + g(u), and the descent inequality uses the norm ‖·‖²_{D_i} (variable-metric
+PALM with a fixed diagonal metric, i.e. PALM on u_i = D_i^{1/2} x_i). It lets pixels of very
+different curvature take steps of their own size. A prox term that has
+``prox_metric(v, step, metric)`` (the prox in that metric: soft thresholding at
+step·λ/D per element for a weighted ℓ1) is called with D_i; the projection proxes (box,
+x ≥ 0) are exact in any diagonal metric; any other prox is applied as for D = 1, which is
+not the prox of g_i in the metric, and nothing but the safeguard below keeps H from rising.
+
+Monotone safeguard (``monotone = true``, PALM only): a block update that passes the descent
+test but raises f + g_i beyond float slack (an inexact prox: a redundant-frame ℓ1 by
+thresholding its coefficients, a chain of proxes that is not the prox of the sum, a prox
+not in the block's metric) is retried with a smaller step (L_i /= eta, at most
+``monotone_backtracks`` times) and, failing that, rejected: x_i keeps its value for this
+iteration. Rejections are counted per block (``rejected_updates``, in the run's metadata).
+With exact proxes the test never fires (the descent test implies the decrease). H = f + Σ
+g_i, with each g_i's ``value``, is what ``objective()`` returns and the run logs: it then
+never increases from one iteration to the next. A step cap ``Block.max_step`` (τ_i ≥
+1/max_step) bounds the step of a block whose metric is a curvature model (in a Fisher
+metric, 1 is a scoring step).
 
 L_i comes from ``Block.lipschitz(xs)`` when given, else by backtracking on the descent
 inequality f(x⁺) ≤ f(z) + ⟨∇_i f(z), x_i⁺ − z_i⟩ + L_i/2 ‖x_i⁺ − z_i‖² (+ float slack): L_i
@@ -50,7 +66,7 @@ from ..errors import ConfigError, RunStopped
 from ..schema import option
 from .base import Solver, tree_norm
 from .fista import _SLACK_EPS, _machine_eps
-from .prox import Zero
+from .prox import ProxChain, Zero
 
 __all__ = ["PALM", "Block", "PalmState"]
 
@@ -60,13 +76,15 @@ class Block:
     """One block of variables: ``gradient(xs)`` is ∂f/∂x_i at the list of all blocks ``xs``;
     ``prox`` its ProxTerm (None: g_i = 0); ``lipschitz(xs)`` a Lipschitz constant of that
     partial gradient with the other blocks fixed at ``xs`` (None: backtracking), in the
-    metric ``metric`` (a fixed positive array like x_i, None: the identity)."""
+    metric ``metric`` (a fixed positive array like x_i, None: the identity); ``max_step`` an
+    upper bound of the step 1/τ_i in that metric (None: none)."""
 
     gradient: Callable[[list], Any]
     prox: Any = None
     lipschitz: Callable[[list], float] | None = None
     name: str = ""
     metric: Any = None
+    max_step: float | None = None
 
 
 @dataclass
@@ -102,6 +120,10 @@ class PALM(Solver):
         eta: float = option(0.5, min=0.01, max=0.99, doc="a failed trial divides the step by 1/eta (L_i /= eta)")
         grow: float = option(1.1, min=1.0, max=10.0, doc="L_i is divided by grow at each iteration, so steps can grow")
         max_backtracks: int = option(60, min=1, doc="trials per block update before the run stops")
+        monotone: bool = option(True, doc="PALM: retry with smaller steps, then reject, a block update that raises "
+                                          "f + g_i (an inexact prox); iPALM ignores it")
+        monotone_backtracks: int = option(4, min=0, doc="smaller steps tried before a block update that raises "
+                                                        "f + g_i is rejected")
 
     def setup(self, x0: Sequence, value, blocks: Sequence[Block]) -> None:
         x0 = list(x0)
@@ -124,6 +146,16 @@ class PALM(Solver):
             self._tau_factor = o.gamma
         self.state = PalmState(0, x0, list(x0), [float(o.lipschitz_init)] * len(x0))
         self.history, self._time_offset = [], 0.0
+        self._safeguarded = o.monotone and not o.inertial
+        #: Block updates the monotone safeguard rejected, per block name, in this run.
+        self.rejected_updates = {self._name(i): 0 for i in range(len(self.blocks))}
+
+    def _name(self, i: int) -> str:
+        return self.blocks[i].name or f"block {i}"
+
+    def notes(self) -> dict:
+        """What the run's metadata reports beyond the history: the safeguard's rejections."""
+        return {"rejected_block_updates": dict(self.rejected_updates)} if self._safeguarded else {}
 
     def step(self) -> None:
         s, o = self.state, self.options
@@ -137,9 +169,10 @@ class PALM(Solver):
             zs = xs[:i] + [z_i] + xs[i + 1:]
             g = block.gradient(zs)
             if block.lipschitz is not None and not o.backtracking:
-                L = float(block.lipschitz(zs))
-                tau = self._tau_factor * L
-                x_new = self.proxes[i].prox(y_i - g / self._scaled(tau, block), 1.0 / tau)
+                L = self._capped(float(block.lipschitz(zs)), block)
+                x_new = self._prox_step(i, y_i, g, L)
+                if self._safeguarded:
+                    x_new, L = self._monotone(i, xs, g, x_new, L, float(self.value(xs)), None)
             else:
                 L_known = float(block.lipschitz(zs)) if block.lipschitz is not None else None
                 x_new, L = self._backtrack(i, k, xs, zs, y_i, z_i, g, lipschitz[i] / o.grow, L_known)
@@ -147,9 +180,16 @@ class PALM(Solver):
             xs[i] = x_new
         self.state = PalmState(k, xs, list(s.x), lipschitz)
 
-    @staticmethod
-    def _scaled(tau: float, block: Block):
-        return tau if block.metric is None else tau * block.metric
+    def _capped(self, L: float, block: Block) -> float:
+        """L_i raised so that the step 1/τ_i stays ≤ ``block.max_step``."""
+        return L if block.max_step is None else max(L, 1.0 / (self._tau_factor * block.max_step))
+
+    def _prox_step(self, i: int, y_i, g, L: float):
+        """prox^{D_i}_{g_i/τ}(y_i − g/(τ D_i)), τ = τ_factor·L."""
+        block = self.blocks[i]
+        tau = self._tau_factor * L
+        scaled = tau if block.metric is None else tau * block.metric
+        return _apply_prox(self.proxes[i], y_i - g / scaled, 1.0 / tau, block.metric)
 
     def _backtrack(self, i, k, xs, zs, y_i, z_i, g, L, L_known):
         xp, o = self.xp, self.options
@@ -158,25 +198,49 @@ class PALM(Solver):
             raise RunStopped(f"PALM: the smooth cost is {f_z} at block {i} of iteration {k}.")
         if L_known is not None:
             L = min(L, L_known)  # a known constant caps the search from above
+        L = self._capped(L, self.blocks[i])
         metric = self.blocks[i].metric
         for _ in range(o.max_backtracks):
-            tau = self._tau_factor * L
-            x_new = self.proxes[i].prox(y_i - g / self._scaled(tau, self.blocks[i]), 1.0 / tau)
+            x_new = self._prox_step(i, y_i, g, L)
             d = x_new - z_i
             trial = xs[:i] + [x_new] + xs[i + 1:]
             f_new = float(self.value(trial))
             curvature = 0.5 * L if metric is None else (0.5 * L) * metric
             gap = float(xp.sum(d * (g + curvature * d), dtype=xp.float64))
             slack = _SLACK_EPS * self.eps * (abs(f_z) + abs(f_new)) if math.isfinite(f_new) else 0.0
-            if math.isfinite(f_new) and f_new <= f_z + gap + slack:
+            descent = math.isfinite(f_new) and f_new <= f_z + gap + slack
+            # with L ≥ a known constant the inequality is guaranteed up to rounding
+            if descent or (L_known is not None and L >= L_known):
+                if self._safeguarded:
+                    return self._monotone(i, xs, g, x_new, L, f_z, f_new)
                 return x_new, L
-            if L_known is not None and L >= L_known:
-                return x_new, L  # the known constant guarantees the inequality up to rounding
             L /= o.eta
             if L_known is not None:
                 L = min(L, L_known)
         raise RunStopped(f"PALM: backtracking found no step for block {i} at iteration {k} after "
                          f"{o.max_backtracks} trials (L = {L:.3g}).")
+
+    def _monotone(self, i, xs, g, x_new, L, f_x, f_new):
+        """The monotone safeguard (module docstring) on PALM's update ``x_new`` of block i
+        (``f_x`` = f at ``xs``, ``f_new`` = f at the update or None): (update, L) as accepted,
+        or (x_i, L) and a rejection counted."""
+        o, prox, x_i = self.options, self.proxes[i], xs[i]
+        h_old = f_x + float(prox.value(x_i))
+        L_try = L
+        for trial in range(o.monotone_backtracks + 1):
+            if trial:
+                L_try /= o.eta
+                x_new, f_new = self._prox_step(i, x_i, g, L_try), None
+            if f_new is None:
+                f_new = float(self.value(xs[:i] + [x_new] + xs[i + 1:]))
+            h_new = f_new + float(prox.value(x_new))
+            slack = _SLACK_EPS * self.eps * (abs(h_old) + abs(h_new))
+            if math.isfinite(h_new) and h_new <= h_old + slack:
+                return x_new, L_try
+        # rejected: the next iteration starts again from the descent test's L, not from a
+        # step the safeguard shrank (a block rejected every iteration would freeze it)
+        self.rejected_updates[self._name(i)] += 1
+        return x_i, L
 
     def objective(self) -> float:
         xs = self.state.x
@@ -202,3 +266,18 @@ class PALM(Solver):
     @property
     def x(self) -> list:
         return self.state.x
+
+
+def _apply_prox(prox, v, step: float, metric):
+    """prox_{step·g}(v) in the diagonal metric ``metric`` (None: the identity): a term's
+    ``prox_metric`` where it has one, a chain term by term, else its Euclidean prox (exact
+    for the projections, an approximation otherwise)."""
+    if metric is None:
+        return prox.prox(v, step)
+    if hasattr(prox, "prox_metric"):
+        return prox.prox_metric(v, step, metric)
+    if isinstance(prox, ProxChain):
+        for term in prox.terms:
+            v = _apply_prox(term, v, step, metric)
+        return v
+    return prox.prox(v, step)

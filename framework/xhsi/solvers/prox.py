@@ -26,8 +26,10 @@ class ProxChain:
     the proximal map", NeurIPS): e.g. a separable L1 norm followed by the projection on
     x ≥ 0, or any prox followed by the projection on a box when the first prox commutes
     with it coordinate-wise. For a redundant-frame L1 (starlet) followed by x ≥ 0 it is the
-    usual approximation of the sparse-recovery literature (e.g. Starck et al. 2010), and the
-    cost no longer strictly decreases under MFISTA/PALM; order the terms projection last.
+    usual approximation of the sparse-recovery literature (e.g. Starck et al. 2010): the
+    cost may then rise, which monotone FISTA and PALM's ``monotone`` safeguard (a block
+    update that raises the objective is retried with smaller steps, then rejected) keep
+    from showing in the run; order the terms projection last.
     """
 
     def __init__(self, terms: Sequence):
