@@ -17,7 +17,7 @@ from xhsi.distributed.tiles import (axis_weights, blend, enclosed_radius, plan_t
                                     tile_weights)
 from xhsi.errors import ConfigError
 from xhsi.io.cubes import read_cube
-from xhsi.runner import run
+from xhsi.runner import check_config, run
 
 
 def field(tmp_path, pixels=48, bins=16, psf=5, extra="", max_iter=15):
@@ -75,11 +75,22 @@ def test_cores_partition_the_field_and_tiles_cut_whole_detector_pixels(tmp_path)
     assert np.all(owned == 1) and len(plan.tiles) == 9  # cores of 18, 18 and 12 pixels
 
 
-def test_regulariser_reach_is_the_starlet_support(tmp_path):
+def test_regulariser_reach_is_what_each_regulariser_declares(tmp_path):
     plan = plan_tiles(field(tmp_path, extra=STARLET), tile=24)
     assert plan.reach == plan.psf_reach + 6 == 9  # 2 (2^2 - 1) pixels for 2 spatial scales
-    default = load_config(field(tmp_path, extra=STARLET.replace("scales_2d = 2, ", "")))
+    default = check_config(load_config(field(tmp_path, extra=STARLET.replace("scales_2d = 2, ", ""))))
     assert regulariser_reach(default) == 2 * (2 ** 3 - 1)  # the plugin's default: 3 scales
+    sobolev = check_config(load_config(field(tmp_path, extra='[[regularizers]]\nname = "sobolev"\n')))
+    assert regulariser_reach(sobolev) == 1
+
+
+def test_a_regulariser_of_unknown_reach_needs_an_explicit_overlap(tmp_path):
+    """A third-party regulariser that does not declare spatial_reach: no overlap is guessed."""
+    pytest.importorskip("xhsi_example_plugin")
+    config = field(tmp_path, extra='[[regularizers]]\nname = "example_l1"\n')
+    with pytest.raises(ConfigError, match="spatial_reach.*give --overlap"):
+        plan_tiles(config, tile=24)
+    assert plan_tiles(config, tile=24, overlap=9).overlap == 9
 
 
 def test_enclosed_radius_of_known_kernels():
@@ -89,7 +100,9 @@ def test_enclosed_radius_of_known_kernels():
     ring = np.zeros((21, 21))
     ring[10, 10 + 8] = ring[10 - 8, 10] = 1.0  # all flux 8 pixels out
     assert enclosed_radius(ring) == 8
-    assert enclosed_radius(np.stack([delta, np.pad(delta, 0)])) == 0
+    wide = np.zeros((7, 7))
+    wide[3, 0] = 1.0  # all flux 3 pixels out
+    assert enclosed_radius(np.stack([delta, wide])) == 3  # the widest plane counts
 
 
 @pytest.mark.parametrize("ramp", [0, 3])
@@ -186,3 +199,16 @@ def test_per_pixel_fits_are_tiled_without_overlap_and_match_the_untiled_maps(tmp
             hdu = name.replace(".", "_").upper()
             np.testing.assert_allclose(hdul[hdu].data, image, rtol=1e-9, err_msg=name)
             np.testing.assert_allclose(hdul[hdu + "_ERR"].data, untiled.map_errors[name], rtol=1e-9)
+
+
+def test_every_builtin_regulariser_declares_its_reach_and_grid():
+    """The built-in plugins use the mechanism third-party ones use: no name in the core."""
+    import xhsi
+
+    for name in xhsi.available("regularizer"):
+        cls = xhsi.get("regularizer", name)
+        if not cls.__module__.startswith("xhsi_builtin"):
+            continue
+        reach = cls().spatial_reach()
+        assert isinstance(reach, int) and reach >= 0, name
+        assert isinstance(cls.selection_grid, dict), name

@@ -396,23 +396,15 @@ def cmd_train_model(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .distributed import connect, plan_sweep, run_sweep
-    from .interrupts import stop_signals
+    from .distributed import plan_sweep, run_sweep
 
     sweep = plan_sweep(args.config, args.grid, args.overrides, out=args.out, metrics=args.metrics,
                        overwrite=args.overwrite)
     if args.dry_run:
         print(sweep.describe())
         return 0
-    with connect(args.scheduler, args.scheduler_file, workers=args.workers, timeout_s=args.timeout,
-                 tasks=len(sweep.pending)) if sweep.pending else contextlib.nullcontext() as client:
-        try:
-            with stop_signals():  # SIGTERM, SIGHUP: as Ctrl-C, the cluster is closed on the way out
-                report = run_sweep(sweep, client, quiet=args.quiet, retries=args.retries)
-        except KeyboardInterrupt as exc:
-            raise Interrupted(f"interrupted: {sweep.out} keeps the points that completed. Run the same command "
-                              "again to continue: complete points are skipped, interrupted ones resumed.",
-                              signal_number(exc)) from None
+    report = _on_cluster(args, len(sweep.pending), sweep.out, "points",
+                         lambda client: run_sweep(sweep, client, quiet=args.quiet, retries=args.retries))
     print(report.summary(), file=sys.stderr)
     if report.unknown_metrics:
         raise XhsiError(f"no point has the metric{'s' * (len(report.unknown_metrics) > 1)} "
@@ -422,25 +414,33 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_tiles(args) -> int:
-    from .distributed import connect
     from .distributed.tiles import plan_tiles, run_tiles
-    from .interrupts import stop_signals
 
     plan = plan_tiles(args.config, args.tile, args.overlap, args.overrides, out=args.out)
     print(plan.describe(), file=sys.stderr)
     if args.dry_run:
         return 0
-    with connect(args.scheduler, args.scheduler_file, workers=args.workers, timeout_s=args.timeout,
-                 tasks=len(plan.tiles)) as client:
-        try:
-            with stop_signals():
-                report = run_tiles(plan, client, quiet=args.quiet, retries=args.retries)
-        except KeyboardInterrupt as exc:
-            raise Interrupted(f"interrupted: {plan.out} keeps the tiles that completed. Run the same command again "
-                              "to continue: complete tiles are skipped, interrupted ones resumed.",
-                              signal_number(exc)) from None
+    report = _on_cluster(args, len(plan.tiles), plan.out, "tiles",
+                         lambda client: run_tiles(plan, client, quiet=args.quiet, retries=args.retries))
     print(report.summary(), file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _on_cluster(args, tasks: int, out, what: str, work):
+    """``work(client)`` on the Dask cluster the options name (None when no ``tasks``); on Ctrl-C,
+    SIGTERM or SIGHUP the cluster is closed and Interrupted says ``out`` keeps what completed."""
+    from .distributed import connect
+    from .interrupts import stop_signals
+
+    with connect(args.scheduler, args.scheduler_file, workers=args.workers, timeout_s=args.timeout,
+                 tasks=tasks) if tasks else contextlib.nullcontext() as client:
+        try:
+            with stop_signals():
+                return work(client)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(f"interrupted: {out} keeps the {what} that completed. Run the same command again to "
+                              f"continue: complete {what} are skipped, interrupted ones resumed.",
+                              signal_number(exc)) from None
 
 
 def _paragraph(message: str) -> str:

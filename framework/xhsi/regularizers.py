@@ -39,6 +39,12 @@ class Regularizer:
     #: None (the Euclidean metric only; the safe default for third-party plugins). Smooth
     #: terms need none: the problem composes them with the change of variable.
     diagonal_metric: str | None = None
+    #: The candidates the data-driven selection (``xhsi.selection``, docs/selection.md) tries
+    #: when a config names this regulariser without options: {key below its
+    #: [[regularizers]] table ("weight", "options.NAME"): values}, their product. Prefer
+    #: noise-relative parameters (thresholds in σ of the noise, a rank), which keep their
+    #: meaning from thinned counts to the full ones; empty: nothing to choose.
+    selection_grid: dict[str, tuple] = {}
 
     def __init__(self, options: Any = None, weight: float = 1.0):
         self.options = options if options is not None else self.Options()
@@ -91,6 +97,12 @@ class Regularizer:
     def lipschitz(self) -> float:
         """Lipschitz constant of ``gradient`` (smooth regularisers)."""
         raise NotImplementedError
+
+    def spatial_reach(self) -> int | None:
+        """Model pixels over which the penalty couples a pixel to its neighbours (its spatial
+        filters' half-support), from the options; ``xhsi tiles`` grows each tile by it.
+        None: not declared (a third-party plugin), and tiles then need an explicit --overlap."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(weight={self.weight}, options={self.options})"

@@ -96,29 +96,18 @@ class TilePlan:
 
 
 # -- the plan ------------------------------------------------------------------------------
-def regulariser_reach(cfg) -> int:
-    """Spatial half-support (model pixels) of the config's regularisers' filters: the
-    starlet's B3-spline at J dyadic scales reaches 2·(2^J − 1) pixels, an orthonormal
-    wavelet of L levels about 2^(L+1); other penalties (gradients, low rank) 1 pixel."""
-    from .. import plugins
-    from ..config import options_schema
-
+def regulariser_reach(regularizers, where: str = "the config") -> int:
+    """The largest spatial reach (model pixels) the regularisers declare
+    (``Regularizer.spatial_reach``: 2·(2^J − 1) for J starlet scales, 1 for a gradient
+    penalty); ConfigError for one that declares none, since its edge effects are unknown."""
     reach = 0
-    for reg in cfg.regularizers:
-        options = reg.options
-        defaults = options_schema(plugins.get("regularizer", reg.name))
-
-        def value(key):
-            found = options.get(key) if isinstance(options, dict) else getattr(options, key, None)
-            return found if found is not None else getattr(defaults, key, None)
-
-        scales, levels = value("scales_2d") or value("scales"), value("levels")
-        if scales is not None:
-            reach = max(reach, 2 * (2 ** int(scales) - 1))
-        elif levels is not None:
-            reach = max(reach, 2 ** (int(levels) + 1))
-        else:
-            reach = max(reach, 1)
+    for i, reg in enumerate(regularizers):
+        mine = reg.spatial_reach()
+        if mine is None:
+            raise ConfigError(f"{where}: regularizers[{i}] (`{reg.name}`) does not say how far it couples "
+                              "neighbouring pixels (Regularizer.spatial_reach), so the tiles' overlap cannot be "
+                              "computed: give --overlap in model pixels (at least its filters' half-width).")
+        reach = max(reach, int(mine))
     return reach
 
 
@@ -180,7 +169,7 @@ def plan_tiles(config: str | Path, tile: int, overlap: int | None = None, overri
 
     overrides = list(overrides)
     cfg = load_config(config, overrides)
-    check_config(cfg)
+    regularizers = check_config(cfg)
     for i, obs in enumerate(cfg.observations):
         if obs.spectrum is not None:
             raise ConfigError(f"{config}: observations[{i}] (`{obs.name}`) is an OGIP spectrum, which has no sky "
@@ -197,7 +186,12 @@ def plan_tiles(config: str | Path, tile: int, overlap: int | None = None, overri
                               "multiple of the observations' spatial_rebin: they cannot be cut into whole detector "
                               "pixels.")
     psf = 0 if local else psf_reach(cfg, grid)
-    reach = 0 if local else psf + regulariser_reach(cfg)
+    if local:
+        reach = 0
+    elif overlap is not None and any(r.spatial_reach() is None for r in regularizers):
+        reach = psf  # a regulariser of unknown reach: the user's --overlap is taken as it is
+    else:
+        reach = psf + regulariser_reach(regularizers, str(config))
     if tile < 1:
         raise ConfigError(f"--tile must be at least 1 pixel, got {tile}.")
     if overlap is None:

@@ -18,19 +18,6 @@ CANDIDATE_TABLES = ("regularizers", "solver", "problem")
 #: Iterations of each candidate fit when neither [selection] nor [solver] gives max_iter.
 DEFAULT_BUDGET = 500  # what a run without selection does ([solver] max_iter default)
 
-#: The default grid of a built-in regulariser named without options: {key below the
-#: regulariser's table: values}. Noise-relative parameters first (starlet k, in σ of the
-#: gradient's counting noise; rank), which keep their meaning from the thinned counts to the
-#: full ones; absolute weights and thresholds get a log grid. A third-party regulariser
-#: declares its own as a class attribute ``selection_grid`` of the same form.
-GRIDS: dict[str, dict[str, tuple]] = {
-    "starlet2d1d_l1": {"options.k": (1.0, 2.0, 4.0)},
-    "starlet2d_l1": {"options.k": (1.0, 2.0, 4.0)},
-    "lowrank_pca": {"options.rank": (4, 8, 16), "options.basis": ("nmf",)},
-    "sobolev": {"weight": (0.03, 0.3, 3.0)},
-    "l2": {"weight": (0.03, 0.3, 3.0)},
-    "wavelet2d_l1": {"options.threshold": (0.03, 0.3, 3.0)},
-}
 
 
 @dataclass
@@ -76,14 +63,12 @@ def _untuned_regularizers(cfg) -> list[int]:
 def _grid_of(name: str) -> dict[str, tuple]:
     from .. import plugins
 
-    if name in GRIDS:
-        return GRIDS[name]
     return dict(getattr(plugins.get("regularizer", name), "selection_grid", None) or {})
 
 
 def default_candidates(cfg) -> list[Candidate]:
     """The candidates of ``cfg`` when [selection] names none: the cartesian product of the
-    default grids (``GRIDS``) of its regularisers given without options (with ``select =
+    default grids (``Regularizer.selection_grid``, declared by each plugin) of its regularisers given without options (with ``select =
     "auto"``: of every regulariser with a grid, when none is untuned). One candidate with
     no overrides when nothing has a grid (a config with no regulariser): then only the
     stopping iteration is chosen."""

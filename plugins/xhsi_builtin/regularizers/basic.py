@@ -25,6 +25,9 @@ class NonNegative(Regularizer):
     name = "nonnegative"
     smooth = False
     diagonal_metric = "voxels"  # a clip at 0 whatever the positive scaling
+
+    def spatial_reach(self) -> int:
+        return 0
     exact_prox = True
 
     @classmethod
@@ -51,6 +54,10 @@ class L2(Regularizer):
 
     name = "l2"
     smooth = True
+    selection_grid = {"weight": (0.03, 0.3, 3.0)}
+
+    def spatial_reach(self) -> int:
+        return 0  # ½‖x‖²: voxel by voxel
     exact_prox = True
 
     @classmethod
@@ -86,6 +93,10 @@ class Sobolev(Regularizer):
 
     name = "sobolev"
     smooth = True
+    selection_grid = {"weight": (0.03, 0.3, 3.0)}
+
+    def spatial_reach(self) -> int:
+        return 1  # forward differences: one neighbour
 
     @classmethod
     def example(cls, xp, dtype):

@@ -41,6 +41,12 @@ class LowRankPCA(Parametrisation):
     ``basis = "nmf"`` its non-negative factorisation's spectra (unit ℓ2 columns, H ≥ 0)."""
 
     name = "lowrank_pca"
+    selection_grid = {"options.rank": (4, 8, 16), "options.basis": ("nmf",)}
+
+    def spatial_reach(self) -> int:
+        """Pixel by pixel, Z = W·H; but W is learnt from the whole cube, so a tile learns its
+        own basis: tiles match the untiled run only as far as the two bases agree."""
+        return 0
     Options = LowRankPCAOptions
     smooth = False
     exact_prox = True  # the identity is the exact prox of the zero penalty

@@ -56,6 +56,11 @@ class _StarletL1(Regularizer):
     # -- to implement --------------------------------------------------------------
     n_band_axes = 1
 
+    def spatial_reach(self) -> int:
+        """The widest spatial B3-spline filter of J dyadic scales reaches 2·(2^J − 1) pixels."""
+        o = self.options
+        return 2 * (2 ** int(getattr(o, "scales_2d", getattr(o, "scales", 0))) - 1)
+
     def _analysis(self, x):
         raise NotImplementedError
 
@@ -202,6 +207,7 @@ class Starlet2dL1(_StarletL1):
     (cube or rank maps), coarse scale free. Approximate prox (see module docstring)."""
 
     name = "starlet2d_l1"
+    selection_grid = {"options.k": (1.0, 2.0, 4.0)}
     Options = Starlet2dL1Options
     n_band_axes = 1
 
@@ -309,6 +315,7 @@ class Starlet2d1dL1(_StarletL1):
     Approximate prox (see module docstring)."""
 
     name = "starlet2d1d_l1"
+    selection_grid = {"options.k": (1.0, 2.0, 4.0)}
     Options = Starlet2d1dL1Options
     n_band_axes = 2
 

@@ -29,6 +29,7 @@ class Wavelet2dL1(Regularizer):
 
     name = "wavelet2d_l1"
     Options = Wavelet2dL1Options
+    selection_grid = {"options.threshold": (0.03, 0.3, 3.0)}
     smooth = False
     exact_prox = True
 
@@ -47,6 +48,10 @@ class Wavelet2dL1(Regularizer):
 
     def _winv(self, c):
         return idwt2(c, self.options.wavelet, self.options.levels)
+
+    def spatial_reach(self) -> int:
+        """L levels of a 2-tap (haar) or 4-tap (db2) filter bank: about 2^L × the taps."""
+        return 2 ** int(self.options.levels) * (2 if self.options.wavelet == "haar" else 4)
 
     def value(self, x) -> float:
         xp = array_namespace(x)
