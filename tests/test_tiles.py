@@ -199,6 +199,12 @@ def test_per_pixel_fits_are_tiled_without_overlap_and_match_the_untiled_maps(tmp
             hdu = name.replace(".", "_").upper()
             np.testing.assert_allclose(hdul[hdu].data, image, rtol=1e-9, err_msg=name)
             np.testing.assert_allclose(hdul[hdu + "_ERR"].data, untiled.map_errors[name], rtol=1e-9)
+    # the mosaic's maps scored against the simulated field's truth_maps.fits, as the untiled run's
+    mosaic = json.loads((tmp_path / "tiled" / "mosaic" / "metrics.json").read_text())["maps"]
+    assert set(mosaic) == set(untiled.metrics["maps"]) and mosaic
+    for name, scores in untiled.metrics["maps"].items():
+        for key, value in scores.items():
+            assert mosaic[name][key] == pytest.approx(value, rel=1e-9), (name, key)
 
 
 def test_every_builtin_regulariser_declares_its_reach_and_grid():

@@ -155,6 +155,9 @@ class ComponentSection:
 @dataclass
 class MetricsSection:
     truth: Path | None = option(None, doc="true sky cube FITS; when simulating, the simulated truth is used")
+    truth_maps: Path | None = option(None, doc="true parameter maps FITS, one image HDU per `component.parameter` "
+                                               "as maps.fits writes them; scores the maps instead of the simulated "
+                                               "components")
 
 
 @dataclass
@@ -262,6 +265,8 @@ class Config:
         data.pop("sweep", None)  # xhsi sweep's table; a run ignores it
         if data.get("selection") is None:  # digests of configs without the table stay what they were
             data.pop("selection", None)
+        if data.get("metrics") is not None and data["metrics"].get("truth_maps") is None:  # likewise
+            data["metrics"].pop("truth_maps")
         for key in ("output", "checkpoint_every", "quicklook", "memory_check"):
             data["run"].pop(key, None)
         for key in ("max_iter", "tol", "max_time_s", "report_every"):

@@ -1,5 +1,6 @@
 """What a run writes into its (staging) folder: ``result.fits`` with its sky WCS and
-provenance cards, ``maps.fits`` and ``components.fits`` of problems with maps, each
+provenance cards, ``maps.fits`` and ``components.fits`` of problems with maps (and
+``truth_maps.fits``, the simulated scene's maps, when simulating), each
 observation's residual significance map, ``history.csv``, ``run.json``, ``metrics.json``,
 the quicklook PNGs; and the summary ``xhsi run`` prints (docs/runs.md)."""
 from __future__ import annotations
@@ -31,6 +32,14 @@ def write_outputs(out: Path, cfg, prep, result: Result) -> None:
                    wcs=frame.at(1), header=header)
         write_components(out / "components.fits", result.components, grid.energy_edges_kev, grid.pixel_arcsec,
                          wcs=frame.at(1), header=header)
+        scene = getattr(prep, "scene_truth", None)
+        if scene is not None and scene.components:  # the simulated maps, in the format of [metrics] truth_maps
+            from .io.truth_maps import write_truth_maps
+            from .problems.truth_maps import simulated_truth_maps
+
+            simulated = {"OBJECT": cards.get("OBJECT"), "HISTORY": [f"simulated by scene {cfg.simulate.scene}"]}
+            write_truth_maps(out / "truth_maps.fits", *simulated_truth_maps(scene), grid.pixel_arcsec,
+                             wcs=frame.at(1), header=simulated)
     residuals = residual_significance(prep, result.arrays["cube"])
     for obs, section in zip(prep.observations, cfg.observations):
         name = obs.name

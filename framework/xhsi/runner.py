@@ -41,13 +41,15 @@ from .solvers.checkpoint import load_checkpoint
 
 @dataclass
 class Prepared:
-    """What a run needs before solving: backend, grid, observations and the true sky if known."""
+    """What a run needs before solving: backend, grid, observations and the true sky if known
+    (``map_truth``: what the maps are scored against, ``xhsi.problems.truth_maps.MapTruth``)."""
 
     backend: Backend
     grid: Any
     observations: list[ObservationData]
     truth: np.ndarray | None
     scene_truth: Any = None
+    map_truth: Any = None
 
 
 def prepare(cfg: Config) -> Prepared:
@@ -57,6 +59,7 @@ def prepare(cfg: Config) -> Prepared:
     from .instruments import compile_observation, load_instrument
     from .instruments.spectrum import spectrum_forward, spectrum_observation
     from .io.cubes import read_cube
+    from .problems.truth_maps import read_map_truth, simulated_map_truth
     from .simulate import simulate_counts
 
     backend = Backend(cfg.run.backend, cfg.run.dtype, seed=cfg.run.seed)
@@ -99,6 +102,10 @@ def prepare(cfg: Config) -> Prepared:
             raise DataError(f"{cfg.source}: metrics.truth {cfg.metrics.truth} has shape {cube.data.shape}, the "
                             f"[model] grid is {grid.shape} (energy bins, ny, nx).")
         truth = cube.data
+    # [metrics] truth_maps wins over the simulated components (checked by check_config)
+    map_truth = read_map_truth(cfg)
+    if map_truth is None and scene_truth is not None and scene_truth.components:
+        map_truth = simulated_map_truth(scene_truth)
 
     observations = []
     for obs, instrument, forward in compiled:
@@ -132,7 +139,7 @@ def prepare(cfg: Config) -> Prepared:
         observations.append(data)
     if truth is not None:  # kept on the host in the run's precision (metrics work in float64)
         truth = np.asarray(to_numpy(truth), dtype=np.float32 if backend.dtype_name == "float32" else np.float64)
-    return Prepared(backend, grid, observations, truth, scene_truth)
+    return Prepared(backend, grid, observations, truth, scene_truth, map_truth)
 
 
 def _read_matching(read_cube, path, forward, name: str, what: str) -> np.ndarray:
@@ -147,20 +154,28 @@ def _read_matching(read_cube, path, forward, name: str, what: str) -> np.ndarray
 
 
 def simulate(cfg: Config, out: Path, overwrite: bool = False) -> list[Path]:
-    """Write ``truth.fits`` (the [simulate] scene) and ``<observation>_counts.fits`` for every
-    observation into the folder ``out``. Before anything is simulated or written: the folder
-    must be writable, and none of these files may exist unless ``overwrite``, nor ever be a
-    file the simulation reads (:func:`simulation_inputs`; compared by inode, not by name).
+    """Write ``truth.fits`` (the [simulate] scene), ``truth_maps.fits`` (its components' maps,
+    for ``[metrics] truth_maps``: a scene with components and a problem with maps) and
+    ``<observation>_counts.fits`` for every observation into the folder ``out``. Before
+    anything is simulated or written: the folder must be writable, and none of these files
+    may exist unless ``overwrite``, nor ever be a file the simulation reads
+    (:func:`simulation_inputs`; compared by inode, not by name).
     The config's ``counts`` files and [metrics] truth are not read: every observation is
     simulated, and its ``exposure_s`` is taken from its counts file when left out."""
     from .atomic import check_writable
     from .io.cubes import write_cube
+    from .io.truth_maps import write_truth_maps
+    from .problems.truth_maps import scores_maps, simulated_truth_maps
     from .products import instrument_cards, provenance_cards, sky_frame
+    from .simulate import Scene
 
     if cfg.simulate is None:
         raise XhsiError(f"{cfg.source}: `xhsi simulate` needs a [simulate] table naming a scene.")
     out = Path(out)
-    targets = [out / "truth.fits"] + [out / f"{obs.name}_counts.fits" for obs in cfg.observations]
+    with_maps = (scores_maps(cfg)  # truth_maps.fits: the scene's components, for a problem with maps
+                 and plugins.get("scene", cfg.simulate.scene).generate_components is not Scene.generate_components)
+    targets = ([out / "truth.fits"] + [out / "truth_maps.fits"] * with_maps
+               + [out / f"{obs.name}_counts.fits" for obs in cfg.observations])
     check_writable(out, "the simulate output folder (--out)")
     resolve_exposures(cfg)
     cfg_no_counts = copy.deepcopy(cfg)  # simulate every observation, whatever counts files it names
@@ -177,6 +192,10 @@ def simulate(cfg: Config, out: Path, overwrite: bool = False) -> list[Path]:
     simulated = {"OBJECT": cards.get("OBJECT"), "HISTORY": [f"simulated by scene {cfg.simulate.scene}"]}
     written = [write_cube(out / "truth.fits", prep.truth, prep.grid.energy_edges_kev, wcs=frame.at(1),
                           pixel_arcsec=prep.grid.pixel_arcsec, bunit=SKY_UNIT, header=simulated)]
+    if with_maps and prep.scene_truth is not None and prep.scene_truth.components:
+        maps, units = simulated_truth_maps(prep.scene_truth)
+        written.append(write_truth_maps(out / "truth_maps.fits", maps, units, prep.grid.pixel_arcsec,
+                                        wcs=frame.at(1), header=simulated))
     for obs, section in zip(prep.observations, cfg.observations):
         written.append(write_cube(out / f"{obs.name}_counts.fits", obs.counts, obs.channel_edges_kev,
                                   wcs=frame.at(section.spatial_rebin), pixel_arcsec=obs.pixel_arcsec,
@@ -276,7 +295,10 @@ def check_config(cfg: Config) -> list:
     """Every check of ``cfg`` that a user's input can fail (``Problem.check_config`` of the [run]
     problem, then the [selection] table's), what ``xhsi validate`` and ``xhsi run`` run before anything is read,
     computed or written. Returns the [[regularizers]] instances it checked, which the run then uses."""
+    from .problems.truth_maps import read_map_truth
+
     regularizers = plugins.get("problem", cfg.run.problem).check_config(cfg)
+    read_map_truth(cfg)  # [metrics] truth_maps against the run's maps
     check_selection(cfg)  # [selection]: its candidates' configs, before anything is read
     return regularizers
 
@@ -332,12 +354,17 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
                                    config_digest=cfg.digest())
             result.metadata.update({"wall_s": time.perf_counter() - t_start, "config_digest": cfg.digest(),
                                     "backend": cfg.run.backend, "dtype": cfg.run.dtype})
-            if prep.truth is not None:
+            if prep.truth is not None or prep.map_truth is not None:
                 from .simulate import SceneTruth
 
-                result.metrics = compute_metrics(result, prep.truth, problem)
-                truth = prep.scene_truth if prep.scene_truth is not None else SceneTruth(prep.truth)
-                result.metrics.update(problem.extra_metrics(result, truth))
+                result.metrics = compute_metrics(result, prep.truth, problem) if prep.truth is not None else {}
+                components = prep.map_truth.truth.components if prep.map_truth is not None else []
+                result.metrics.update(problem.extra_metrics(result, SceneTruth(prep.truth, components)))
+                if result.maps and prep.map_truth is not None:  # which truth scored the maps
+                    result.metadata["map_truth"] = prep.map_truth.source
+                    report = prep.map_truth.report(list(result.maps))
+                    if report["source"] != "simulate" or report["missing"]:
+                        result.metrics["map_truth"] = report
             if chosen is not None:  # metrics.json, run.json and config.selected.toml say what was chosen
                 chosen.publish(result, folder.staging)
             write_outputs(folder.staging, cfg, prep, result)

@@ -453,6 +453,16 @@ def write_mosaic(plan: TilePlan) -> dict | None:
                        errors or None, wcs=frame.at(1), header=header)
         if truth_path is not None and truth_path.is_file():
             metrics = {"result": all_metrics(cube, read_cube(truth_path).data.astype(np.float64))}
+        if (runs[0] / "maps.fits").is_file():
+            maps_truth = _field_map_truth(cfg, truth_path)
+            if maps_truth is not None:  # the mosaic's maps against the field's true maps
+                from ..io.truth_maps import map_key
+                from ..problems.components import map_metrics
+
+                by_key = {map_key(name): name for name in maps_truth.names}  # HDU names → map names
+                named = {by_key[k]: image for k, image in values.items() if k in by_key}
+                metrics = {**(metrics or {}), "maps": map_metrics(named, maps_truth.truth)}
+        if metrics is not None:
             write_json(folder.staging / "metrics.json", metrics)
         tiles = [{"name": t.name, "rows": list(t.y), "columns": list(t.x), "core_rows": list(t.core_y),
                   "core_columns": list(t.core_x)} for t in plan.tiles]
@@ -463,3 +473,18 @@ def write_mosaic(plan: TilePlan) -> dict | None:
     finally:
         folder.discard()
     return metrics
+
+
+def _field_map_truth(cfg, truth_path: Path | None):
+    """The whole field's true maps: ``[metrics] truth_maps``, or the simulated field's
+    ``truth_maps.fits`` beside its ``truth.fits``; None when there are none."""
+    from ..config import MetricsSection
+    from ..problems.truth_maps import read_map_truth
+
+    if cfg.metrics is None or cfg.metrics.truth_maps is None:
+        simulated = None if truth_path is None else truth_path.parent / "truth_maps.fits"
+        if simulated is None or not simulated.is_file():
+            return None
+        cfg = copy.deepcopy(cfg)
+        cfg.metrics = MetricsSection(truth=None, truth_maps=simulated)
+    return read_map_truth(cfg)

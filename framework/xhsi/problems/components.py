@@ -2,7 +2,7 @@
 spectral model set up on the model grid, each of its parameters a fitted map (a
 ``MapBlock``), a constant (``fixed``) or a link to another component's map
 (``resolve_components``); the names and units of the maps they produce, and their errors
-against a simulated scene's components (``map_metrics``)."""
+against the true components (``map_metrics``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -145,23 +145,27 @@ def resolve_components(sections, grid, backend: Backend, source: str,
 
 def map_metrics(maps: dict[str, np.ndarray], truth) -> dict[str, dict[str, float]]:
     """Median and flux-weighted relative error, and median absolute error, of each fitted
-    parameter map against the scene's component truth (``SceneTruth``), over the pixels
-    where the component's true amplitude is above 1 % of its maximum (elsewhere a parameter
-    is not constrained); for a redshift map ``z`` also ``median_absolute_error_kms``."""
+    parameter map against the component truth (``SceneTruth``: the scene's, or the
+    ``[metrics] truth_maps``), over the pixels where the component's true amplitude is above
+    1 % of its maximum (elsewhere a parameter is not constrained) and the true map is
+    finite; a component with no true amplitude (None) is scored over every finite pixel,
+    unweighted. For a redshift map ``z`` also ``median_absolute_error_kms``."""
     out: dict[str, dict[str, float]] = {}
     for comp in getattr(truth, "components", []):
-        amp = np.asarray(comp.amplitude, dtype=np.float64)
-        mask = amp > 0.01 * amp.max() if amp.size and amp.max() > 0 else np.zeros_like(amp, dtype=bool)
-        for pname, true_map in list(comp.parameters.items()) + [("amplitude", amp)]:
+        amp = None if comp.amplitude is None else np.asarray(comp.amplitude, dtype=np.float64)
+        bright = True if amp is None else _bright(amp)
+        for pname, true_map in list(comp.parameters.items()) + ([] if amp is None else [("amplitude", amp)]):
             key = f"{comp.name}.{pname}"
+            t = np.asarray(true_map, dtype=np.float64)
+            mask = np.isfinite(t) & bright
             if key not in maps or not mask.any():
                 continue
             est = np.asarray(maps[key], dtype=np.float64)
-            t = np.asarray(true_map, dtype=np.float64)
             denom = np.abs(t[mask])
             floor = max(float(np.median(denom)) * 1e-3, 1e-12)
             rel = np.abs(est[mask] - t[mask]) / np.maximum(denom, floor)
-            w = amp[mask] / amp[mask].sum()
+            w = np.ones(rel.size) if amp is None else amp[mask]
+            w = w / w.sum()
             out[key] = {"median_relative_error": float(np.median(rel)),
                         "flux_weighted_relative_error": float(np.sum(w * rel)),
                         "median_absolute_error": float(np.median(np.abs(est[mask] - t[mask])))}
@@ -173,3 +177,10 @@ def map_metrics(maps: dict[str, np.ndarray], truth) -> dict[str, dict[str, float
 
                 out[key]["median_absolute_error_kms"] = SPEED_OF_LIGHT_KMS * out[key]["median_absolute_error"]
     return out
+
+
+def _bright(amp: np.ndarray) -> np.ndarray:
+    """Pixels whose true amplitude is finite and above 1 % of its finite maximum."""
+    finite = np.isfinite(amp)
+    peak = float(amp[finite].max()) if finite.any() else 0.0
+    return finite & (amp > 0.01 * peak) if peak > 0 else np.zeros(amp.shape, dtype=bool)
