@@ -10,25 +10,21 @@ seen through every observation's compiled forward operator (exposure × area, PS
 redistribution, rebinning) with its background: counts_k ~ Poisson(A_k Z + B_k), the
 Poisson likelihood summed over the observations. The unknowns, blocks, metric and starlet
 prior are unmixing's (``xhsi.problems.unmixing``: PALM, one block per amplitude and per
-parameter map); this module changes three things:
+parameter map); this module changes two things:
 
 - **the start**, from the data only: per-pixel fits of the imager (the observation with
   the most detector pixels, binned ``init_bin``) for every map, except the parameters
   named in ``spectrometer_parameters`` (default the redshift z), taken from per-pixel fits
   of the spectrometer (the observation with the most channels) at its own pixels;
 - **the metric and the error maps**: the pixel-local Fisher information of both per-pixel
-  fits, added (information of independent data adds up);
-- **dimension reduction** (``reduce``): each component's model is replaced by a low-rank
-  basis W_c and an interpolated table of its coefficients h_c(θ)
-  (``xhsi.problems.spectral_table``), so the mixture is the stack of rank maps
-  H = [a_c · h_c(θ_c)]_c and each forward operator is folded onto the stacked basis,
-  A_k ∘ W (``xhsi.operators.lowrank.spectral_basis_forward``: exact, k maps instead of
-  n_e slices). The n_e × ny × nx cube is formed only for the result. The table's spectral
-  error (``table_tol``, relative L2 per spectrum) is the approximation.
+  fits, added (information of independent data adds up).
+
+It inherits unmixing's dimension reduction (``reduce``, ``table_tol``:
+``xhsi.problems.reduction``), each forward operator folded onto the tables' basis.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -37,8 +33,7 @@ from ..errors import ConfigError, did_you_mean
 from ..results import Result
 from ..schema import option
 from .components import map_metrics
-from .spectral_table import MAX_TABLE_PARAMETERS, CoefficientView, TabulatedModel, stacked_basis
-from .unmixing import Mixture, Unmixing, UnmixingOptions
+from .unmixing import Unmixing, UnmixingOptions
 
 
 @dataclass
@@ -46,31 +41,6 @@ class FusionUnmixingOptions(UnmixingOptions):
     spectrometer_parameters: list[str] = option(["z"], doc="parameters whose start maps come from per-pixel fits "
                                                            "of the spectrometer (the observation with the most "
                                                            "channels) instead of the imager's")
-    reduce: str = option("auto", choices=("auto", "table", "none"),
-                         doc="table: each component's model as a low-rank basis and an interpolated table of its "
-                             "coefficients (fast; at most 3 fitted parameters per component); none: the exact "
-                             "models on the full cube; auto: table where every component allows it")
-    table_tol: float = option(1e-3, min=0.0, exclusive_min=True, max=0.1,
-                              doc="largest relative L2 error of a tabulated spectrum (interpolation and rank)")
-
-
-class FoldedMixture(Mixture):
-    """The mixture of rank maps, each component's coefficients h_c(θ_c) kept for the
-    parameter maps they were computed at: a PALM block update of an amplitude, or of
-    another component's map, reuses them (and the maps are held so their ids stay theirs)."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self._kept: dict = {}
-
-    def spectrum(self, comp, xs):
-        maps = [xs[self.n_amp + slot] for slot in sorted(set(comp.slots.values()))]
-        key = tuple(id(m) for m in maps)
-        kept = self._kept.get(comp.name)
-        if kept is None or kept[0] != key:
-            kept = (key, maps, super().spectrum(comp, xs))
-            self._kept[comp.name] = kept
-        return kept[2]
 
 
 def imager_and_spectrometer(observations) -> tuple[int, int]:
@@ -94,8 +64,8 @@ class FusionUnmixing(Unmixing):
 
     @classmethod
     def check_config(cls, config, regularizers: list | None = None) -> list:
-        """Unmixing's checks, then: ``spectrometer_parameters`` name parameters of the
-        components, and ``reduce = "table"`` has at most 3 fitted parameters per component."""
+        """Unmixing's checks (``reduce = "table"`` among them), then:
+        ``spectrometer_parameters`` name parameters of the components."""
         from ..backend import Backend
         from .checks import model_grid
         from .components import config_dir, resolve_components
@@ -115,12 +85,6 @@ class FusionUnmixing(Unmixing):
             if pname not in names:
                 raise ConfigError(f"{config.source}: `problem.spectrometer_parameters`: no component has a parameter "
                                   f"`{pname}`{did_you_mean(pname, names)}; parameters: {', '.join(sorted(names))}.")
-        if options.reduce == "table":
-            for c in comps:
-                if len(c.slots) > MAX_TABLE_PARAMETERS:
-                    raise ConfigError(f"{config.source}: component `{c.name}` fits {len(c.slots)} parameter maps; "
-                                      f"reduce = \"table\" tabulates at most {MAX_TABLE_PARAMETERS}: fix some, or "
-                                      "set [problem] reduce = \"none\".")
 
     def __init__(self, config, backend, grid, observations, regularizers, likelihood_cls,
                  options: FusionUnmixingOptions | None = None):
@@ -128,25 +92,7 @@ class FusionUnmixing(Unmixing):
         super().__init__(config, backend, grid, observations, regularizers, likelihood_cls, options)
         self._check_options(config, options, self.components)
         self.imager, self.spectrometer = imager_and_spectrometer(observations)
-        self.exact_components = self.components
-        self.tables: list[TabulatedModel] = []
-        if self._reduced():
-            xp, dtype = backend.xp, backend.dtype
-            for comp in self.exact_components:
-                fitted = {p.name: self.map_blocks[comp.slots[p.name]].bounds for p in comp.model.parameters
-                          if p.name in comp.slots}
-                self.tables.append(TabulatedModel(comp.model, fitted, comp.constants, xp, dtype,
-                                                  tol=options.table_tol, where=f"component `{comp.name}`"))
-            self.components = [replace(c, model=t) for c, t in zip(self.exact_components, self.tables)]
         self._spectrometer_maps = None
-
-    def _reduced(self) -> bool:
-        if self.options.reduce == "none":
-            return False
-        if self.options.reduce == "table":
-            return True
-        return all(len(c.slots) <= MAX_TABLE_PARAMETERS and not hasattr(c.model, "physical_parameters")
-                   for c in self.components)
 
     # -- the start, the metric and the error maps from both instruments ---------------------
     def _fit_observation(self) -> int:
@@ -182,38 +128,12 @@ class FusionUnmixing(Unmixing):
                     maps[block.name] = spec[block.name]
         return maps
 
-    # -- the folded mixture ------------------------------------------------------------------
-    def _mixture(self, n_amp: int, scale) -> tuple[Mixture, list]:
-        """With tables: the mixture of rank maps and each forward operator folded onto the
-        stacked basis W (exact); else unmixing's."""
-        if not self.tables:
-            return super()._mixture(n_amp, scale)
-        from .fusion_operators import folded_forward
-
-        xp, dtype = self.backend.xp, self.backend.dtype
-        basis, offsets, total = stacked_basis(self.tables, xp, dtype)
-        views = [replace(c, model=CoefficientView(t, off, total))
-                 for c, t, off in zip(self.components, self.tables, offsets)]
-        shape = (total, self.grid.ny, self.grid.nx)
-        operators = [folded_forward(obs.forward, basis, shape) for obs in self.observations]
-        return FoldedMixture(views, n_amp, scale, shape, xp, dtype), operators
-
-    def _output_mixture(self, mixture: Mixture) -> Mixture:
-        """The exact models at the solution: the result's cubes are not tabulated."""
-        if not self.tables:
-            return mixture
-        comps = [replace(c, model=e.model) for c, e in zip(mixture.components, self.exact_components)]
-        return Mixture(comps, mixture.n_amp, mixture.scale, self.grid.shape, self.backend.xp, self.backend.dtype)
-
     # -- results -----------------------------------------------------------------------------
     def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
               resume_from=None, config_digest: str | None = None) -> Result:
         result = super().solve(solver, callback, checkpoint_path, checkpoint_every, resume_from, config_digest)
         result.metadata["imager"] = self.observations[self.imager].name
         result.metadata["spectrometer"] = self.observations[self.spectrometer].name
-        result.metadata["spectral_tables"] = {
-            c.name: {"rank": t.rank, "intervals": t.grid.intervals, "relative_error": t.table_error}
-            for c, t in zip(self.exact_components, self.tables)}
         return result
 
     def extra_metrics(self, result: Result, truth) -> dict:

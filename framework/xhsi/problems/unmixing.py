@@ -23,6 +23,10 @@ Parameters may be *fixed* (a constant, e.g. the abundance) or *linked* to anothe
 component's map (one velocity map shared by two plasmas: one block, gradients summed).
 Amplitudes are solved relative to a per-pixel flux scale (the mean initial amplitude of the
 pixel), which evens out their curvatures; maps are written back in physical units.
+
+By default (``reduce = "auto"``) each component's model is tabulated as a low-rank basis and
+interpolated coefficients, and the forward operators are folded onto that basis
+(``xhsi.problems.reduction``); the result's cubes come from the exact models.
 """
 from __future__ import annotations
 
@@ -36,10 +40,13 @@ from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem, run_solver
-from .components import ResolvedComponent, config_dir, map_metrics, map_units, resolve_components
+from .components import config_dir, map_metrics, map_units, resolve_components
 from .fitting import PixelFitter, spectral_response
+from .mixture import Mixture
+from .reduction import SpectralReduction, check_reduction
 from .starts import backprojection
-from .unmixing_prior import METRIC_FLOOR, FisherStarlet, coefficient_sigma, metric_noise, start_spread
+from .unmixing_prior import (METRIC_FLOOR, FisherStarlet, information_shares, metric_noise,
+                             shared_coefficient_sigma, start_spread)
 
 
 def combined_error(sigmas: list):
@@ -51,67 +58,6 @@ def combined_error(sigmas: list):
     with np.errstate(divide="ignore", invalid="ignore"):
         info = sum(np.where(np.isfinite(s), 1.0 / np.square(np.asarray(s, dtype=np.float64)), 0.0) for s in sigmas)
         return 1.0 / np.sqrt(info)
-
-
-class Mixture:
-    """Z = Σ_c s·â_c ⊙ S_c(θ_c) over the variables ``xs`` = [amplitude blocks..., map
-    blocks...], and the gradients of f(Z) with respect to each variable."""
-
-    def __init__(self, components: list[ResolvedComponent], n_amp: int, scale, shape, xp, dtype):
-        self.components, self.n_amp, self.scale = components, n_amp, scale
-        self.shape, self.xp, self.dtype = tuple(shape), xp, dtype
-
-    def theta(self, comp: ResolvedComponent, xs):
-        xp = self.xp
-        ny, nx = self.shape[1:]
-        rows = []
-        for p in comp.model.parameters:
-            if p.name in comp.slots:
-                rows.append(xs[self.n_amp + comp.slots[p.name]])
-            else:
-                rows.append(xp.full((ny, nx), comp.constants[p.name], dtype=self.dtype))
-        return xp.stack(rows, axis=0)
-
-    def amplitude(self, comp: ResolvedComponent, xs):
-        return xs[comp.amplitude_slot] if comp.amplitude_slot is not None else comp.amplitude_init
-
-    def spectrum(self, comp: ResolvedComponent, xs):
-        """S_c(θ_c) of one component at the variables ``xs``."""
-        return comp.model.evaluate(self.theta(comp, xs))
-
-    def spectra(self, xs) -> list:
-        return [self.spectrum(comp, xs) for comp in self.components]
-
-    def cube(self, xs, spectra=None):
-        spectra = self.spectra(xs) if spectra is None else spectra
-        z = None
-        for comp, s in zip(self.components, spectra):
-            term = (self.scale * self.amplitude(comp, xs))[None, :, :] * s
-            z = term if z is None else z + term
-        return z
-
-    def component_cubes(self, xs) -> dict:
-        return {comp.name: (self.scale * self.amplitude(comp, xs))[None, :, :] * s
-                for comp, s in zip(self.components, self.spectra(xs))}
-
-    def partial(self, i: int, xs, g_cube):
-        """∂f/∂xs[i] given g_cube = ∂f/∂Z."""
-        xp = self.xp
-        if i < self.n_amp:
-            comp = next(c for c in self.components if c.amplitude_slot == i)
-            return self.scale * xp.sum(g_cube * self.spectrum(comp, xs), axis=0)
-        slot = i - self.n_amp
-        out = None
-        for comp in self.components:
-            names = [p.name for p in comp.model.parameters]
-            rows = [k for k, name in enumerate(names) if comp.slots.get(name) == slot]
-            if not rows:
-                continue
-            cot = (self.scale * self.amplitude(comp, xs))[None, :, :] * g_cube
-            grads = comp.model.vjp(self.theta(comp, xs), cot)
-            for k in rows:
-                out = grads[k, ...] if out is None else out + grads[k, ...]
-        return out
 
 
 @dataclass
@@ -126,9 +72,23 @@ class UnmixingOptions:
                                                      "1/s², s the robust scatter of its start map (Levenberg–Marquardt "
                                                      "damping at the prior's scale; 0: Fisher metric floored at "
                                                      "0.1 × its median only)")
+    reduce: str = option("auto", choices=("auto", "table", "none"),
+                         doc="table: each component's model as a low-rank basis and an interpolated table of its "
+                             "coefficients (fast; at most 3 fitted parameters per component); none: the exact "
+                             "models on the full cube; auto: table where every component allows it")
+    table_tol: float = option(1e-3, min=0.0, exclusive_min=True, max=0.1,
+                              doc="largest relative L2 error of a tabulated spectrum (interpolation and rank)")
+    errors: str = option("fisher", choices=("fisher", "bootstrap"),
+                         doc="error maps: fisher (pixel-local Fisher information at the solution, prior ignored) or "
+                             "bootstrap (parametric bootstrap: replicate counts re-solved, prior included; "
+                             "xhsi.problems.bootstrap, docs/unmixing.md \"Error maps\")")
+    bootstrap_samples: int = option(16, min=2, doc="bootstrap: replicates B (each costs about one fit)")
+    bootstrap_iter: int = option(0, min=0, unit="iterations",
+                                 doc="bootstrap: PALM iterations of each replicate's fit (0: the run's [solver] "
+                                     "max_iter, the estimator itself)")
 
 
-class Unmixing(Problem):
+class Unmixing(SpectralReduction, Problem):
     """Semi-blind unmixing of one or several observations into ``[[components]]``."""
 
     name = "unmixing"
@@ -150,6 +110,11 @@ class Unmixing(Problem):
             raise ConfigError(f"{config.source}: problem `unmixing` takes its regularisers per component "
                               "(amplitude_k, parameter_k, scales in [[components]]), not [[regularizers]].")
         check_components(config, model_grid(config))
+        options = config.problem if config.problem is not None else cls.Options()
+        if options.reduce == "table":  # more than 3 fitted maps in a component: refused
+            comps, _ = resolve_components(config.components, model_grid(config), Backend("numpy", config.run.dtype),
+                                          str(config.source), config_dir(config))
+            check_reduction(config.source, options, comps)
         return regularizers
 
     def extra_metrics(self, result: Result, truth) -> dict:
@@ -172,6 +137,7 @@ class Unmixing(Problem):
                                                               config_dir(config))
         self._responses: dict = {}  # spectral responses of the observations the per-pixel fits see
         self.amp_names = [c.name for c, s in zip(self.components, config.components) if not s.fixed_amplitude]
+        self._tabulate()  # reduce: the tabulated models in `components`, the exact ones kept
 
     # -- building -------------------------------------------------------------------------
     def build(self):
@@ -209,30 +175,46 @@ class Unmixing(Problem):
         terms = [DataTerm(self.likelihood_cls.for_counts(o.counts), op, o.counts, o.background,
                           what=f"counts of `{o.name}`") for o, op in zip(self.observations, operators)]
 
-        last: dict = {}
+        kept: list[dict] = []  # the last two points, newest first
 
-        def expected(xs) -> list:
-            """Each term's expected counts at ``xs``, kept for the last point (PALM takes the
-            cost at a point, then its block gradient there): arrays are never changed in
-            place, and the point is held so its ids stay its own."""
+        def at(xs) -> dict:
+            """What is known at the point ``xs``: each term's expected counts and, once asked
+            for, the cost, each term's likelihood gradient and the cube gradient. Kept for
+            the last two points: PALM takes the cost at a point and then its block gradient
+            there, the next block starts from the point the last accepted, and a rejected
+            update returns to the point before. Arrays are never changed in place, and each
+            point is held so that its ids stay its own."""
             key = tuple(id(x) for x in xs)
-            if last.get("key") != key:
+            point = next((p for p in kept if p["key"] == key), None)
+            if point is None:
                 z = mixture.cube(xs)
-                last.update(key=key, xs=list(xs), models=[t.model(z) for t in terms])
-            return last["models"]
+                point = {"key": key, "xs": list(xs), "models": [t.model(z) for t in terms]}
+            kept[:] = [point] + [p for p in kept if p is not point][:1]
+            return point
+
+        def likelihood_at(xs) -> dict:
+            point = at(xs)
+            if "value" not in point:  # one pass gives both (the same bits as value_device)
+                pairs = [t.likelihood.value_and_gradient(m, t.data) for t, m in zip(terms, point["models"])]
+                point["value"] = sum(float(v) for v, _ in pairs)
+                point["gradients"] = [g for _, g in pairs]
+            return point
 
         def cube_gradient(xs):
-            g = None
-            for t, m in zip(terms, expected(xs)):
-                gi = t.operator.adjoint(t.likelihood.gradient(m, t.data))
-                g = gi if g is None else g + gi
-            return g
+            point = likelihood_at(xs)
+            if "cube_gradient" not in point:
+                g = None
+                for t, gl in zip(terms, point["gradients"]):
+                    gi = t.operator.adjoint(gl)
+                    g = gi if g is None else g + gi
+                point["cube_gradient"] = g
+            return point["cube_gradient"]
 
         def value(xs) -> float:
-            return sum(float(t.likelihood.value_device(m, t.data)) for t, m in zip(terms, expected(xs)))
+            return likelihood_at(xs)["value"]
 
         x0 = amps + map_starts
-        metrics, sigmas = self.start_fisher(mixture, x0)
+        metrics, sigmas, shares = self.start_fisher(mixture, x0)
         blocks = []
         specs = [(name, (0.0, None), self._amp_k(name), self._scales(name)) for name in self.amp_names]
         specs += [(b.name, b.bounds, b.sparsity_k, b.scales) for b in self.map_blocks]
@@ -243,7 +225,7 @@ class Unmixing(Problem):
                 # start (s = 1/(σ·D), see metric_noise). (They used to be the MAD of the
                 # gradient's counting noise with one step per map: in map units the noise of
                 # the brightest pixels only, and the prior never acted.)
-                sig = coefficient_sigma(sigmas[i], scales, seed=self.config.run.seed or 0)
+                sig = shared_coefficient_sigma(sigmas[i], shares[i], scales, seed=self.config.run.seed or 0)
                 mask = xp.asarray([1.0] * scales + [0.0], dtype=dtype)[:, None, None]  # coarse: free
                 metric = metrics[i] if self.options.precondition else None
                 proxes.append(FisherStarlet(k * sig * mask, scales, metric))  # a penalty in cost units
@@ -257,22 +239,12 @@ class Unmixing(Problem):
                                 max_step=1.0 if len(proxes) > 1 and self.options.precondition else None))
         return x0, value, blocks, mixture
 
-    def _mixture(self, n_amp: int, scale) -> tuple[Mixture, list]:
-        """The mixture the solver iterates on and the operator of each observation from its
-        cube to the counts: here the sky cube itself and the compiled forward operators."""
-        mixture = Mixture(self.components, n_amp, scale, self.grid.shape, self.backend.xp, self.backend.dtype)
-        return mixture, [o.forward for o in self.observations]
-
-    def _output_mixture(self, mixture: Mixture) -> Mixture:
-        """The mixture whose cubes the result holds (the solver's own here)."""
-        return mixture
-
     def _fisher_fitters(self) -> list[PixelFitter]:
         """The per-pixel fits whose Fisher information sets the start metric and the error
         maps (their information adds up): the first observation's, unbinned."""
         return [self._fitter(1)]
 
-    def start_fisher(self, mixture, x0) -> tuple[list, list]:
+    def start_fisher(self, mixture, x0) -> tuple[list, list, list]:
         """Per block, on the model grid and in the units of the solver's variable: the
         diagonal of the pixel-local Poisson Fisher information at the start (PALM's block
         metric D; first observation, PSF neglected; floored at ``METRIC_FLOOR`` × its median)
@@ -283,12 +255,17 @@ class Unmixing(Problem):
         metric is also floored at ``metric_damping``/s².
 
         The metric is not normalised: with D = diag F, L_i ≈ 1 and a PALM step on a block is
-        a Fisher-scoring step of each pixel's own size, whatever its brightness."""
+        a Fisher-scoring step of each pixel's own size, whatever its brightness.
+
+        Also, per block, each fitter's share of the information and its block size
+        (``information_shares``): the thresholds count a coarse observation's information
+        at each starlet scale by what its pixels keep of that scale
+        (``shared_coefficient_sigma``)."""
         xp, dtype = self.backend.xp, self.backend.dtype
         maps = self._maps(mixture, x0)
         scale = to_numpy(mixture.scale) if hasattr(mixture.scale, "shape") else float(mixture.scale)
         curvs: list[Any] = [None] * len(x0)
-        infos: list[list] = [[] for _ in x0]  # per block, each fitter's 1-σ errors on the model grid
+        infos: list[list] = [[] for _ in x0]  # per block, each fitter's (1-σ errors on the model grid, block size)
         for fitter in self._fisher_fitters():
             _, fisher = fitter.fisher_at_maps(maps)
             p = fisher.shape[-1]
@@ -301,9 +278,9 @@ class Unmixing(Problem):
             def up(a, ny=ny, nx=nx, factor=factor):
                 return np.kron(np.reshape(a, (ny, nx)), np.ones((factor, factor)))
 
-            def add(k, curv, sigma):
+            def add(k, curv, sigma, factor=factor):
                 curvs[k] = curv if curvs[k] is None else curvs[k] + curv
-                infos[k].append(sigma)
+                infos[k].append((sigma, factor))
             for j, comp in enumerate(self.components):
                 if comp.amplitude_slot is not None:
                     # x = a / scale; a detector block's amplitude is the sum of its factor² model pixels
@@ -323,7 +300,7 @@ class Unmixing(Problem):
             k = comp.amplitude_slot
             cap = 10.0 * float(np.max(to_numpy(x0[k]))) if x0[k].size else 1.0
             caps[k] = cap
-            sigmas[k] = capped(combined_error(infos[k]), cap)
+            sigmas[k] = capped(combined_error([s for s, _ in infos[k]]), cap)
         for i, block in enumerate(self.map_blocks):
             k = mixture.n_amp + i
             start = to_numpy(x0[k])
@@ -338,7 +315,7 @@ class Unmixing(Problem):
             # its bounds; the metric also turns the thresholds into the penalty λ = D·T,
             # which was ~0 there (docs/unmixing.md, "Measured").
             floors[k] = self.options.metric_damping / cap ** 2
-            sigmas[k] = capped(combined_error(infos[k]), cap)
+            sigmas[k] = capped(combined_error([s for s, _ in infos[k]]), cap)
         out_m, out_s = [], []
         for curv, sig, cap, floor in zip(curvs, sigmas, caps, floors):
             curv = np.where(np.isfinite(curv), curv, 0.0)
@@ -346,7 +323,7 @@ class Unmixing(Problem):
             d = np.clip(curv, max(METRIC_FLOOR * med, floor), None)
             out_m.append(xp.asarray(d, dtype=dtype))
             out_s.append(xp.asarray(np.clip(metric_noise(sig, d), 0.0, cap), dtype=dtype))
-        return out_m, out_s
+        return out_m, out_s, [information_shares(parts) for parts in infos]
 
     def initial_maps(self) -> dict | None:
         """Maps from per-pixel fits of the binned first observation (SUSHI's coarse
@@ -404,12 +381,16 @@ class Unmixing(Problem):
                                         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
                                         resume_from=resume_from, config_digest=config_digest)
         meta.update(solver.notes() if hasattr(solver, "notes") else {})
+        meta["spectral_tables"] = self.spectral_tables()
         xs = out.x
         maps = self._maps(mixture, xs)
         mixture = self._output_mixture(mixture)
         arrays: dict[str, np.ndarray] = {"cube": to_numpy(mixture.cube(xs))}
         components = {name: to_numpy(c) for name, c in mixture.component_cubes(xs).items()}
-        errors = self.error_maps(maps)
+        from . import bootstrap  # [problem] errors: fisher (error_maps) or bootstrap
+
+        errors, notes = bootstrap.error_maps(self, solver, mixture, blocks, xs, maps)
+        meta.update(notes)
         physical, physical_units = self._physical_maps(maps)
         return Result(arrays=arrays, history=history, metadata=meta, maps={**maps, **physical},
                       map_units={**map_units(self.components, self.map_blocks), **physical_units}, map_errors=errors,
@@ -424,7 +405,7 @@ class Unmixing(Problem):
         from ..errors import ConfigError
 
         out, units = {}, {}
-        for comp in self.components:
+        for comp in self.exact_components:
             model = comp.model
             if not hasattr(model, "physical_parameters"):
                 continue

@@ -101,3 +101,70 @@ def coefficient_sigma(sigma, scales: int, seed: int = 0, draws: int = 64):
     eps = xp.asarray(rng.standard_normal((draws,) + tuple(sigma.shape)), dtype=sigma.dtype)
     coeffs = starlet2d(eps * sigma[None, ...], scales)  # (J + 1, draws, ny, nx)
     return xp.sqrt(xp.mean(coeffs * coeffs, axis=1))
+
+
+def block_transfer(scales: int, factor: int, seed: int = 0, draws: int = 16, side: int | None = None) -> np.ndarray:
+    """ρ_j (j = 0 … ``scales``, finest first, coarse last): the fraction of the energy of the
+    scale-j band of the 2-D starlet of white noise that survives averaging over blocks of
+    ``factor × factor`` pixels (each block's mean repeated over it). A measurement of block
+    means (a detector pixel covering factor² model pixels) carries that fraction of its
+    information about a scale-j pattern: ρ → 0 for scales finer than the block, → 1 for
+    coarser ones; exactly 1 for ``factor`` 1. Estimated from ``draws`` seeded white-noise
+    fields of ``side`` pixels (default: a multiple of ``factor``, at least 64 and 4·2^scales;
+    host, float64)."""
+    if factor == 1:
+        return np.ones(scales + 1)
+    side = side or factor * -(-max(64, 4 * 2 ** scales) // factor)
+    rng = np.random.default_rng([int(seed), 0x72686F])  # a stream of its own ("rho")
+    bands = np.asarray(starlet2d(rng.standard_normal((draws, side, side)), scales))  # (J + 1, draws, side, side)
+    n = side // factor
+    means = bands.reshape(scales + 1, draws, n, factor, n, factor).mean(axis=(3, 5))
+    kept = np.sum(means ** 2, axis=(1, 2, 3)) * factor ** 2  # each mean repeated over factor² pixels
+    return kept / np.sum(bands ** 2, axis=(1, 2, 3))
+
+
+def shared_coefficient_sigma(sigma, shares: list, scales: int, seed: int = 0, draws: int = 64):
+    """``coefficient_sigma`` of the noise level ``sigma`` (s = 1/(σ·D), ``metric_noise``) of
+    a map informed by independent pieces of information, each about block means of its own
+    size: ``shares`` = [(w_k, f_k)], w_k (``(ny, nx)``, host; Σ_k w_k = 1) the fraction of
+    pixel p's information that piece k holds and f_k its block size in model pixels per
+    axis (the detector pixel of the observation it comes from).
+
+    The penalty of a coefficient is λ = k·s·D = k·√I (I its information: the threshold k·σ
+    of a noise σ = I^(−1/2) at the solution, whatever the metric), so at a fixed metric s²
+    grows with the information, and a piece of block size f carries the fraction ρ_j(f)
+    (``block_transfer``) of its information about a scale-j pattern, relative to the
+    finest piece's:
+
+        s_j(p) = c_j(p) · √(Σ_k w_k(p) · ρ_j(f_k) / ρ_j(f_min)),   c = coefficient_sigma(sigma).
+
+    A coarse observation's information then weighs on the scales its pixels resolve, and
+    not on the finer ones, where only the fine observation measures the map (their
+    penalties stay those of its information alone). One piece, or pieces of one block
+    size, give ``coefficient_sigma(sigma)`` itself."""
+    c = coefficient_sigma(sigma, scales, seed, draws)
+    sizes = sorted({int(f) for _, f in shares})
+    if len(sizes) == 1:
+        return c
+    xp = array_namespace(c)
+    finest = block_transfer(scales, sizes[0], seed)
+    kept = sum(np.clip(np.asarray(w, dtype=np.float64), 0.0, 1.0)[None, :, :]
+               * (block_transfer(scales, f, seed) / finest)[:, None, None] for w, f in shares)
+    return c * xp.asarray(np.sqrt(np.clip(kept, 0.0, 1.0)), dtype=c.dtype)
+
+
+def information_shares(parts: list) -> list:
+    """[(w_k, f_k)] for ``shared_coefficient_sigma`` from [(σ_k, f_k)]: the 1-σ errors (host
+    maps; inf / NaN: no information) of independent pieces of information about a map and
+    their block sizes; w_k = σ_k⁻² / Σ σ⁻², and where no piece informs a pixel, the finest
+    piece holds it all."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        infos = [np.where(np.isfinite(s) & (np.asarray(s) > 0), 1.0 / np.square(np.asarray(s, dtype=np.float64)), 0.0)
+                 for s, _ in parts]
+    total = sum(infos)
+    finest = min(range(len(parts)), key=lambda k: parts[k][1])
+    out = []
+    for k, ((_, f), info) in enumerate(zip(parts, infos)):
+        w = np.where(total > 0, info / np.where(total > 0, total, 1.0), 1.0 if k == finest else 0.0)
+        out.append((w, int(f)))
+    return out

@@ -1,0 +1,244 @@
+"""Coverage of the unmixing error maps (issue 26 item 2): how often the 68 % interval
+estimate ± err contains the truth, per parameter, for the Fisher errors and for the
+parametric bootstrap (``xhsi.problems.bootstrap``), on several scenes and count levels.
+
+Not a unit test: a script that runs real unmixings. configs/unmixing_casa_chandra_small.toml
+(3-8 keV in 100 bins of 50 eV, ACIS-S, 16 × 16 pixels of 1.968″, lines broadened by
+1000 km/s in scene and model), its solver settings (PALM from the unbinned pixel fits,
+``parameter_k = 1``, 2 scales) with ``--max-iter`` iterations, on three scenes never tuned on:
+
+- ``casa_s0``: casa_like (seed 0), the config's own scene;
+- ``casa_s3_sync40``: casa_like seed 3, 40 % synchrotron, shell 0.45, clumpier (0.9 e-folds);
+- ``cluster``: cluster_beta (kT 6 → 3 keV, z = 0.05, abundance 0.3, thermal line widths),
+  one thermal component with z and the abundance fixed at the scene's;
+
+each at two exposures (``--exposures``, default 1e4 s and 1e5 s: 3.4e6 and 3.4e7 counts) and
+three run seeds (``--seeds``: the noise and the replicates). For every run: the Fisher error
+maps (``Unmixing.error_maps``) and ``--samples`` bootstrap replicates for each of
+``--starts`` (``rerun``: the whole estimator, what ``errors = "bootstrap"`` writes;
+``solution``: PALM from the solution), turned into intervals by each of
+``bootstrap.INTERVALS``, and the interval θ̂ − bias* ± sd*. Coverage = fraction of the
+pixels where the component is brighter than 1 % of its peak (the mask of ``map_metrics``)
+with |estimate − truth| ≤ err; the table gives the mean over the seeds (min–max). Target:
+60–76 %.
+
+    nice -n 10 .venv/bin/python bench/coverage_unmixing.py          # ~6 min on one core
+    nice -n 10 .venv/bin/python bench/coverage_unmixing.py --scenes casa_s0 --exposures 1e5
+
+Writes bench/results/coverage_unmixing.{json,md} (``--out`` + .json, .md) and prints the
+table. Also measured, with the same script:
+
+    # the bootstrap again at θ̂ − bias* (2B fits), where the bias dominates
+    ... --scenes casa_s0 casa_s3_sync40 --exposures 1e5 --starts rerun --second-stage \
+        --out bench/results/coverage_unmixing.second_stage
+    # the exact models instead of the tables
+    ... --scenes casa_s3_sync40 --exposures 1e5 --seeds 0 --starts rerun \
+        --set 'problem.reduce="none"' --out bench/results/coverage_unmixing.exact
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "unmixing_casa_chandra_small.toml"
+LABELS = {"thermal.kT": "kT", "thermal.z": "z", "synchrotron.index": "Γ",
+          "thermal.amplitude": "a_th", "synchrotron.amplitude": "a_sync"}
+
+CLUSTER_COMPONENTS = """
+[[components]]
+name = "thermal"
+model = "thermal"
+options = { fit_abundance = false, abundance = 0.3, sigma_v_kms = 0.0 }
+init = { kT = 4.0, z = 0.05 }
+bounds = { kT = [0.5, 12.0] }
+fixed = ["z"]
+parameter_k = 1.0
+"""
+
+
+def scene_config(scene: str, tmp: Path) -> tuple[Path, list[str]]:
+    """(config path, --set overrides) of a scene."""
+    if scene == "casa_s0":
+        return CONFIG, []
+    if scene == "casa_s3_sync40":
+        return CONFIG, [("simulate.options={sigma_v_kms = 1000.0, seed = 3, synchrotron_fraction = 0.4, "
+                         "radius = 0.45, clumpiness = 0.9}")]
+    if scene == "cluster":
+        text = CONFIG.read_text()
+        head = text[:text.index("[[components]]")]
+        tail = text[text.index("[solver]"):text.index("[simulate]")]
+        path = tmp / "cluster.toml"
+        path.write_text(head + CLUSTER_COMPONENTS + "\n" + tail
+                        + '[simulate]\nscene = "cluster_beta"\noptions = { abundance = 0.3 }\n')
+        return path, []
+    raise SystemExit(f"unknown scene {scene}")
+
+
+def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
+    """One fit, its Fisher errors and the bootstrap of each of ``args.starts``; the coverage
+    of every interval of every map."""
+    from xhsi import plugins
+    from xhsi.config import load_config
+    from xhsi.problems.base import run_solver
+    from xhsi.problems.bootstrap import (
+        INTERVALS,
+        bootstrap_replicates,
+        coverage,
+        half_width,
+    )
+    from xhsi.runner import check_config, prepare
+
+    path, sets = scene_config(scene, tmp)
+    cfg = load_config(path, sets + [f"observations.acis.exposure_s={exposure_s}", f"solver.max_iter={args.max_iter}",
+                                    "run.quicklook=false", f"run.seed={seed}"] + list(args.set))
+    regularizers = check_config(cfg)
+    prep = prepare(cfg)
+    problem = plugins.get("problem", cfg.run.problem)(cfg, prep.backend, prep.grid, prep.observations, regularizers,
+                                                       plugins.get("likelihood", cfg.run.likelihood),
+                                                       options=cfg.problem)
+    solver = plugins.get("solver", cfg.solver.name).from_config(cfg.solver)
+    t0 = time.perf_counter()
+    x0, value, blocks, mixture = problem.build()
+    out, _, _ = run_solver(problem.name, solver, (x0, value, blocks))
+    maps = problem._maps(mixture, out.x)
+    fisher = problem.error_maps(maps)
+    row = {"scene": scene, "exposure_s": exposure_s, "seed": seed,
+           "counts": float(sum(float(np.sum(o.counts)) for o in prep.observations)),
+           "fit_s": time.perf_counter() - t0, "bootstrap_s": {}, "coverage": {}, "median_ratio": {}}
+    reps = {}
+    for start in args.starts:
+        t1 = time.perf_counter()
+        iters = args.boot_iter or args.max_iter
+        reps[start] = bootstrap_replicates(problem, solver, mixture, blocks, out.x, args.samples, iters, seed,
+                                           start=start)
+        row["bootstrap_s"][start] = time.perf_counter() - t1
+    second = None
+    if args.second_stage and "rerun" in reps:
+        # the bootstrap again at the bias-corrected point θ̃ = θ̂ − bias* (its own replicate
+        # streams: seed + 1000): the rms deviation there from θ̃, the MSE at a point nearer
+        # the truth than the smooth θ̂
+        t1 = time.perf_counter()
+        xt = bias_corrected_point(problem, mixture, out.x, maps, reps["rerun"], prep.backend)
+        second = (problem._maps(mixture, xt),
+                  bootstrap_replicates(problem, solver, mixture, blocks, xt, args.samples,
+                                       args.boot_iter or args.max_iter, seed + 1000))
+        row["bootstrap_s"]["second_stage"] = time.perf_counter() - t1
+    for comp in prep.scene_truth.components:
+        amp = np.asarray(comp.amplitude, dtype=np.float64)
+        mask = amp > 0.01 * amp.max()
+        for pname, true_map in list(comp.parameters.items()) + [("amplitude", amp)]:
+            key = f"{comp.name}.{pname}"
+            if key not in maps:
+                continue
+            errs, centres = {"fisher": fisher[key]}, {}
+            for start, r in reps.items():
+                errs.update({f"{start}_{how}": half_width(maps[key], r[key], how, fisher[key]) for how in INTERVALS})
+                # the interval centred on the bias-corrected estimate θ̂ − bias*, half-width sd*
+                centres[f"{start}_bias_corrected"] = (maps[key] - (np.mean(r[key], axis=0) - maps[key]),
+                                                      errs[f"{start}_sd"])
+            if second is not None:
+                errs["second_stage_rms"] = half_width(second[0][key], second[1][key], "rms")
+            cov = {m: coverage(maps[key], e, true_map, mask) for m, e in errs.items()}
+            cov.update({m: coverage(c, e, true_map, mask) for m, (c, e) in centres.items()})
+            row["coverage"][key] = cov
+            row["pixels"] = {**row.get("pixels", {}), key: int(mask.sum())}
+            # how wide: the median over the mask of each error map over the Fisher error
+            row["median_ratio"][key] = {m: float(np.nanmedian(e[mask] / fisher[key][mask])) for m, e in errs.items()}
+    return row
+
+
+def bias_corrected_point(problem, mixture, xs, maps: dict, reps: dict, backend) -> list:
+    """The solver's variables at θ̂ − bias* (bias* = mean of the replicates − θ̂), on the
+    bounds (amplitudes ≥ 0)."""
+    xp = backend.xp
+    xt = list(xs)
+    for comp in problem.components:
+        if comp.amplitude_slot is not None:
+            name = f"{comp.name}.amplitude"
+            bias = backend.asarray(np.mean(reps[name], axis=0) - maps[name])
+            xt[comp.amplitude_slot] = xp.clip(xs[comp.amplitude_slot] - bias / mixture.scale, min=0.0)
+    for i, block in enumerate(problem.map_blocks):
+        bias = backend.asarray(np.mean(reps[block.name], axis=0) - maps[block.name])
+        k = mixture.n_amp + i
+        xt[k] = xp.clip(xs[k] - bias, min=block.bounds[0], max=block.bounds[1])
+    return xt
+
+
+METHODS = [("fisher", "Fisher"), ("rerun_rms", "**bootstrap rms** (written)"), ("rerun_sd", "bootstrap sd"),
+           ("rerun_fisher_bias", "√(σ_F² + bias*²)"), ("rerun_bias_corrected", "θ̂ − bias* ± sd"),
+           ("second_stage_rms", "rms at θ̂ − bias*"), ("solution_rms", "from θ̂: rms"), ("solution_sd", "from θ̂: sd")]
+
+
+def table(rows: list[dict]) -> str:
+    """Coverage (%) per scene and exposure, the mean over the seeds (min–max in brackets),
+    then the range over every scene, exposure and seed."""
+    keys = [k for k in LABELS if any(k in r["coverage"] for r in rows)]
+    methods = [(m, label) for m, label in METHODS if any(m in c for r in rows for c in r["coverage"].values())]
+    seeds = sorted({r["seed"] for r in rows})
+    head = "| scene | exposure (s) | errors | " + " | ".join(LABELS[k] for k in keys) + " |"
+    lines = [head, "|" + "---|" * (len(keys) + 3)]
+    cases = list(dict.fromkeys((r["scene"], r["exposure_s"]) for r in rows))
+    for scene, exposure in cases:
+        group = [r for r in rows if (r["scene"], r["exposure_s"]) == (scene, exposure)]
+        for m, label in methods:
+            cells = []
+            for k in keys:
+                vals = [100 * r["coverage"][k][m] for r in group if k in r["coverage"]]
+                cells.append(f"{np.mean(vals):.0f} ({min(vals):.0f}–{max(vals):.0f})" if vals else "–")
+            lines.append(f"| {scene} | {exposure:.0e} | {label} | " + " | ".join(cells) + " |")
+    lines += ["", f"Over all scenes, exposures and seeds ({len(rows)} runs; seeds {seeds}):", "",
+              "| errors | " + " | ".join(LABELS[k] for k in keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for m, label in methods:
+        cells = []
+        for k in keys:
+            vals = [100 * r["coverage"][k][m] for r in rows if k in r["coverage"]]
+            means = [np.mean([100 * r["coverage"][k][m] for r in rows
+                              if k in r["coverage"] and (r["scene"], r["exposure_s"]) == c]) for c in cases
+                     if any(k in r["coverage"] and (r["scene"], r["exposure_s"]) == c for r in rows)]
+            cells.append(f"runs {min(vals):.0f}–{max(vals):.0f}, means {min(means):.0f}–{max(means):.0f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scenes", nargs="+", default=["casa_s0", "casa_s3_sync40", "cluster"])
+    ap.add_argument("--exposures", type=float, nargs="+", default=[1e4, 1e5])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (noise and replicates)")
+    ap.add_argument("--max-iter", type=int, default=30, help="PALM iterations of the fit")
+    ap.add_argument("--samples", type=int, default=16, help="bootstrap replicates B")
+    ap.add_argument("--boot-iter", type=int, default=0, help="PALM iterations per replicate (0: --max-iter)")
+    ap.add_argument("--starts", nargs="+", default=["rerun", "solution"], choices=("rerun", "solution"),
+                    help="replicates re-run the whole estimator, and/or PALM from the solution")
+    ap.add_argument("--second-stage", action="store_true",
+                    help="also the bootstrap at θ̂ − bias* (twice the cost): its rms as the error")
+    ap.add_argument("--set", action="append", default=[], help="a config override, as `xhsi run --set`")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "coverage_unmixing")
+    args = ap.parse_args(argv)
+    rows = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for scene in args.scenes:
+            for e in args.exposures:
+                for seed in args.seeds:
+                    rows.append(run_one(scene, e, seed, args, Path(tmp)))
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    text = table(rows)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings["wall_s"] = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.out}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
+    Path(f"{args.out}.md").write_text(f"Settings: {json.dumps(settings)}\n\n{text}\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

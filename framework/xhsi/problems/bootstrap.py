@@ -1,0 +1,254 @@
+"""Parametric bootstrap error maps of an unmixing solution (``[problem] errors =
+"bootstrap"``; docs/unmixing.md, "Error maps").
+
+The Fisher error maps (``Unmixing.error_maps``) are those of a per-pixel fit at the
+solution: they ignore the starlet prior, which both narrows the spread of the maps and
+biases them (a MAP estimate is shrunk towards a smooth map). The bootstrap measures both on
+the problem itself (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*, ch. 6 and
+10, the parametric bootstrap of the standard error and of the bias):
+
+1. the expected counts μ_k = A_k Z(θ̂) + B_k of every observation at the solution θ̂,
+   background included;
+2. B replicates y*_b ~ Poisson(μ_k), each from its own stream ``replicate_rng(seed, b)``
+   (a ``numpy.random.SeedSequence`` child of the run's seed: replicate b is the same
+   whatever B, on every backend);
+3. each replicate fitted by the estimator itself (``start = "rerun"``): the problem's own
+   start on the replicate (its per-pixel fits), its start metrics and prior thresholds,
+   then ``iterations`` PALM iterations (default the run's ``max_iter``) with the run's
+   tolerance: θ*_b. (``start = "solution"``, PALM on the replicate from θ̂ with the run's
+   blocks, is cheaper but under-disperses: the run's maps keep much of their start's noise
+   after 30 iterations, a replicate started at the smooth θ̂ never had it: its sd of the
+   parameter maps was 0.16–0.59 × the Fisher error against 0.49–0.88 for the whole
+   estimator, and its 68 % intervals covered 21–68 %; bench/coverage_unmixing.py);
+4. per pixel and map, the root-mean-square deviation of the replicates from the solution,
+
+       err = √( (1/B) Σ_b (θ*_b − θ̂)² ) = √( sd*² (B−1)/B + bias*² ),
+
+   bias* = mean(θ*) − θ̂, the bootstrap estimate of the estimator's root-mean-square
+   error: the spread the prior leaves *and* the shift it causes, so that θ̂ ± err is an
+   interval about the map that is written (``half_width``; ``INTERVALS`` lists the
+   alternatives bench/coverage_unmixing.py measured).
+
+The replicates are independent fits: ``fit_replicates`` runs them one after the other, or
+as Dask tasks on a client given to ``bootstrap_replicates`` (``dask_fits``).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import time
+from typing import Any
+
+import numpy as np
+
+from ..backend import to_numpy
+from ..errors import ConfigError
+
+#: The half-widths of 68 % intervals from the replicates that bench/coverage_unmixing.py
+#: compares: ``sd`` the replicates' standard deviation (spread only), ``rms`` their
+#: root-mean-square deviation from the solution (spread and bias; the one written),
+#: ``fisher_bias`` √(σ_F² + bias*²) (Fisher spread, bootstrap bias).
+INTERVALS = ("sd", "rms", "fisher_bias")
+#: Where a replicate's fit starts: ``rerun`` the whole estimator (its own per-pixel start,
+#: metrics and thresholds, then PALM), ``solution`` PALM from the solution with the run's
+#: blocks (cheaper; measured to under-disperse, bench/coverage_unmixing.py).
+STARTS = ("rerun", "solution")
+#: Spawn key of the replicates' random streams: the run's seed with this key gives streams
+#: independent of the simulation's (``Backend.rng``, the seed with no key).
+_STREAM = 26
+
+
+def replicate_rng(seed: int, index: int) -> np.random.Generator:
+    """The random generator of replicate ``index`` of a run whose seed is ``seed``."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(_STREAM, int(index))))
+
+
+def replicate_counts(expected: list, seed: int, index: int) -> list[np.ndarray]:
+    """Poisson counts (float64 host arrays) of each observation whose expected counts are
+    ``expected`` (host or device arrays, same order), for replicate ``index``."""
+    rng = replicate_rng(seed, index)
+    return [rng.poisson(np.clip(to_numpy(mu), 0.0, None)).astype(np.float64) for mu in expected]
+
+
+def check_bootstrap(samples: int, iterations: int, source: str = "config") -> None:
+    """ConfigError unless B ≥ 2 replicates (a spread needs two) and ≥ 1 iteration."""
+    if int(samples) < 2:
+        raise ConfigError(f"{source}: `problem.bootstrap_samples` is {samples}; the bootstrap needs at least 2 "
+                          "replicates to measure a spread (16 or more for errors good to ~20 %).")
+    if int(iterations) < 1:
+        raise ConfigError(f"{source}: `problem.bootstrap_iter` is {iterations}; each replicate needs at least "
+                          "1 PALM iteration.")
+
+
+class ReplicateFit:
+    """Draws replicate counts at the solution ``xs`` (``expected``: each observation's
+    expected counts there, background included) and fits them: ``start = "rerun"`` by the
+    whole estimator (a copy of the problem on the replicate counts: its own start, metrics
+    and thresholds, then PALM with the run's solver settings and ``iterations``);
+    ``"solution"`` by PALM from ``xs`` with the run's ``blocks`` (their proxes, metrics and
+    step caps: the same prior) and gradients of the replicate's likelihood.
+
+    ``problem`` an ``Unmixing`` (its ``_mixture``, ``build``, observations, likelihood class,
+    backend, ``_maps``); ``solver`` the run's solver (its class and options are reused);
+    ``mixture`` the run's (its ``n_amp`` and flux ``scale``)."""
+
+    def __init__(self, problem, solver, mixture, blocks, xs, iterations: int, start: str = "rerun"):
+        if start not in STARTS:
+            raise ValueError(f"unknown replicate start {start!r}; one of {STARTS}")  # programmer error
+        self.problem, self.iterations, self.start = problem, int(iterations), start
+        self.solver_cls, self.solver_options, self.tol = type(solver), solver.options, float(solver.tol)
+        self.report_every = int(solver.report_every)
+        # A fresh mixture and the operators from its cube to the counts (a problem with
+        # tables caches spectra per mixture: the replicates' are their own).
+        self.mixture, self.operators = problem._mixture(mixture.n_amp, mixture.scale)
+        self.blocks, self.xs = list(blocks), list(xs)
+        backgrounds = [o.background for o in problem.observations]
+        z = self.mixture.cube(self.xs)
+        self.expected = [to_numpy(op.apply(z) if b is None else op.apply(z) + b)
+                         for op, b in zip(self.operators, backgrounds)]
+
+    def fit(self, index: int, seed: int) -> dict[str, np.ndarray]:
+        """The maps (host, physical units) of replicate ``index`` re-solved."""
+        problem = self.problem
+        counts = [problem.backend.asarray(c) for c in replicate_counts(self.expected, seed, index)]
+        if self.start == "rerun":
+            return self._rerun(counts)
+        from ..likelihoods import DataTerm
+
+        terms = [DataTerm(problem.likelihood_cls.for_counts(c), op, c, o.background,
+                          what=f"replicate counts of `{o.name}`")
+                 for c, op, o in zip(counts, self.operators, problem.observations)]
+        data = _Terms(self.mixture, terms)
+        blocks = [dataclasses.replace(b, gradient=functools.partial(data.partial, i)) for i, b in enumerate(self.blocks)]
+        solver = self.solver_cls(self.solver_options, max_iter=self.iterations, tol=0.0, report_every=self.iterations)
+        solver.setup(list(self.xs), data.value, blocks)
+        out = solver.run()
+        return problem._maps(self.mixture, out.x)
+
+    def _rerun(self, counts: list) -> dict[str, np.ndarray]:
+        """The whole estimator on the replicate counts: the problem's own start (per-pixel
+        fits of the replicate), metrics and thresholds, then ``iterations`` PALM
+        iterations with the run's tolerance."""
+        replicate = copy.copy(self.problem)
+        replicate.observations = [dataclasses.replace(o, counts=c) for o, c in zip(self.problem.observations, counts)]
+        # build() sets the amplitude slots and fixed amplitudes on the components: the
+        # replicate's are its own; the spectral responses do not depend on the counts.
+        replicate.components = [dataclasses.replace(c) for c in self.problem.components]
+        replicate._responses = dict(self.problem._responses)
+        replicate._pixelfit_maps = None
+        x0, value, blocks, mixture = replicate.build()
+        solver = self.solver_cls(self.solver_options, max_iter=self.iterations, tol=self.tol,
+                                 report_every=self.report_every)
+        solver.setup(x0, value, blocks)
+        out = solver.run()
+        return replicate._maps(mixture, out.x)
+
+
+class _Terms:
+    """f(Z) = Σ_k L_k(A_k Z + B_k) of one replicate and its block gradients, as
+    ``Unmixing.build`` computes them (the expected counts kept for the last point)."""
+
+    def __init__(self, mixture, terms):
+        self.mixture, self.terms, self._key, self._held, self._models = mixture, terms, None, None, None
+
+    def models(self, xs) -> list:
+        key = tuple(id(x) for x in xs)
+        if key != self._key:
+            z = self.mixture.cube(xs)
+            self._key, self._held, self._models = key, list(xs), [t.model(z) for t in self.terms]
+        return self._models
+
+    def value(self, xs) -> float:
+        return sum(float(t.likelihood.value_device(m, t.data)) for t, m in zip(self.terms, self.models(xs)))
+
+    def partial(self, i: int, xs):
+        g = None
+        for t, m in zip(self.terms, self.models(xs)):
+            gi = t.operator.adjoint(t.likelihood.gradient(m, t.data))
+            g = gi if g is None else g + gi
+        return self.mixture.partial(i, xs, g)
+
+
+def fit_replicates(fit: ReplicateFit, samples: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Replicates 0 … samples−1 fitted one after the other."""
+    return [fit.fit(b, seed) for b in range(samples)]
+
+
+def dask_fits(client, fit: ReplicateFit, samples: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Replicates 0 … samples−1 as Dask tasks on ``client``, in order. The task is the
+    ``ReplicateFit`` itself (its problem, blocks and arrays): a threaded client
+    (``LocalCluster(processes=False)``) shares them in memory; a client with worker
+    processes serialises them to each worker over the network (never to disk)."""
+    futures = client.map(fit.fit, list(range(samples)), seed=seed, pure=False)
+    return client.gather(futures)
+
+
+def stack(replicates: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """{map name: (B, ny, nx) float64 array} of the replicates' maps."""
+    return {name: np.stack([np.asarray(r[name], dtype=np.float64) for r in replicates]) for name in replicates[0]}
+
+
+def half_width(estimate, replicates, how: str = "rms", fisher=None) -> np.ndarray:
+    """Half-width of the 68 % interval about ``estimate`` (ny, nx) from ``replicates``
+    (B, ny, nx): ``INTERVALS`` (``fisher``: σ_F, needed by ``fisher_bias``)."""
+    estimate = np.asarray(estimate, dtype=np.float64)
+    if how == "sd":
+        return np.std(replicates, axis=0, ddof=1)
+    bias = np.mean(replicates, axis=0) - estimate
+    if how == "rms":
+        return np.sqrt(np.mean(np.square(replicates - estimate[None]), axis=0))
+    if how == "fisher_bias":
+        sigma = np.nan_to_num(np.asarray(fisher, dtype=np.float64), nan=np.inf)
+        return np.sqrt(np.square(sigma) + np.square(bias))
+    raise ValueError(f"unknown interval {how!r}; one of {INTERVALS}")  # programmer error
+
+
+def bootstrap_replicates(problem, solver, mixture, blocks, xs, samples: int, iterations: int, seed: int,
+                         client=None, start: str = "rerun") -> dict[str, np.ndarray]:
+    """The maps of ``samples`` replicates re-solved for ``iterations`` PALM iterations each
+    (``stack``): one after the other, or as Dask tasks on ``client``."""
+    fit = ReplicateFit(problem, solver, mixture, blocks, xs, iterations, start)
+    return stack(dask_fits(client, fit, samples, seed) if client is not None else fit_replicates(fit, samples, seed))
+
+
+def bootstrap_errors(problem, solver, mixture, blocks, xs, maps: dict, samples: int, iterations: int, seed: int,
+                     client=None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(1-σ error maps of the fitted ``maps`` by the parametric bootstrap (module
+    docstring: the replicates' root-mean-square deviation from the solution), what
+    run.json reports). Maps the replicates do not fit (physical read-outs) get none."""
+    check_bootstrap(samples, iterations, str(getattr(problem.config, "source", "config")))
+    t0 = time.perf_counter()
+    reps = bootstrap_replicates(problem, solver, mixture, blocks, xs, samples, iterations, seed, client)
+    errors = {name: half_width(maps[name], r, "rms") for name, r in reps.items() if name in maps}
+    notes = {"method": "bootstrap", "samples": int(samples), "iterations": int(iterations),
+             "interval": "root-mean-square deviation of the replicates from the solution", "seed": int(seed),
+             "wall_s": time.perf_counter() - t0}
+    return errors, notes
+
+
+def error_maps(problem, solver, mixture, blocks, xs, maps: dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The error maps of a solved unmixing by its ``[problem] errors`` method, and
+    ``{"errors": ...}`` for run.json (method; for the bootstrap B, iterations, seed, time):
+    ``fisher`` the problem's own (``Unmixing.error_maps``), ``bootstrap``
+    ``bootstrap_errors`` with ``bootstrap_samples`` replicates of ``bootstrap_iter``
+    iterations (0: the run's ``max_iter``), seeded by the run's seed."""
+    options = problem.options
+    if getattr(options, "errors", "fisher") == "fisher":
+        return problem.error_maps(maps), {"errors": {"method": "fisher"}}
+    iterations = options.bootstrap_iter or solver.max_iter
+    seed = problem.config.run.seed or 0
+    errors, notes = bootstrap_errors(problem, solver, mixture, blocks, xs, maps, options.bootstrap_samples,
+                                     iterations, seed)
+    return errors, {"errors": notes}
+
+
+def coverage(estimate, error, truth, mask) -> float:
+    """Fraction of the pixels in ``mask`` where |estimate − truth| ≤ error (NaN errors
+    count as not covering)."""
+    estimate, error, truth = (np.asarray(a, dtype=np.float64) for a in (estimate, error, truth))
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return float("nan")
+    inside = np.abs(estimate - truth) <= np.nan_to_num(error, nan=-1.0)
+    return float(np.mean(inside[mask]))

@@ -1,0 +1,63 @@
+"""Thresholds per starlet scale from pieces of information about block means of different
+sizes (``block_transfer``, ``shared_coefficient_sigma``): what a coarse spectrometer's
+pixels add to the unmixing prior of a fine grid (problem ``fusion_unmixing``)."""
+import numpy as np
+import pytest
+
+from xhsi.problems.unmixing_prior import (block_transfer, coefficient_sigma, information_shares,
+                                          shared_coefficient_sigma)
+from xhsi.sparsity.wavelets import starlet2d
+
+
+def _exact_transfer(scales, factor, side):
+    """trace(B_jᵀ P B_j) / trace(B_jᵀ B_j): B_j the scale-j starlet band as a matrix (applied to
+    every unit image), P the orthogonal projection onto block-constant images."""
+    eye = np.eye(side * side).reshape(side * side, side, side)
+    bands = np.asarray(starlet2d(eye, scales))  # (J + 1, side², side, side): column k of B_j
+    n = side // factor
+    means = bands.reshape(scales + 1, side * side, n, factor, n, factor).mean(axis=(3, 5))
+    return (means ** 2).sum(axis=(1, 2, 3)) * factor ** 2 / (bands ** 2).sum(axis=(1, 2, 3))
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_block_transfer_is_the_fraction_of_each_band_that_block_means_keep(factor):
+    side, scales = 6 * factor, 2
+    exact = _exact_transfer(scales, factor, side)
+    estimate = block_transfer(scales, factor, draws=4000, side=side)
+    np.testing.assert_allclose(estimate, exact, rtol=0.05, atol=0.005)
+    assert np.all(np.diff(exact) > 0) and exact[0] < 0.2 and exact[-1] > 0.5  # fine bands are lost, coarse kept
+
+
+def test_block_transfer_of_the_model_pixels_themselves_is_one_and_falls_with_the_block():
+    np.testing.assert_array_equal(block_transfer(3, 1), np.ones(4))
+    two, five = block_transfer(3, 2), block_transfer(3, 5)
+    assert np.all(five < two) and np.all((0 < five) & (two <= 1.0))
+
+
+def test_pieces_of_one_block_size_are_coefficient_sigma_itself():
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0.5, 2.0, (12, 12))
+    w = rng.uniform(0.0, 1.0, s.shape)
+    for shares in ([(np.ones_like(s), 1)], [(w, 1), (1.0 - w, 1)], [(np.ones_like(s), 3)]):
+        np.testing.assert_array_equal(shared_coefficient_sigma(s, shares, 2, seed=3), coefficient_sigma(s, 2, seed=3))
+
+
+def test_a_coarse_piece_adds_its_information_to_each_scale_by_what_its_pixels_keep_of_it():
+    """The penalty k·s·D grows as √(information): at a fixed metric s² adds over the pieces,
+    a coarse one's × ρ_j."""
+    s = np.ones((12, 12))
+    shares = [(np.full_like(s, 0.2), 1), (np.full_like(s, 0.8), 3)]  # the imager holds a fifth of the information
+    both = shared_coefficient_sigma(s, shares, 2, seed=1)
+    whole = coefficient_sigma(s, 2, seed=1)
+    rho = block_transfer(2, 3, seed=1)
+    np.testing.assert_allclose(both, whole * np.sqrt(0.2 + 0.8 * rho)[:, None, None], rtol=1e-10)
+    # finest scale: about the imager's fifth alone (s / √5), coarse: about the whole
+    assert 1 / np.sqrt(5) <= float(np.median(both[0] / whole[0])) < 0.5 and float(np.median(both[-1] / whole[-1])) > 0.9
+
+
+def test_information_shares_split_each_pixel_by_inverse_variance():
+    fine, coarse = np.array([[1.0, np.inf], [2.0, np.nan]]), np.array([[1.0, 2.0], [np.inf, np.nan]])
+    (w1, f1), (w2, f2) = information_shares([(fine, 1), (coarse, 3)])
+    assert (f1, f2) == (1, 3)
+    np.testing.assert_allclose(w1, [[0.5, 0.0], [1.0, 1.0]])  # no information anywhere: the finest piece
+    np.testing.assert_allclose(w2, [[0.5, 1.0], [0.0, 0.0]])
