@@ -338,7 +338,8 @@ def write_scene(spec: SceneSpec, folder: Path, data_dir: Path = SHARED_DATA) -> 
         "simulate": {"scene": "fits", "options": {"path": "truth.fits"}},
     }
     for kind, regs in UNTUNED.items():
-        text = dumps_toml({**config, "regularizers": regs} if regs else config)
+        extra = {"problem": PROBLEM[kind]} if kind in PROBLEM else {}
+        text = dumps_toml({**config, **extra, "regularizers": regs} if regs else {**config, **extra})
         (folder / config_name(kind)).write_text(f"# fusion suite scene `{spec.name}`: {spec.what}; untuned config "
                                                 f"`{kind}`, written by bench/suite_scenes.py\n" + text)
     return folder / config_name("none"), cube.astype(np.float32)
@@ -351,7 +352,13 @@ UNTUNED: dict[str, list[dict] | None] = {
     "none": None,
     "lowrank": [{"name": "lowrank_pca"}, {"name": "sobolev"}],
     "starlet": [{"name": "starlet2d1d_l1"}],
+    "lowrank_absolute": [{"name": "lowrank_pca"}, {"name": "sobolev"}],
 }
+#: [problem] options of an untuned config, where it sets any: `lowrank_absolute`, the same
+#: regularisers on the cube itself instead of relative to the start's brightness (the default
+#: since 2026-12-07; docs/fusion.md "Relative regularisation"; the suite's `lowrank` rows before
+#: that date are this config).
+PROBLEM: dict[str, dict] = {"lowrank_absolute": {"regularize": "absolute"}}
 
 
 def config_name(kind: str) -> str:

@@ -144,3 +144,21 @@ def test_the_exact_2d1d_prox_iterates_in_the_em_metric_on_the_same_objective(bac
         costs.append(smooth.value(variable) + prox.value(variable))
     assert costs[1] == pytest.approx(costs[0], rel=1e-4)
     _lowers_the_cost(backend, *runs["auto"][2])
+
+
+def test_regularisers_act_relative_to_the_start_brightness_by_default_and_only_where_there_are_some(backend):
+    """The default is regularize = "relative" (docs/fusion.md "The scene suite"); without a
+    regulariser the change of variable would only re-scale the path, so it is not made;
+    "absolute" keeps the penalties on the cube."""
+    assert ImagingOptions().regularize == "relative"
+
+    def built(regs, **options):
+        problem = Fusion(SimpleNamespace(run=SimpleNamespace(seed=0)), backend, SimpleNamespace(shape=SHAPE),
+                         _observations(backend), regs, xhsi.get("likelihood", "poisson"),
+                         options=ImagingOptions(**options))
+        problem.build()
+        return problem
+
+    assert built([xhsi.get("regularizer", "sobolev")(weight=0.1)]).relative is not None
+    assert built([]).relative is None
+    assert built([xhsi.get("regularizer", "sobolev")(weight=0.1)], regularize="absolute").relative is None

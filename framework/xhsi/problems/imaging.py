@@ -126,9 +126,10 @@ class ImagingOptions:
                                                 "unbounded): where the sensitivity is tiny (field corners, band "
                                                 "edges) D is thousands of times its mean, which slows an iterative "
                                                 "prox in the metric (starlet2d1d_l1 prox = \"exact\")")
-    regularize: str = option("absolute", choices=("absolute", "relative"),
+    regularize: str = option("relative", choices=("absolute", "relative"),
                              doc="relative: the regularisers act on the cube (or rank maps) divided by the start's "
-                                 "broad-band image b (mean 1), so faint regions are regularised like bright ones")
+                                 "broad-band image b (mean 1), so faint regions are regularised like bright ones "
+                                 "(the default: docs/fusion.md \"The scene suite\"); absolute: on the cube itself")
     relative_floor: float = option(0.1, min=0.0, exclusive_min=True, max=1.0,
                                    doc="floor of b with regularize = relative, as a fraction of its mean")
 
@@ -219,7 +220,10 @@ class ImagingProblem(Problem):
         self.scale = mean if mean > 0 else 1.0
         z0 = z0 / self.scale
         sky = np.sum(np.asarray(z0, dtype=np.float64), axis=0)  # broad-band image of the start
-        brightness = relative_scaling(sky, self.options.relative_floor) if self.options.regularize == "relative" else None
+        # relative: only where a regulariser acts (without one the change of variable would
+        # only re-scale the solver's path)
+        relative = self.options.regularize == "relative" and bool(self.regularizers)
+        brightness = relative_scaling(sky, self.options.relative_floor) if relative else None
         scaling = Scaled(Identity(self.cube_shape), self.scale)
         if self.parametrisation is not None:
             # learnt and projected in float64 (then cast to the run's dtype): see initial_cube
