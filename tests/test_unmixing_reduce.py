@@ -112,3 +112,14 @@ def test_auto_keeps_exact_models_for_four_fitted_maps(tmp_path):
 def test_reduce_option_errors(tmp_path, override, fragment):
     with pytest.raises(ConfigError, match=fragment):
         check_config(load_config(tiny(tmp_path), [override]))
+
+
+def test_the_summary_says_when_a_table_missed_its_tolerance(tmp_path):
+    """A table that reached its size limit is less accurate than table_tol: the run says so."""
+    from xhsi.outputs import summary
+    from xhsi.results import Result
+
+    tables = {"thermal": {"rank": 82, "intervals": [64, 128], "relative_error": 3.5e-3, "tolerance": 1e-3},
+              "synchrotron": {"rank": 3, "intervals": [16], "relative_error": 2e-4, "tolerance": 1e-3}}
+    text = summary(Result(arrays={}, metadata={"problem": "unmixing", "spectral_tables": tables}), tmp_path)
+    assert "`thermal` is within 3.5e-03" in text and "table_tol = 0.001" in text and "`synchrotron`" not in text

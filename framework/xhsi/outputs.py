@@ -119,4 +119,9 @@ def summary(result: Result, out: Path) -> str:
             lines.append(f"  data-only `{name}`: PSNR {m['psnr_db']:.2f} dB, ASAM {m['asam_deg']:.2f} deg, "
                          f"relative error per voxel {m['rel_error_voxel']:.3f}")
     lines += ((result.metrics or {}).get("selection") or {}).get("summary", [])
+    for name, table in (meta.get("spectral_tables") or {}).items():
+        if table.get("relative_error", 0.0) > table.get("tolerance", float("inf")):
+            lines.append(f"  note: the spectral table of `{name}` is within {table['relative_error']:.1e} of the "
+                         f"exact model, above [problem] table_tol = {table['tolerance']:g} (it reached its size "
+                         "limit): the maps carry that model error; reduce = \"none\" fits the exact models")
     return "\n".join(lines)

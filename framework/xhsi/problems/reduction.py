@@ -119,6 +119,9 @@ class SpectralReduction:
 
     def spectral_tables(self) -> dict:
         """``run.json``'s ``spectral_tables``: per tabulated component its rank, intervals per
-        fitted parameter and interpolation error (empty without tables)."""
-        return {c.name: {"rank": t.rank, "intervals": t.grid.intervals, "relative_error": t.table_error}
+        fitted parameter, interpolation error and the ``table_tol`` asked (empty without
+        tables). A table that stopped at its size limit has an error above the tolerance: the
+        run's summary says so (``xhsi.outputs.summary``)."""
+        return {c.name: {"rank": t.rank, "intervals": t.grid.intervals, "relative_error": t.table_error,
+                         "tolerance": self.options.table_tol}
                 for c, t in zip(self.exact_components, self.tables)}
