@@ -270,3 +270,22 @@ def test_batched_mixing_is_the_mixing_operator(built):
     np.testing.assert_allclose(batched.adjoint(y), mixer.adjoint(y), rtol=1e-10,
                                atol=1e-12 * float(np.abs(mixer.adjoint(y)).max()))
     dot_test(batched, xp=np, dtype=np.float64)
+
+
+def test_thresholds_count_the_spectrometer_at_the_scales_its_pixels_resolve(built):
+    """Each map's information is split between pn (block size 1) and Resolve (its detector
+    pixel) and the starlet thresholds count Resolve's share at scale j by ρ_j(block): the
+    finest scale's noise level is below the one of the summed information, the coarsest
+    within √ρ of it (docs/fusion_unmixing.md, "Thresholds per scale")."""
+    from xhsi.problems.unmixing_prior import coefficient_sigma, shared_coefficient_sigma
+
+    problem, prep, x0, value, blocks, mixture = built
+    metrics, sigmas, shares = problem.start_fisher(mixture, x0)
+    block = problem._fitter(1, problem.spectrometer).factor
+    z = mixture.n_amp + [b.name for b in problem.map_blocks].index("thermal.z")
+    assert sorted(f for _, f in shares[z]) == [1, block] and block > 1
+    np.testing.assert_allclose(sum(w for w, _ in shares[z]), 1.0)
+    per_scale = shared_coefficient_sigma(sigmas[z], shares[z], 2)
+    summed = coefficient_sigma(sigmas[z], 2)
+    assert np.all(per_scale[0] <= summed[0] * (1 + 1e-6)) and np.any(per_scale[0] < 0.9 * summed[0])
+    assert np.all(per_scale[-1] >= 0.9 * summed[-1])
