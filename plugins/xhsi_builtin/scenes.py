@@ -6,6 +6,7 @@
   varies along it.
 - ``cluster_beta``: a galaxy-cluster β-model with a radial temperature gradient.
 - ``fits``: a ground-truth cube read from a FITS file.
+- ``boundary``, ``image_components``: in ``xhsi_builtin.mixture_scenes``.
 
 Sizes are fractions of the half-width of the field, r = 1 at the middle of the shorter
 edge, so a scene fits any grid; physical values (keV, km/s) carry their sources.
@@ -284,4 +285,6 @@ class FitsScene(Scene):
 
 @hookimpl
 def xhsi_register_scenes():
-    return [CasALike, ClusterBeta, FitsScene]
+    from .mixture_scenes import Boundary, ImageComponents
+
+    return [CasALike, ClusterBeta, FitsScene, Boundary, ImageComponents]
