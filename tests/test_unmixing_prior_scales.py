@@ -61,3 +61,17 @@ def test_information_shares_split_each_pixel_by_inverse_variance():
     assert (f1, f2) == (1, 3)
     np.testing.assert_allclose(w1, [[0.5, 0.0], [1.0, 1.0]])  # no information anywhere: the finest piece
     np.testing.assert_allclose(w2, [[0.5, 1.0], [0.0, 0.0]])
+
+
+def test_shared_thresholds_on_every_backend(backend):
+    """The noise levels stay on the run's backend and dtype and equal numpy's."""
+    from array_api_compat import array_namespace
+
+    from xhsi.backend import to_numpy
+
+    s = np.random.default_rng(2).uniform(0.5, 2.0, (12, 12))
+    shares = [(np.full_like(s, 0.3), 1), (np.full_like(s, 0.7), 3)]
+    out = shared_coefficient_sigma(backend.asarray(s), shares, 2, seed=4)
+    assert array_namespace(out) == backend.xp and out.dtype == backend.dtype
+    ref = shared_coefficient_sigma(s, shares, 2, seed=4)
+    np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-4 if backend.dtype_name == "float32" else 1e-10)
