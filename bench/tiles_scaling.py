@@ -56,6 +56,9 @@ instrument = "xrism_resolve"
 exposure_s = 2.0e5
 spatial_rebin = 3
 
+[problem]
+regularize = "absolute"     # as measured in docs/scaling.md (relative penalties: see there)
+
 [[regularizers]]
 name = "starlet2d1d_l1"
 options = {{ scales_2d = 2, scales_1d = 3, k = 3.0 }}
