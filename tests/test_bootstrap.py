@@ -193,8 +193,20 @@ def test_bootstrap_options_are_checked(tmp_path, setting, words):
         load_config(cluster(tmp_path), [setting])
     with pytest.raises(ConfigError, match="at least 2 replicates"):
         check_bootstrap(1, 10)
-    with pytest.raises(ConfigError, match="at least 1 PALM iteration"):
+    with pytest.raises(ConfigError, match="each needs at least 1"):
         check_bootstrap(2, 0)
+
+
+def test_a_bootstrap_with_no_iteration_is_refused_before_the_run(tmp_path):
+    """bootstrap_iter = 0 takes the solver's max_iter; with max_iter = 0 too the replicates
+    could not move: refused by the config check, not after the solve."""
+    from xhsi.runner import check_config
+
+    cfg = load_config(cluster(tmp_path), ['problem.errors="bootstrap"', "solver.max_iter=0"])
+    with pytest.raises(ConfigError, match="bootstrap_iter"):
+        check_config(cfg)
+    check_config(load_config(cluster(tmp_path), ['problem.errors="bootstrap"', "solver.max_iter=0",
+                                                 "problem.bootstrap_iter=2"]))
 
 
 def test_a_run_writes_the_bootstrap_error_maps_and_says_so(tmp_path):

@@ -77,8 +77,9 @@ def check_bootstrap(samples: int, iterations: int, source: str = "config") -> No
         raise ConfigError(f"{source}: `problem.bootstrap_samples` is {samples}; the bootstrap needs at least 2 "
                           "replicates to measure a spread (16 or more for errors good to ~20 %).")
     if int(iterations) < 1:
-        raise ConfigError(f"{source}: `problem.bootstrap_iter` is {iterations}; each replicate needs at least "
-                          "1 PALM iteration.")
+        raise ConfigError(f"{source}: the bootstrap's replicates would run {iterations} PALM iterations "
+                          "(`problem.bootstrap_iter`, or `solver.max_iter` when it is 0): each needs at least 1; "
+                          "set `problem.bootstrap_iter`.")
 
 
 class ReplicateFit:
@@ -115,11 +116,12 @@ class ReplicateFit:
         if self.start == "rerun":
             return self._rerun(counts)
         from ..likelihoods import DataTerm
+        from .mixture import DataFit
 
         terms = [DataTerm(problem.likelihood_cls.for_counts(c), op, c, o.background,
                           what=f"replicate counts of `{o.name}`")
                  for c, op, o in zip(counts, self.operators, problem.observations)]
-        data = _Terms(self.mixture, terms)
+        data = DataFit(self.mixture, terms)
         blocks = [dataclasses.replace(b, gradient=functools.partial(data.partial, i)) for i, b in enumerate(self.blocks)]
         solver = self.solver_cls(self.solver_options, max_iter=self.iterations, tol=0.0, report_every=self.iterations)
         solver.setup(list(self.xs), data.value, blocks)
@@ -143,31 +145,6 @@ class ReplicateFit:
         solver.setup(x0, value, blocks)
         out = solver.run()
         return replicate._maps(mixture, out.x)
-
-
-class _Terms:
-    """f(Z) = Σ_k L_k(A_k Z + B_k) of one replicate and its block gradients, as
-    ``Unmixing.build`` computes them (the expected counts kept for the last point)."""
-
-    def __init__(self, mixture, terms):
-        self.mixture, self.terms, self._key, self._held, self._models = mixture, terms, None, None, None
-
-    def models(self, xs) -> list:
-        key = tuple(id(x) for x in xs)
-        if key != self._key:
-            z = self.mixture.cube(xs)
-            self._key, self._held, self._models = key, list(xs), [t.model(z) for t in self.terms]
-        return self._models
-
-    def value(self, xs) -> float:
-        return sum(float(t.likelihood.value_device(m, t.data)) for t, m in zip(self.terms, self.models(xs)))
-
-    def partial(self, i: int, xs):
-        g = None
-        for t, m in zip(self.terms, self.models(xs)):
-            gi = t.operator.adjoint(t.likelihood.gradient(m, t.data))
-            g = gi if g is None else g + gi
-        return self.mixture.partial(i, xs, g)
 
 
 def fit_replicates(fit: ReplicateFit, samples: int, seed: int) -> list[dict[str, np.ndarray]]:
@@ -234,7 +211,7 @@ def error_maps(problem, solver, mixture, blocks, xs, maps: dict) -> tuple[dict[s
     ``bootstrap_errors`` with ``bootstrap_samples`` replicates of ``bootstrap_iter``
     iterations (0: the run's ``max_iter``), seeded by the run's seed."""
     options = problem.options
-    if getattr(options, "errors", "fisher") == "fisher":
+    if options.errors == "fisher":
         return problem.error_maps(maps), {"errors": {"method": "fisher"}}
     iterations = options.bootstrap_iter or solver.max_iter
     seed = problem.config.run.seed or 0

@@ -1,6 +1,8 @@
 """The unmixing mixture Z = Σ_c s·â_c ⊙ S_c(θ_c) of ``[[components]]`` over the solver's
 variables (amplitude blocks, then map blocks), and its gradients: shared by ``unmixing``,
-``fusion_unmixing`` and the tabulated mixture of ``xhsi.problems.reduction``."""
+``fusion_unmixing`` and the tabulated mixture of ``xhsi.problems.reduction``; and the data
+term f(Z) over the observations with its block gradients (``DataFit``), shared by the run
+and the bootstrap's replicates (``xhsi.problems.bootstrap``)."""
 from __future__ import annotations
 
 from .components import ResolvedComponent
@@ -65,3 +67,57 @@ class Mixture:
             for k in rows:
                 out = grads[k, ...] if out is None else out + grads[k, ...]
         return out
+
+
+class DataFit:
+    """f = Σ_k L_k(A_k Z + B_k) of the data terms ``terms`` (``xhsi.likelihoods.DataTerm``:
+    likelihood, operator from the mixture's cube to the counts, counts, background) at the
+    variables ``xs`` of ``mixture``, and its block gradients ∂f/∂xs[i] (PALM's ``value`` and
+    ``Block.gradient``).
+
+    What is known at a point (each term's expected counts; once asked for, the cost, each
+    term's likelihood gradient and the cube gradient, the cost and the likelihood gradient
+    from one pass) is kept for the last two points: PALM takes the cost at a point and then
+    its block gradient there, the next block starts from the point the last accepted, and a
+    rejected update returns to the point before. Arrays are never changed in place, and
+    each point is held so that its ids stay its own."""
+
+    def __init__(self, mixture: Mixture, terms: list):
+        self.mixture, self.terms = mixture, terms
+        self._kept: list[dict] = []  # newest first
+
+    def _at(self, xs) -> dict:
+        key = tuple(id(x) for x in xs)
+        point = next((p for p in self._kept if p["key"] == key), None)
+        if point is None:
+            z = self.mixture.cube(xs)
+            point = {"key": key, "xs": list(xs), "models": [t.model(z) for t in self.terms]}
+        self._kept[:] = [point] + [p for p in self._kept if p is not point][:1]
+        return point
+
+    def _likelihood(self, xs) -> dict:
+        point = self._at(xs)
+        if "value" not in point:  # one pass gives both (the same bits as value_device)
+            pairs = [t.likelihood.value_and_gradient(m, t.data) for t, m in zip(self.terms, point["models"])]
+            point["value"] = sum(float(v) for v, _ in pairs)
+            point["gradients"] = [g for _, g in pairs]
+        return point
+
+    def value(self, xs) -> float:
+        return self._likelihood(xs)["value"]
+
+    def cube_gradient(self, xs):
+        """∂f/∂Z at ``xs``: Σ_k A_kᵀ ∇L_k."""
+        point = self._likelihood(xs)
+        if "cube_gradient" not in point:
+            g = None
+            for t, gl in zip(self.terms, point["gradients"]):
+                gi = t.operator.adjoint(gl)
+                g = gi if g is None else g + gi
+            point["cube_gradient"] = g
+        return point["cube_gradient"]
+
+    def partial(self, i: int, xs):
+        """∂f/∂xs[i]."""
+        return self.mixture.partial(i, xs, self.cube_gradient(xs))
+

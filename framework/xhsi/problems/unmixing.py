@@ -30,6 +30,8 @@ interpolated coefficients, and the forward operators are folded onto that basis
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -42,7 +44,7 @@ from ..schema import option
 from .base import ObservationData, Problem, run_solver
 from .components import config_dir, map_metrics, map_units, resolve_components
 from .fitting import PixelFitter, spectral_response
-from .mixture import Mixture
+from .mixture import DataFit, Mixture
 from .reduction import SpectralReduction, check_reduction
 from .starts import backprojection
 from .unmixing_prior import (METRIC_FLOOR, FisherStarlet, information_shares, metric_noise,
@@ -115,6 +117,11 @@ class Unmixing(SpectralReduction, Problem):
             comps, _ = resolve_components(config.components, model_grid(config), Backend("numpy", config.run.dtype),
                                           str(config.source), config_dir(config))
             check_reduction(config.source, options, comps)
+        if options.errors == "bootstrap":  # each replicate fits at least one iteration
+            from .bootstrap import check_bootstrap
+
+            check_bootstrap(options.bootstrap_samples, options.bootstrap_iter or config.solver.max_iter,
+                            str(config.source))
         return regularizers
 
     def extra_metrics(self, result: Result, truth) -> dict:
@@ -175,44 +182,7 @@ class Unmixing(SpectralReduction, Problem):
         terms = [DataTerm(self.likelihood_cls.for_counts(o.counts), op, o.counts, o.background,
                           what=f"counts of `{o.name}`") for o, op in zip(self.observations, operators)]
 
-        kept: list[dict] = []  # the last two points, newest first
-
-        def at(xs) -> dict:
-            """What is known at the point ``xs``: each term's expected counts and, once asked
-            for, the cost, each term's likelihood gradient and the cube gradient. Kept for
-            the last two points: PALM takes the cost at a point and then its block gradient
-            there, the next block starts from the point the last accepted, and a rejected
-            update returns to the point before. Arrays are never changed in place, and each
-            point is held so that its ids stay its own."""
-            key = tuple(id(x) for x in xs)
-            point = next((p for p in kept if p["key"] == key), None)
-            if point is None:
-                z = mixture.cube(xs)
-                point = {"key": key, "xs": list(xs), "models": [t.model(z) for t in terms]}
-            kept[:] = [point] + [p for p in kept if p is not point][:1]
-            return point
-
-        def likelihood_at(xs) -> dict:
-            point = at(xs)
-            if "value" not in point:  # one pass gives both (the same bits as value_device)
-                pairs = [t.likelihood.value_and_gradient(m, t.data) for t, m in zip(terms, point["models"])]
-                point["value"] = sum(float(v) for v, _ in pairs)
-                point["gradients"] = [g for _, g in pairs]
-            return point
-
-        def cube_gradient(xs):
-            point = likelihood_at(xs)
-            if "cube_gradient" not in point:
-                g = None
-                for t, gl in zip(terms, point["gradients"]):
-                    gi = t.operator.adjoint(gl)
-                    g = gi if g is None else g + gi
-                point["cube_gradient"] = g
-            return point["cube_gradient"]
-
-        def value(xs) -> float:
-            return likelihood_at(xs)["value"]
-
+        data = DataFit(mixture, terms)
         x0 = amps + map_starts
         metrics, sigmas, shares = self.start_fisher(mixture, x0)
         blocks = []
@@ -233,11 +203,11 @@ class Unmixing(SpectralReduction, Problem):
             # In the Fisher metric L ≈ 1: a step above 1 (backtracking lets L drift below 1
             # where the data are flatter than their Fisher information says) would scale the
             # thresholds far beyond the noise level with it.
-            blocks.append(Block(gradient=(lambda xs, i=i: mixture.partial(i, xs, cube_gradient(xs))),
+            blocks.append(Block(gradient=functools.partial(data.partial, i),
                                 prox=ProxChain(proxes), name=name,
                                 metric=metrics[i] if self.options.precondition else None,
                                 max_step=1.0 if len(proxes) > 1 and self.options.precondition else None))
-        return x0, value, blocks, mixture
+        return x0, data.value, blocks, mixture
 
     def _fisher_fitters(self) -> list[PixelFitter]:
         """The per-pixel fits whose Fisher information sets the start metric and the error
