@@ -34,12 +34,10 @@ def write_outputs(out: Path, cfg, prep, result: Result) -> None:
                          wcs=frame.at(1), header=header)
         scene = getattr(prep, "scene_truth", None)
         if scene is not None and scene.components:  # the simulated maps, in the format of [metrics] truth_maps
-            from .io.truth_maps import write_truth_maps
-            from .problems.truth_maps import simulated_truth_maps
+            from .problems.truth_maps import write_simulated_truth_maps
 
             simulated = {"OBJECT": cards.get("OBJECT"), "HISTORY": [f"simulated by scene {cfg.simulate.scene}"]}
-            write_truth_maps(out / "truth_maps.fits", *simulated_truth_maps(scene), grid.pixel_arcsec,
-                             wcs=frame.at(1), header=simulated)
+            write_simulated_truth_maps(out / "truth_maps.fits", scene, grid.pixel_arcsec, frame.at(1), simulated)
     residuals = residual_significance(prep, result.arrays["cube"])
     for obs, section in zip(prep.observations, cfg.observations):
         name = obs.name

@@ -164,8 +164,7 @@ def simulate(cfg: Config, out: Path, overwrite: bool = False) -> list[Path]:
     simulated, and its ``exposure_s`` is taken from its counts file when left out."""
     from .atomic import check_writable
     from .io.cubes import write_cube
-    from .io.truth_maps import write_truth_maps
-    from .problems.truth_maps import scores_maps, simulated_truth_maps
+    from .problems.truth_maps import scores_maps, write_simulated_truth_maps
     from .products import instrument_cards, provenance_cards, sky_frame
     from .simulate import Scene
 
@@ -193,9 +192,8 @@ def simulate(cfg: Config, out: Path, overwrite: bool = False) -> list[Path]:
     written = [write_cube(out / "truth.fits", prep.truth, prep.grid.energy_edges_kev, wcs=frame.at(1),
                           pixel_arcsec=prep.grid.pixel_arcsec, bunit=SKY_UNIT, header=simulated)]
     if with_maps and prep.scene_truth is not None and prep.scene_truth.components:
-        maps, units = simulated_truth_maps(prep.scene_truth)
-        written.append(write_truth_maps(out / "truth_maps.fits", maps, units, prep.grid.pixel_arcsec,
-                                        wcs=frame.at(1), header=simulated))
+        written.append(write_simulated_truth_maps(out / "truth_maps.fits", prep.scene_truth,
+                                                  prep.grid.pixel_arcsec, frame.at(1), simulated))
     for obs, section in zip(prep.observations, cfg.observations):
         written.append(write_cube(out / f"{obs.name}_counts.fits", obs.counts, obs.channel_edges_kev,
                                   wcs=frame.at(section.spatial_rebin), pixel_arcsec=obs.pixel_arcsec,

@@ -68,11 +68,3 @@ def read_map_hdus(path: str | Path) -> list[MapHDU]:
             maps.append(MapHDU(mapname or extname, extname, data, _unit(header)))
     return maps
 
-
-def write_truth_maps(path: str | Path, maps: dict[str, np.ndarray], units: dict[str, str],
-                     pixel_arcsec: float | None = None, *, wcs=None, header: dict | None = None) -> Path:
-    """``maps`` ({``component.parameter``: (ny, nx) image}) as ``maps.fits`` is written, for
-    ``[metrics] truth_maps``."""
-    from .maps import write_maps
-
-    return write_maps(path, maps, units, pixel_arcsec, wcs=wcs, header=header)

@@ -170,3 +170,13 @@ def simulated_truth_maps(scene_truth: SceneTruth) -> tuple[dict[str, np.ndarray]
         maps[f"{c.name}.amplitude"] = np.asarray(c.amplitude, dtype=np.float64)
         units[f"{c.name}.amplitude"] = AMPLITUDE_UNIT
     return maps, units
+
+
+def write_simulated_truth_maps(path, scene_truth: SceneTruth, pixel_arcsec: float, wcs, header: dict):
+    """``truth_maps.fits`` of a simulated scene (``simulated_truth_maps``) in the format of a
+    run's ``maps.fits`` (``xhsi.io.maps.write_maps``), readable as ``[metrics] truth_maps``."""
+    from ..io.maps import write_maps
+
+    maps, units = simulated_truth_maps(scene_truth)
+    return write_maps(path, maps, units, pixel_arcsec, wcs=wcs, header=header)
+
