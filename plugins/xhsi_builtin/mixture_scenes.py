@@ -19,56 +19,20 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from xhsi.backend import Backend, array_namespace, to_numpy
+from xhsi.backend import Backend
 from xhsi.errors import DataError
 from xhsi.grid import ModelGrid
 from xhsi.schema import option
-from xhsi.simulate import ComponentTruth, Scene, SceneTruth
+from xhsi.simulate import Scene, SceneTruth
 from xhsi.spectral import spectra
 
-
-def _coordinates(grid: ModelGrid):
-    """Pixel-centre coordinates (y, x) in units of half the shorter field side."""
-    half = 0.5 * min(grid.ny, grid.nx)
-    y = (np.arange(grid.ny) - 0.5 * (grid.ny - 1)) / half
-    x = (np.arange(grid.nx) - 0.5 * (grid.nx - 1)) / half
-    return np.meshgrid(y, x, indexing="ij")
+from .scenes import pixel_coordinates, smooth_field, thermal_and_powerlaw
 
 
 def _direction(yy, xx, angle_deg: float):
     """Coordinates along (u) and across (w) the direction at ``angle_deg`` from +x."""
     a = np.deg2rad(angle_deg)
     return xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
-
-
-def _two_components(grid: ModelGrid, backend: Backend, m: dict, abundance: float, sigma_v_kms: float,
-                    nh_1e22: float) -> SceneTruth:
-    """Thermal (kT, z) + power law (index) from host maps, each spectrum of unit flux over the
-    grid (after the foreground absorption, as ``casa_like``)."""
-    xp = backend.xp
-    edges = backend.asarray(grid.energy_edges_kev)
-    b = {k: backend.asarray(v) for k, v in m.items()}
-
-    def absorbed(spec):
-        if nh_1e22 <= 0:
-            return spec
-        t = spectra.absorption(edges, xp.asarray(nh_1e22, dtype=spec.dtype))
-        s = spec * xp.reshape(t, (t.shape[0], 1, 1))
-        return s / xp.sum(s, axis=0, keepdims=True)
-
-    def component(name, model, amplitude, spectrum, parameters, fixed):
-        cube = to_numpy(spectrum * array_namespace(spectrum).expand_dims(amplitude, axis=0))
-        return ComponentTruth(name=name, model=model, amplitude=np.asarray(to_numpy(amplitude), dtype=np.float64),
-                              parameters={k: np.asarray(v, dtype=np.float64) for k, v in parameters.items()},
-                              fixed=dict(fixed), cube=cube)
-
-    s_th = absorbed(spectra.thermal(edges, b["kT_keV"], b["z"], abundance, sigma_v_kms))
-    s_pl = absorbed(spectra.powerlaw(edges, b["index"]))
-    thermal = component("thermal", "thermal", b["thermal_amplitude"], s_th, {"kT": m["kT_keV"], "z": m["z"]},
-                        {"abundance": abundance, "nh": nh_1e22})
-    sync = component("synchrotron", "powerlaw", b["synchrotron_amplitude"], s_pl, {"index": m["index"]},
-                     {"nh": nh_1e22})
-    return SceneTruth(cube=thermal.cube + sync.cube, components=[thermal, sync])
 
 
 def _split(total_flux: float, synchrotron_fraction: float, thermal: np.ndarray, sync: np.ndarray) -> dict:
@@ -123,13 +87,12 @@ class Boundary(Scene):
         """Host maps (float64, ``(ny, nx)``): ``thermal_amplitude``, ``kT_keV``, ``z``,
         ``synchrotron_amplitude``, ``index``."""
         o = self.options
-        yy, xx = _coordinates(grid)
+        yy, xx = pixel_coordinates(grid)
         u, w = _direction(yy, xx, o.boundary_angle_deg)
         along = np.clip(w, -1.0, 1.0)
         side_b = u > o.boundary_offset
         rng = np.random.default_rng(o.seed)
-        field = ndimage.gaussian_filter(rng.standard_normal(u.shape), sigma=o.clump_scale_px, mode="wrap")
-        field = (field - field.mean()) / max(field.std(), 1e-300)
+        field = smooth_field(rng, u.shape, o.clump_scale_px)
         disc = 1.0 / (1.0 + np.exp((np.hypot(yy, xx) - o.radius) / 0.05))
         thermal = disc * np.exp(o.clumpiness * field) + 1e-3
         sync = np.exp(-0.5 * ((u - o.boundary_offset) / (0.5 * o.radius)) ** 2) + 0.1 * disc + 1e-3
@@ -141,7 +104,7 @@ class Boundary(Scene):
 
     def generate_components(self, grid: ModelGrid, backend: Backend) -> SceneTruth:
         o = self.options
-        return _two_components(grid, backend, self.maps(grid), o.abundance, o.sigma_v_kms, o.nh_1e22)
+        return thermal_and_powerlaw(grid, backend, self.maps(grid), o.abundance, o.sigma_v_kms, o.nh_1e22)
 
 
 # -- image_components -----------------------------------------------------------------
@@ -240,7 +203,7 @@ class ImageComponents(Scene):
         t, s = t + o.floor * t.mean(), s + o.floor * s.mean()
         hardness = ndimage.gaussian_filter(s / (t + s), sigma=o.hardness_smooth_px, mode="nearest")
         rank = np.argsort(np.argsort(hardness.ravel(), kind="stable")).reshape(hardness.shape) / max(hardness.size - 1, 1)
-        yy, xx = _coordinates(grid)
+        yy, xx = pixel_coordinates(grid)
         u, _ = _direction(yy, xx, o.velocity_angle_deg)
         v = o.max_velocity_kms * u / max(float(np.abs(u).max()), 1e-300)
         return {**_split(o.total_flux, o.synchrotron_fraction, t, s),
@@ -250,4 +213,4 @@ class ImageComponents(Scene):
 
     def generate_components(self, grid: ModelGrid, backend: Backend) -> SceneTruth:
         o = self.options
-        return _two_components(grid, backend, self.maps(grid), o.abundance, o.sigma_v_kms, o.nh_1e22)
+        return thermal_and_powerlaw(grid, backend, self.maps(grid), o.abundance, o.sigma_v_kms, o.nh_1e22)

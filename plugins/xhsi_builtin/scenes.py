@@ -29,16 +29,21 @@ from xhsi.spectral import spectra
 
 
 # -- shared helpers -------------------------------------------------------------------
-def _polar(grid: ModelGrid):
-    """Radius (in units of half the shorter field side) and azimuth (rad) of pixel centres."""
+def pixel_coordinates(grid: ModelGrid):
+    """Pixel-centre coordinates (y, x), in units of half the shorter field side."""
     half = 0.5 * min(grid.ny, grid.nx)
     y = (np.arange(grid.ny) - 0.5 * (grid.ny - 1)) / half
     x = (np.arange(grid.nx) - 0.5 * (grid.nx - 1)) / half
-    yy, xx = np.meshgrid(y, x, indexing="ij")
-    return np.hypot(yy, xx), np.arctan2(yy, xx), half
+    return np.meshgrid(y, x, indexing="ij")
 
 
-def _smooth_field(rng: np.random.Generator, shape, scale_px: float) -> np.ndarray:
+def _polar(grid: ModelGrid):
+    """Radius (in units of half the shorter field side) and azimuth (rad) of pixel centres."""
+    yy, xx = pixel_coordinates(grid)
+    return np.hypot(yy, xx), np.arctan2(yy, xx), 0.5 * min(grid.ny, grid.nx)
+
+
+def smooth_field(rng: np.random.Generator, shape, scale_px: float) -> np.ndarray:
     """Zero-mean, unit-variance Gaussian random field with correlation length ``scale_px``."""
     f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=max(scale_px, 1e-3), mode="wrap")
     f = f - f.mean()
@@ -137,7 +142,7 @@ class CasALike(Scene):
         rng = np.random.default_rng(o.seed)
         r, theta, half = _polar(grid)
         shape = (grid.ny, grid.nx)
-        clumps = np.exp(o.clumpiness * _smooth_field(rng, shape, o.clump_scale_px))
+        clumps = np.exp(o.clumpiness * smooth_field(rng, shape, o.clump_scale_px))
         shell = np.exp(-0.5 * ((r - o.radius) / o.shell_width) ** 2)
         interior = 0.03 * np.exp(-0.5 * (r / (o.radius + o.shell_width)) ** 4)
         thermal_map = shell * clumps + interior + 1e-4  # strictly positive everywhere
@@ -146,10 +151,10 @@ class CasALike(Scene):
         phase_t, phase_v, phase_f = rng.uniform(0.0, 2.0 * np.pi, size=3)
         taper = np.tanh(r / (0.5 * o.radius))  # azimuthal gradients fade to the centre: no singular point
         t = np.clip(0.5 + 0.35 * taper * np.cos(theta - phase_t)
-                    + 0.15 * _bounded(_smooth_field(rng, shape, large)), 0.0, 1.0)
+                    + 0.15 * _bounded(smooth_field(rng, shape, large)), 0.0, 1.0)
         kT = o.kT_min_keV + (o.kT_max_keV - o.kT_min_keV) * t
         v = o.max_velocity_kms * np.clip(0.7 * taper * np.cos(theta - phase_v)
-                                         + 0.3 * _bounded(_smooth_field(rng, shape, large)), -1.0, 1.0)
+                                         + 0.3 * _bounded(smooth_field(rng, shape, large)), -1.0, 1.0)
         z = spectra.redshift_from_velocity(v)
 
         arc = np.deg2rad(o.filament_arc_deg)
@@ -176,17 +181,24 @@ class CasALike(Scene):
 
     def generate_components(self, grid: ModelGrid, backend: Backend) -> SceneTruth:
         o = self.options
-        m = self.maps(grid)
-        edges, b = _on_backend(backend, grid, m)
-        xp = backend.xp
-        s_th = _absorbed(edges, spectra.thermal(edges, b["kT_keV"], b["z"], o.abundance, o.sigma_v_kms),
-                         o.nh_1e22, xp)
-        s_pl = _absorbed(edges, spectra.powerlaw(edges, b["index"]), o.nh_1e22, xp)
-        thermal = _component("thermal", "thermal", b["thermal_amplitude"], s_th,
-                             {"kT": m["kT_keV"], "z": m["z"]}, {"abundance": o.abundance, "nh": o.nh_1e22})
-        sync = _component("synchrotron", "powerlaw", b["synchrotron_amplitude"], s_pl,
-                          {"index": m["index"]}, {"nh": o.nh_1e22})
-        return SceneTruth(cube=thermal.cube + sync.cube, components=[thermal, sync])
+        return thermal_and_powerlaw(grid, backend, self.maps(grid), o.abundance, o.sigma_v_kms, o.nh_1e22)
+
+
+def thermal_and_powerlaw(grid: ModelGrid, backend: Backend, m: dict, abundance: float, sigma_v_kms: float,
+                         nh_1e22: float) -> SceneTruth:
+    """The components ``thermal`` (kT, z) and ``synchrotron`` (power-law index) from host maps
+    ``m`` (``thermal_amplitude``, ``kT_keV``, ``z``, ``synchrotron_amplitude``, ``index``),
+    each spectrum of unit flux over the grid after the foreground absorption: casa_like's,
+    and the scenes of ``mixture_scenes``."""
+    edges, b = _on_backend(backend, grid, m)
+    xp = backend.xp
+    s_th = _absorbed(edges, spectra.thermal(edges, b["kT_keV"], b["z"], abundance, sigma_v_kms), nh_1e22, xp)
+    s_pl = _absorbed(edges, spectra.powerlaw(edges, b["index"]), nh_1e22, xp)
+    thermal = _component("thermal", "thermal", b["thermal_amplitude"], s_th,
+                         {"kT": m["kT_keV"], "z": m["z"]}, {"abundance": abundance, "nh": nh_1e22})
+    sync = _component("synchrotron", "powerlaw", b["synchrotron_amplitude"], s_pl,
+                      {"index": m["index"]}, {"nh": nh_1e22})
+    return SceneTruth(cube=thermal.cube + sync.cube, components=[thermal, sync])
 
 
 # -- cluster_beta ---------------------------------------------------------------------
@@ -230,7 +242,7 @@ class ClusterBeta(Scene):
         r, _, _ = _polar(grid)
         shape = (grid.ny, grid.nx)
         sb = (1.0 + (r / o.core_radius) ** 2) ** (0.5 - 3.0 * o.beta)
-        sb = sb * np.exp(o.fluctuation * _smooth_field(rng, shape, o.fluctuation_scale_px))
+        sb = sb * np.exp(o.fluctuation * smooth_field(rng, shape, o.fluctuation_scale_px))
         kT = o.kT_outer_keV + (o.kT_center_keV - o.kT_outer_keV) / (1.0 + (r / o.temperature_radius) ** 2)
         return {"thermal_amplitude": o.total_flux * sb / sb.sum(), "kT_keV": kT,
                 "z": np.full(shape, o.redshift)}
