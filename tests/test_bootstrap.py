@@ -173,12 +173,13 @@ def test_replicates_do_not_depend_on_how_many_are_drawn(tmp_path):
 def test_replicates_as_dask_tasks_are_the_sequential_ones(tmp_path):
     pytest.importorskip("distributed")
     from xhsi.distributed import connect
+    from xhsi.distributed.bootstrap_tasks import DaskReplicates
 
     problem, solver, mixture, blocks, xs, _, _ = solved(cluster(tmp_path))
     here = bootstrap_replicates(problem, solver, mixture, blocks, xs, samples=3, iterations=2, seed=4)
     with connect(workers=2, processes=False) as client:
         there = bootstrap_replicates(problem, solver, mixture, blocks, xs, samples=3, iterations=2, seed=4,
-                                     client=client)
+                                     tasks=DaskReplicates(client))
     for name in here:
         np.testing.assert_array_equal(here[name], there[name])
 

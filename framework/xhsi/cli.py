@@ -163,9 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_cluster(p, task: str, selection: bool = False) -> None:
     """The options saying where a command's Dask tasks run; ``selection``: those of ``xhsi
-    run``, whose tasks are the selection's fits (no --retries: a fit that fails is a failed
-    candidate, as without Dask; no cluster unless an option is given)."""
-    which = "the selection's candidate fits on " if selection else ""
+    run``, whose tasks are the selection's fits and the bootstrap's replicates (no --retries:
+    a fit that fails is a failed candidate, as without Dask; no cluster unless an option is given)."""
+    which = "the selection's candidate fits and the bootstrap's replicates on " if selection else ""
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help=f"run {which}this Dask scheduler (tcp://HOST:PORT)")
     where.add_argument("--scheduler-file", type=Path, metavar="FILE",
@@ -272,9 +272,9 @@ def cmd_run(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     try:
-        with _selection_cluster(args, cfg) as fits:
+        with _run_cluster(args, cfg) as (fits, replicates):
             result = run(cfg, out=args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
-                         selection_fits=fits)
+                         selection_fits=fits, bootstrap_tasks=replicates)
     except Interrupted as exc:
         if exc.checkpoint is None:
             raise
@@ -284,16 +284,16 @@ def cmd_run(args) -> int:
     return 0 if result is not None else 1
 
 
-def _selection_cluster(args, cfg):
-    """Where ``xhsi run``'s selection fits run: a Dask cluster when --workers, --scheduler or
-    --scheduler-file is given (``xhsi.distributed.selection_tasks``), else here (None;
-    Dask is not imported)."""
+def _run_cluster(args, cfg):
+    """Where ``xhsi run``'s selection fits and bootstrap replicates run: a Dask cluster when
+    --workers, --scheduler or --scheduler-file is given (``xhsi.distributed.run_tasks``), else
+    here ((None, None); Dask is not imported)."""
     if args.workers is None and not args.scheduler and not args.scheduler_file:
-        return contextlib.nullcontext(None)
-    from .distributed.selection_tasks import selection_fits
+        return contextlib.nullcontext((None, None))
+    from .distributed.run_tasks import run_tasks
 
-    return selection_fits(cfg, args.config, args.overrides, args.scheduler, args.scheduler_file, args.workers,
-                          args.timeout)
+    return run_tasks(cfg, args.config, args.overrides, args.scheduler, args.scheduler_file, args.workers,
+                     args.timeout)
 
 
 def resume_command(args) -> str:
@@ -304,7 +304,7 @@ def resume_command(args) -> str:
         words += ["--set", override]
     if args.out is not None:
         words += ["--out", str(args.out)]
-    for option in ("workers", "scheduler", "scheduler_file"):  # where the selection ran
+    for option in ("workers", "scheduler", "scheduler_file"):  # where the selection and bootstrap ran
         if getattr(args, option, None) is not None:
             words += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     for name in [*args.disable_plugins, *getattr(args, "disable_plugins_after", [])]:

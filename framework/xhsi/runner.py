@@ -284,6 +284,15 @@ class Progress:
             print(f"iteration {iteration:6d}  cost {cost:.8g}  step {step:.3g}", file=sys.stderr, flush=True)
         self.last = iteration
 
+    def say(self, line: str) -> None:
+        """A log line (none when quiet), above the bar on a terminal."""
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -302,7 +311,7 @@ def check_config(cfg: Config) -> list:
 
 
 def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: bool = False,
-        quiet: bool = False, exclusive: bool = False, selection_fits=None) -> Result:
+        quiet: bool = False, exclusive: bool = False, selection_fits=None, bootstrap_tasks=None) -> Result:
     """Run the problem of ``cfg`` and write its outputs into ``out`` (default: [run] output)
     by the rules of ``xhsi.runfolder``: outputs staged and moved into place at once,
     periodic checkpoints where ``resume`` finds them, ``overwrite`` to replace another run.
@@ -310,7 +319,11 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
     raise Interrupted. ``exclusive``: the caller is ``out``'s only writer (a Dask task),
     so a staging folder left by another host's run is a dead run's (``RunFolder``).
     ``selection_fits``: where the selection's candidate fits run (``run_selection``'s
-    ``fits``; None: here, one after the other)."""
+    ``fits``; None: here, one after the other); ``bootstrap_tasks``: where the replicates of
+    a bootstrap's error maps run (``xhsi.problems.bootstrap.fit_replicates``' ``tasks``;
+    None: here), each reported as a log line unless ``quiet``."""
+    from .problems.bootstrap import running
+
     t_start = time.perf_counter()
     out = Path(out) if out is not None else Path(cfg.run.output)
     with stop_signals() as signals:
@@ -347,9 +360,10 @@ def run(cfg: Config, out: Path | None = None, resume: bool = False, overwrite: b
         try:
             folder.start()
             pm.hook.xhsi_run_start(config=cfg, problem=problem)
-            result = problem.solve(solver, callback, checkpoint_path=folder.checkpoint_path,
-                                   checkpoint_every=cfg.run.checkpoint_every, resume_from=resume_from,
-                                   config_digest=cfg.digest())
+            with running(bootstrap_tasks, None if quiet else progress.say):  # [problem] errors = "bootstrap"
+                result = problem.solve(solver, callback, checkpoint_path=folder.checkpoint_path,
+                                       checkpoint_every=cfg.run.checkpoint_every, resume_from=resume_from,
+                                       config_digest=cfg.digest())
             result.metadata.update({"wall_s": time.perf_counter() - t_start, "config_digest": cfg.digest(),
                                     "backend": cfg.run.backend, "dtype": cfg.run.dtype})
             if prep.truth is not None or prep.map_truth is not None:

@@ -32,13 +32,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, XhsiError
+from ..errors import XhsiError
 
 _latest = threading.local()  # .token, .cfg, .prep, .folds ({index: Fold}) of the latest selection
 
@@ -150,31 +148,3 @@ class DaskFits:
                 yield FitRecord(c, f, path, out["seconds"], out["error"])
         finally:
             self.client.cancel([fut for fut in futures if not fut.done()])
-
-
-@contextmanager
-def selection_fits(cfg, config: str | Path, overrides: Sequence[str], scheduler: str | None = None,
-                   scheduler_file: str | Path | None = None, workers: int | None = None,
-                   timeout_s: float = 10.0) -> Iterator[DaskFits]:
-    """For ``xhsi run --workers/--scheduler/--scheduler-file``: check that ``cfg`` (loaded
-    from ``config`` with ``overrides``) selects and passes ``check_config``, connect
-    (``cluster.connect``: every refusal an XhsiError, before any task), and give the
-    :class:`DaskFits` to pass to ``runner.run``; the client (and a LocalCluster) is closed
-    when the block ends."""
-    from ..config import SelectionSection
-    from ..plugins import disabled_plugins
-    from ..runner import check_config
-    from ..selection.candidates import candidates, selection_reason
-    from .cluster import connect
-
-    option = "--scheduler" if scheduler else "--scheduler-file" if scheduler_file else "--workers"
-    if selection_reason(cfg) is None:
-        raise ConfigError(f"{option} runs the candidate fits of a run's selection on Dask, but {config} does not "
-                          "select (docs/selection.md \"When a run selects\"): leave the option out, or set "
-                          "[selection] select = \"auto\". To run one config at many settings, use `xhsi sweep`.")
-    check_config(cfg)
-    sel = cfg.selection if cfg.selection is not None else SelectionSection()
-    folds = 1 if sel.rule == "discrepancy" else sel.folds
-    with connect(scheduler, scheduler_file, workers=workers, timeout_s=timeout_s,
-                 tasks=len(candidates(cfg)) * folds) as client:
-        yield DaskFits(client, str(Path(config).resolve()), list(overrides), sorted(disabled_plugins()))

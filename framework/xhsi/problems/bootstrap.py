@@ -30,14 +30,21 @@ the problem itself (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*,
    alternatives bench/coverage_unmixing.py measured).
 
 The replicates are independent fits: ``fit_replicates`` runs them one after the other, or
-as Dask tasks on a client given to ``bootstrap_replicates`` (``dask_fits``).
+hands them to ``tasks`` (``xhsi run --workers N``: Dask tasks,
+``xhsi.distributed.bootstrap_tasks``), which yields them as they finish; either way they
+come back in replicate order, and a line per replicate done says how far it is. The runner
+says where and how for the duration of a solve (``running``), so that a problem's ``solve``
+needs no argument for it.
 """
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import functools
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -147,18 +154,75 @@ class ReplicateFit:
         return replicate._maps(mixture, out.x)
 
 
-def fit_replicates(fit: ReplicateFit, samples: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Replicates 0 … samples−1 fitted one after the other."""
-    return [fit.fit(b, seed) for b in range(samples)]
+def timed_fit(fit: ReplicateFit, index: int, seed: int) -> tuple[dict[str, np.ndarray], float]:
+    """(maps of replicate ``index``, seconds its fit took): the task of every way of running
+    the replicates."""
+    t0 = time.perf_counter()
+    maps = fit.fit(index, seed)
+    return maps, time.perf_counter() - t0
 
 
-def dask_fits(client, fit: ReplicateFit, samples: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Replicates 0 … samples−1 as Dask tasks on ``client``, in order. The task is the
-    ``ReplicateFit`` itself (its problem, blocks and arrays): a threaded client
-    (``LocalCluster(processes=False)``) shares them in memory; a client with worker
-    processes serialises them to each worker over the network (never to disk)."""
-    futures = client.map(fit.fit, list(range(samples)), seed=seed, pure=False)
-    return client.gather(futures)
+#: ``tasks(fit, indices, seed)``: runs ``timed_fit`` of each replicate index elsewhere and
+#: yields ``(index, maps, seconds)`` as each finishes, in any order; ``tasks.where()`` says
+#: where for run.json (``{"where": address, "workers": n}``).
+Tasks = Callable[[ReplicateFit, list, int], Iterable[tuple[int, dict, float]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """Where a run's replicates run (``tasks``; None: here, one after the other) and where
+    their progress lines go (``say``; None: nowhere)."""
+
+    tasks: Tasks | None = None
+    say: Callable[[str], None] | None = None
+
+
+_running: contextvars.ContextVar[Running] = contextvars.ContextVar("xhsi_bootstrap_running")
+
+
+@contextmanager
+def running(tasks: Tasks | None = None, say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """For the block (the runner's solve): the bootstrap of ``error_maps`` runs its
+    replicates by ``tasks`` and reports to ``say``. Outside it, or in another thread (a
+    Dask worker's), they run here, silently."""
+    token = _running.set(Running(tasks, say))
+    try:
+        yield
+    finally:
+        _running.reset(token)
+
+
+def where(tasks: Tasks | None) -> dict[str, Any]:
+    """What run.json's ``errors`` block says of where the replicates ran."""
+    return dict(tasks.where()) if tasks is not None and hasattr(tasks, "where") else {"where": "local"}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def fit_replicates(fit: ReplicateFit, samples: int, seed: int, tasks: Tasks | None = None,
+                   say: Callable[[str], None] | None = None) -> list[dict[str, np.ndarray]]:
+    """Replicates 0 … samples−1 fitted here one after the other, or by ``tasks`` (as they
+    finish); returned in replicate order. ``say`` gets a line per replicate done: how many
+    of all, its time, and the time left at the rate so far (wall-clock: on a cluster the
+    rate of all its workers)."""
+    indices = list(range(int(samples)))
+    done = tasks(fit, indices, seed) if tasks is not None else ((b, *timed_fit(fit, b, seed)) for b in indices)
+    t0, out = time.perf_counter(), {}
+    for b, maps, seconds in done:
+        out[b] = maps
+        if say is not None:
+            k, elapsed = len(out), time.perf_counter() - t0
+            left = (f"~{_duration(elapsed / k * (samples - k))} left" if k < samples
+                    else f"{_duration(elapsed)} in all")
+            say(f"bootstrap [{k}/{samples}] replicate {b + 1} done in {seconds:.1f} s, {left}")
+    missing = sorted(set(indices) - set(out))
+    if missing:  # a tasks callable that lost some: a programmer error
+        raise RuntimeError(f"bootstrap replicates {missing} never came back")
+    return [out[b] for b in indices]
 
 
 def stack(replicates: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -182,41 +246,53 @@ def half_width(estimate, replicates, how: str = "rms", fisher=None) -> np.ndarra
 
 
 def bootstrap_replicates(problem, solver, mixture, blocks, xs, samples: int, iterations: int, seed: int,
-                         client=None, start: str = "rerun") -> dict[str, np.ndarray]:
+                         start: str = "rerun", tasks: Tasks | None = None,
+                         say: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
     """The maps of ``samples`` replicates re-solved for ``iterations`` PALM iterations each
-    (``stack``): one after the other, or as Dask tasks on ``client``."""
+    (``stack``): here one after the other, or by ``tasks`` (e.g. as Dask tasks:
+    ``xhsi.distributed.bootstrap_tasks.DaskReplicates(client)``); ``say``: progress lines
+    (``fit_replicates``)."""
     fit = ReplicateFit(problem, solver, mixture, blocks, xs, iterations, start)
-    return stack(dask_fits(client, fit, samples, seed) if client is not None else fit_replicates(fit, samples, seed))
+    return stack(fit_replicates(fit, samples, seed, tasks, say))
 
 
 def bootstrap_errors(problem, solver, mixture, blocks, xs, maps: dict, samples: int, iterations: int, seed: int,
-                     client=None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                     tasks: Tasks | None = None,
+                     say: Callable[[str], None] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(1-σ error maps of the fitted ``maps`` by the parametric bootstrap (module
     docstring: the replicates' root-mean-square deviation from the solution), what
-    run.json reports). Maps the replicates do not fit (physical read-outs) get none."""
+    run.json reports: method, B, iterations, seed, where the replicates ran, time). Maps
+    the replicates do not fit (physical read-outs) get none."""
     check_bootstrap(samples, iterations, str(getattr(problem.config, "source", "config")))
     t0 = time.perf_counter()
-    reps = bootstrap_replicates(problem, solver, mixture, blocks, xs, samples, iterations, seed, client)
+    place = where(tasks)
+    if say is not None:
+        how = ("here, one after the other" if place["where"] == "local" else
+               f"as Dask tasks on {place['where']}" + (f" ({place['workers']} workers)" if "workers" in place else ""))
+        say(f"bootstrap: {samples} replicates of {iterations} PALM iterations each, {how}")
+    reps = bootstrap_replicates(problem, solver, mixture, blocks, xs, samples, iterations, seed, tasks=tasks, say=say)
     errors = {name: half_width(maps[name], r, "rms") for name, r in reps.items() if name in maps}
     notes = {"method": "bootstrap", "samples": int(samples), "iterations": int(iterations),
              "interval": "root-mean-square deviation of the replicates from the solution", "seed": int(seed),
-             "wall_s": time.perf_counter() - t0}
+             **place, "wall_s": time.perf_counter() - t0}
     return errors, notes
 
 
 def error_maps(problem, solver, mixture, blocks, xs, maps: dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The error maps of a solved unmixing by its ``[problem] errors`` method, and
-    ``{"errors": ...}`` for run.json (method; for the bootstrap B, iterations, seed, time):
-    ``fisher`` the problem's own (``Unmixing.error_maps``), ``bootstrap``
+    ``{"errors": ...}`` for run.json (method; for the bootstrap B, iterations, seed, where,
+    time): ``fisher`` the problem's own (``Unmixing.error_maps``), ``bootstrap``
     ``bootstrap_errors`` with ``bootstrap_samples`` replicates of ``bootstrap_iter``
-    iterations (0: the run's ``max_iter``), seeded by the run's seed."""
+    iterations (0: the run's ``max_iter``), seeded by the run's seed, run and reported as
+    the enclosing ``running`` block says."""
     options = problem.options
     if options.errors == "fisher":
         return problem.error_maps(maps), {"errors": {"method": "fisher"}}
     iterations = options.bootstrap_iter or solver.max_iter
     seed = problem.config.run.seed or 0
+    how = _running.get(Running())  # outside a ``running`` block: here, silently
     errors, notes = bootstrap_errors(problem, solver, mixture, blocks, xs, maps, options.bootstrap_samples,
-                                     iterations, seed)
+                                     iterations, seed, tasks=how.tasks, say=how.say)
     return errors, {"errors": notes}
 
 
