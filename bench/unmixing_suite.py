@@ -57,7 +57,9 @@ SCENES = {
 RUN_KEYS = ("n_iter", "stop_reason", "converged", "pixels_converged", "pixels_stalled")
 # unmixing_exact: reduce = "none" (the exact models untabulated); unmixing_amp_k3: with a starlet
 # prior on the amplitude maps too (amplitude_k = 3, docs/unmixing.md's example), a diagnostic
-METHODS = ["unmixing", "pixelfit", "surrogate", "iae", "unmixing_exact", "unmixing_amp_k3"]
+# (unmixing_amp_k<k>: any other k); unmixing_select: the amplitude prior and the stop chosen
+# from the data ([selection] select = "auto": held-out likelihood of thinned counts)
+METHODS = ["unmixing", "pixelfit", "surrogate", "iae", "unmixing_exact", "unmixing_amp_k3", "unmixing_select"]
 THERMAL = {
     "exact": 'model = "thermal"\noptions = { fit_abundance = false, sigma_v_kms = 1000.0 }\n'
              'init = { kT = 2.0, z = 0.0 }\nbounds = { kT = [0.5, 8.0], z = [-0.02, 0.02] }\n',
@@ -73,16 +75,35 @@ def _toml_value(v) -> str:
     return repr(v)
 
 
+def _amplitude_k(method: str) -> float | None:
+    """The amplitude_k of a ``unmixing_amp_k<k>`` method (e.g. ``unmixing_amp_k0.5``), else None."""
+    return float(method[len("unmixing_amp_k"):]) if method.startswith("unmixing_amp_k") else None
+
+
+def _method(name: str) -> str:
+    """argparse type: a method of METHODS or ``unmixing_amp_k<k>``."""
+    if name in METHODS:
+        return name
+    try:
+        if _amplitude_k(name) is not None:
+            return name
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"unknown method {name!r}: one of {', '.join(METHODS)} or unmixing_amp_k<k>")
+
+
 def config_text(scene: str, exposure_s: float, method: str, pixels: int, max_iter: int, files: dict) -> str:
     """The run config of one fit, as TOML text."""
     kind, opts = SCENES[scene]
     problem = "pixelfit" if method == "pixelfit" else "unmixing"
     thermal = THERMAL[method if method in ("surrogate", "iae") else "exact"].replace("{file}", str(files.get(method, "")))
-    amplitude_k = "amplitude_k = 3.0\n" if method == "unmixing_amp_k3" else ""
+    amp = _amplitude_k(method)
+    amplitude_k = f"amplitude_k = {amp!r}\n" if amp is not None else ""
     options = "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in opts.items()) + " }"
     problem_table = ("init_bin = 1\ninit_iter = 30\n" if problem == "unmixing" else "") \
         + ('reduce = "none"\n' if method == "unmixing_exact" else "")
-    return f"""[run]
+    selection = '[selection]\nselect = "auto"\n' if method == "unmixing_select" else ""
+    return f"""{selection}[run]
 problem = "{problem}"
 dtype = "float64"
 quicklook = false
@@ -199,6 +220,7 @@ CHECKS = [  # (name, label, method, reference, need at the lower levels, need at
     ("surrogate_vs_unmixing", "surrogate / unmixing", "surrogate", "unmixing", None, None),
     ("exact_vs_table", "reduce none / auto", "unmixing_exact", "unmixing", None, None),
     ("amp_k3_vs_pixelfit", "amplitude_k 3 / pixelfit", "unmixing_amp_k3", "pixelfit", 0.85, 1.0),
+    ("select_vs_pixelfit", "selected / pixelfit", "unmixing_select", "pixelfit", 0.85, 1.0),
 ]
 
 
@@ -237,7 +259,7 @@ def markdown(rows: list[dict], checks: list[dict], train_s: dict, args) -> str:
              "where the component is > 1 % of its peak.")
     lines = [intro, "", head, "|" + "---|" * (len(MAPS) + 6)]
     order = {m: i for i, m in enumerate(METHODS)}
-    for r in sorted(rows, key=lambda r: (r["scene"], r["exposure_s"], order[r["method"]])):
+    for r in sorted(rows, key=lambda r: (r["scene"], r["exposure_s"], order.get(r["method"], len(order)), r["method"])):
         cells = []
         for key, _ in MAPS:
             e = r["errors"].get(key)
@@ -270,7 +292,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
     ap.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS))
-    ap.add_argument("--methods", nargs="+", default=METHODS[:4], choices=METHODS)
+    ap.add_argument("--methods", nargs="+", default=METHODS[:4], type=_method)
     ap.add_argument("--pixels", type=int, default=32)
     ap.add_argument("--max-iter", type=int, default=30, help="PALM iterations of unmixing")
     ap.add_argument("--pixelfit-iter", type=int, default=100,

@@ -12,9 +12,19 @@ from typing import Any
 from ..errors import ConfigError, XhsiError
 
 #: Problems the selection knows how to fit on thinned counts.
-PROBLEMS = ("fusion", "deconvolution")
+PROBLEMS = ("fusion", "deconvolution", "unmixing", "fusion_unmixing")
+#: Problems that select when the config leaves something to choose (``select = "untuned"``);
+#: the others (the mixtures, whose spatial priors are set per component) only when asked.
+UNTUNED_PROBLEMS = ("fusion", "deconvolution")
+#: Problems whose sky is a mixture of ``[[components]]`` (``xhsi.problems.mixture``).
+MIXTURE_PROBLEMS = ("unmixing", "fusion_unmixing")
 #: The tables a candidate may override: the rest (grid, observations, data) is shared.
-CANDIDATE_TABLES = ("regularizers", "solver", "problem")
+CANDIDATE_TABLES = ("regularizers", "solver", "problem", "components")
+#: The default grid of a mixture's amplitude prior (``[[components]] amplitude_k``, in σ of
+#: each map's noise; 0: none), one value for every component that fits its amplitude.
+#: Measured on bench/unmixing_suite.py's 4 scenes × 3 count levels (docs/unmixing.md,
+#: "Choosing the amplitude prior"): every value of it is the held-out choice somewhere.
+AMPLITUDE_K_GRID = (0.0, 0.5, 1.0, 2.0)
 #: Iterations of each candidate fit when neither [selection] nor [solver] gives max_iter.
 DEFAULT_BUDGET = 500  # what a run without selection does ([solver] max_iter default)
 
@@ -71,9 +81,11 @@ def default_candidates(cfg) -> list[Candidate]:
     default grids (``Regularizer.selection_grid``, declared by each plugin) of its regularisers given without options (with ``select =
     "auto"``: of every regulariser with a grid, when none is untuned). One candidate with
     no overrides when nothing has a grid (a config with no regulariser): then only the
-    stopping iteration is chosen."""
+    stopping iteration is chosen. A mixture's: ``mixture_candidates``."""
     from ..tomlio import format_value
 
+    if cfg.run.problem in MIXTURE_PROBLEMS:
+        return mixture_candidates(cfg)
     untuned = _untuned_regularizers(cfg)
     if not untuned and cfg.selection is not None and cfg.selection.select == "auto":
         untuned = list(range(len(cfg.regularizers)))
@@ -91,6 +103,17 @@ def default_candidates(cfg) -> list[Candidate]:
     return out
 
 
+def mixture_candidates(cfg) -> list[Candidate]:
+    """The default candidates of a mixture (unmixing, fusion_unmixing): ``AMPLITUDE_K_GRID``
+    as the ``amplitude_k`` of every component that fits its amplitude map (one candidate
+    with no overrides when none does: then only the stopping iteration is chosen)."""
+    fitted = [c.name for c in cfg.components if not c.fixed_amplitude]
+    if not fitted:
+        return [Candidate("as configured", {})]
+    return [Candidate(f"amplitude_k={k:g}" if k > 0 else "no amplitude prior",
+                      {f"components.{name}.amplitude_k": float(k) for name in fitted}) for k in AMPLITUDE_K_GRID]
+
+
 def candidates(cfg) -> list[Candidate]:
     """[selection] candidates when given (named by their overrides), else the defaults."""
     given = cfg.selection.candidates if cfg.selection is not None else None
@@ -106,7 +129,7 @@ def selection_reason(cfg) -> str | None:
         return None
     if select == "auto":
         return "[selection] select = \"auto\""
-    if cfg.run.problem not in PROBLEMS or cfg.run.likelihood != "poisson" or getattr(cfg, "_raw", None) is None:
+    if cfg.run.problem not in UNTUNED_PROBLEMS or cfg.run.likelihood != "poisson" or getattr(cfg, "_raw", None) is None:
         return None
     untuned = _untuned_regularizers(cfg)
     if untuned:

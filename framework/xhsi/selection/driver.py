@@ -31,7 +31,7 @@ from ..backend import to_numpy
 from ..config import SelectionSection
 from ..errors import RunStopped, XhsiError
 from . import rules
-from .candidates import Candidate, candidate_config
+from .candidates import MIXTURE_PROBLEMS, Candidate, candidate_config
 from .candidates import budget as fit_budget
 from .candidates import candidates as config_candidates
 from .thinning import check_split, fold_rng, thin_counts
@@ -148,6 +148,16 @@ def fit_task(cfg_c, prep, fold: Fold, iterations: int, every: int, patience: int
             reg.weight *= fold.fraction
     problem = problem_cls(cfg_c, prep.backend, prep.grid, fold.observations, regularizers,
                           plugins.get("likelihood", cfg_c.run.likelihood), **extra)
+    section = cfg_c.solver
+    solver = plugins.get("solver", section.name)(section.options, max_iter=iterations, tol=section.tol,
+                                                 report_every=every)
+    if cfg_c.run.problem in MIXTURE_PROBLEMS:
+        # a mixture: its own start (per-pixel fits of the fold's counts), PALM over its
+        # blocks, scored on the cube of the mixture through each observation's operator
+        x0, data, blocks, mixture = problem.build()
+        solver.setup(x0, data, blocks)
+        return _scored_run(solver, x0, fold, [term.operator for term in data.terms], mixture.cube, None,
+                           patience)
     kind = (problem.options.start, problem.options.start_file)
     if kind not in fold.starts:
         start = problem.initial_cube()
@@ -156,16 +166,22 @@ def fit_task(cfg_c, prep, fold: Fold, iterations: int, every: int, patience: int
     problem.start_cube = fold.starts[kind]
     x0, smooth, prox, to_cube = problem.build()
     operators = [term.operator for term in smooth.terms[:len(fold.observations)]]
-    section = cfg_c.solver
-    solver = plugins.get("solver", section.name)(section.options, max_iter=iterations, tol=section.tol,
-                                                 report_every=every)
     solver.setup(x0, smooth, prox)
+    return _scored_run(solver, x0, fold, operators, lambda x: x, to_cube.apply, patience)
+
+
+def _scored_run(solver, x0, fold: Fold, operators: list, scored: Callable, to_cube: Callable | None,
+                patience: int | None) -> rules.Path:
+    """Run ``solver`` (set up at ``x0``), scoring ``scored(x)`` (what ``operators`` apply
+    to) at the start, at every report and where it stops (``fit_task``). ``to_cube``: the
+    sky cube of ``scored(x)`` for ``fold.watch`` (None: a path that is not watched)."""
     path = rules.Path()
 
     def score(x, iteration: int) -> None:
-        fold.scorer(operators, x, path, iteration)
-        if fold.watch is not None:
-            fold.watch(iteration, lambda: to_cube.apply(x))
+        y = scored(x)
+        fold.scorer(operators, y, path, iteration)
+        if fold.watch is not None and to_cube is not None:
+            fold.watch(iteration, lambda: to_cube(y))
 
     score(x0, 0)
 
