@@ -272,20 +272,25 @@ def test_batched_mixing_is_the_mixing_operator(built):
     dot_test(batched, xp=np, dtype=np.float64)
 
 
-def test_thresholds_count_the_spectrometer_at_the_scales_its_pixels_resolve(built):
+def test_thresholds_count_the_spectrometer_at_the_scales_its_pixels_and_psf_resolve(built):
     """Each map's information is split between pn (block size 1) and Resolve (its detector
-    pixel) and the starlet thresholds count Resolve's share at scale j by ρ_j(block): the
-    finest scale's noise level is below the one of the summed information, the coarsest
-    within √ρ of it (docs/fusion_unmixing.md, "Thresholds per scale")."""
-    from xhsi.problems.unmixing_prior import coefficient_sigma, shared_coefficient_sigma
+    pixel, its 78″ PSF) and the starlet thresholds count Resolve's share at scale j by what its
+    PSF and pixels keep of it relative to pn: below the summed information's noise level at
+    every scale, least at the finest, and the metric counts Resolve's curvature by what it
+    keeps of the finest scale (docs/fusion_unmixing.md, "Thresholds per scale")."""
+    from xhsi.problems.unmixing_prior import coefficient_sigma, finest_scale_weights, shared_coefficient_sigma
 
     problem, prep, x0, value, blocks, mixture = built
     metrics, sigmas, shares = problem.start_fisher(mixture, x0)
     block = problem._fitter(1, problem.spectrometer).factor
     z = mixture.n_amp + [b.name for b in problem.map_blocks].index("thermal.z")
-    assert sorted(f for _, f in shares[z]) == [1, block] and block > 1
-    np.testing.assert_allclose(sum(w for w, _ in shares[z]), 1.0)
+    assert sorted(share[1] for share in shares[z]) == [1, block] and block > 1
+    assert all(share[2] is not None for share in shares[z])  # both PSFs
+    np.testing.assert_allclose(sum(share[0] for share in shares[z]), 1.0)
     per_scale = shared_coefficient_sigma(sigmas[z], shares[z], 2)
     summed = coefficient_sigma(sigmas[z], 2)
-    assert np.all(per_scale[0] <= summed[0] * (1 + 1e-6)) and np.any(per_scale[0] < 0.9 * summed[0])
-    assert np.all(per_scale[-1] >= 0.9 * summed[-1])
+    assert np.all(per_scale <= summed * (1 + 1e-6)) and np.any(per_scale[0] < 0.9 * summed[0])
+    kept = [float(np.median(per_scale[j] / summed[j])) for j in range(3)]
+    assert kept[0] <= 1.01 * kept[1] and kept[1] < kept[2]  # scales 1 and 2: about pn's share alone
+    weights = finest_scale_weights([(share[1], share[2]) for share in shares[z]])
+    assert weights[0] == 1.0 and 0.0 <= weights[1] < 0.01  # Resolve's 78″ PSF keeps ~nothing of 4″ patterns

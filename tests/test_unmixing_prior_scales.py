@@ -75,3 +75,68 @@ def test_shared_thresholds_on_every_backend(backend):
     assert array_namespace(out) == backend.xp and out.dtype == backend.dtype
     ref = shared_coefficient_sigma(s, shares, 2, seed=4)
     np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-4 if backend.dtype_name == "float32" else 1e-10)
+
+
+def _gaussian_psf(sigma_px: float, half: int) -> np.ndarray:
+    r = np.arange(-half, half + 1)
+    k = np.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2) / sigma_px ** 2)
+    return k / k.sum()
+
+
+def _exact_blurred_transfer(scales, factor, side, psf):
+    """As ``_exact_transfer``, the bands circularly blurred by ``psf`` before the block means."""
+    eye = np.eye(side * side).reshape(side * side, side, side)
+    bands = np.asarray(starlet2d(eye, scales))
+    h = psf.shape[0] // 2
+    padded = np.zeros((side, side))
+    padded[:psf.shape[0], :psf.shape[1]] = psf
+    padded = np.roll(padded, (-h, -h), axis=(0, 1))
+    seen = np.fft.irfft2(np.fft.rfft2(bands) * np.fft.rfft2(padded), s=(side, side))
+    n = side // factor
+    means = seen.reshape(scales + 1, side * side, n, factor, n, factor).mean(axis=(3, 5))
+    return (means ** 2).sum(axis=(1, 2, 3)) * factor ** 2 / (bands ** 2).sum(axis=(1, 2, 3))
+
+
+def test_block_transfer_behind_a_psf_is_the_fraction_of_each_band_blurred_block_means_keep():
+    side, scales, factor = 18, 2, 3
+    psf = _gaussian_psf(1.5, 4)
+    exact = _exact_blurred_transfer(scales, factor, side, psf)
+    estimate = block_transfer(scales, factor, draws=4000, side=side, psf=psf)
+    np.testing.assert_allclose(estimate, exact, rtol=0.05, atol=0.002)
+    unblurred = _exact_transfer(scales, factor, side)
+    assert np.all(exact < unblurred) and np.all(np.diff(exact) > 0)
+
+
+def test_a_point_psf_changes_nothing_and_a_wider_one_keeps_less_of_every_scale():
+    point = np.zeros((5, 5))
+    point[2, 2] = 1.0
+    np.testing.assert_allclose(block_transfer(2, 3, psf=point), block_transfer(2, 3), rtol=1e-12)
+    np.testing.assert_allclose(block_transfer(2, 1, psf=point), np.ones(3), rtol=1e-12)
+    narrow, wide = block_transfer(2, 1, psf=_gaussian_psf(1.0, 5)), block_transfer(2, 1, psf=_gaussian_psf(4.0, 16))
+    assert np.all(wide < narrow) and np.all(narrow < 1.0)
+
+
+def test_finest_scale_weights_count_a_blurred_coarse_observation_by_what_it_keeps_of_the_finest_scale():
+    from xhsi.problems.unmixing_prior import finest_scale_weights
+
+    sharp, blurred = _gaussian_psf(0.7, 3), _gaussian_psf(6.0, 24)
+    assert finest_scale_weights([(1, sharp)]) == [1.0]
+    assert finest_scale_weights([(1, sharp), (1, sharp)]) == [1.0, 1.0]
+    one, coarse = finest_scale_weights([(1, sharp), (3, blurred)])
+    rho = block_transfer(1, 3, psf=blurred)[0] / block_transfer(1, 1, psf=sharp)[0]
+    assert one == 1.0 and coarse == pytest.approx(rho) and coarse < 0.01
+
+
+def test_thresholds_count_each_piece_through_its_psf_relative_to_the_sharpest():
+    s = np.ones((12, 12))
+    sharp, blurred = _gaussian_psf(0.7, 3), _gaussian_psf(3.0, 12)
+    shares = [(np.full_like(s, 0.4), 1, sharp), (np.full_like(s, 0.6), 3, blurred)]
+    both = shared_coefficient_sigma(s, shares, 2, seed=2)
+    whole = coefficient_sigma(s, 2, seed=2)
+    ratio = block_transfer(2, 3, seed=2, psf=blurred) / block_transfer(2, 1, seed=2, psf=sharp)
+    np.testing.assert_allclose(both, whole * np.sqrt(np.clip(0.4 + 0.6 * ratio, 0, 1))[:, None, None], rtol=1e-10)
+    # without the PSFs the coarse piece would weigh more on every scale
+    plain = shared_coefficient_sigma(s, [(w, f) for w, f, _ in shares], 2, seed=2)
+    assert np.all(both <= plain * (1 + 1e-12)) and np.any(both < 0.95 * plain)
+    (w1, f1, p1), (w2, f2, p2) = information_shares([(np.ones((2, 2)), 1, sharp), (np.ones((2, 2)), 3, blurred)])
+    assert (f1, f2) == (1, 3) and p1 is sharp and p2 is blurred

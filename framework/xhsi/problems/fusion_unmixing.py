@@ -98,11 +98,8 @@ class FusionUnmixing(Unmixing):
     def _fit_observation(self) -> int:
         return self.imager
 
-    def _fisher_fitters(self) -> list:
-        fitters = [self._fitter(1)]
-        if self.spectrometer != self.imager:
-            fitters.append(self._fitter(1, self.spectrometer))
-        return fitters
+    def _fisher_observations(self) -> list[int]:
+        return [self.imager] + ([self.spectrometer] if self.spectrometer != self.imager else [])
 
     def spectrometer_maps(self) -> dict | None:
         """Maps of ``init_iter`` Levenberg–Marquardt iterations of the per-pixel fits of the

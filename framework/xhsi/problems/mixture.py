@@ -85,6 +85,9 @@ class DataFit:
     def __init__(self, mixture: Mixture, terms: list):
         self.mixture, self.terms = mixture, terms
         self._kept: list[dict] = []  # newest first
+        #: A curvature model over every block (``xhsi.problems.joint_metric``) for PALM's
+        #: joint steps, or None.
+        self.joint = None
 
     def _at(self, xs) -> dict:
         key = tuple(id(x) for x in xs)
@@ -105,6 +108,8 @@ class DataFit:
 
     def value(self, xs) -> float:
         return self._likelihood(xs)["value"]
+
+    __call__ = value
 
     def cube_gradient(self, xs):
         """∂f/∂Z at ``xs``: Σ_k A_kᵀ ∇L_k."""

@@ -47,7 +47,8 @@ from .fitting import PixelFitter, spectral_response
 from .mixture import DataFit, Mixture
 from .reduction import SpectralReduction, check_reduction
 from .starts import backprojection
-from .unmixing_prior import (METRIC_FLOOR, FisherStarlet, information_shares, metric_noise,
+from .joint_metric import JointPixelMetric
+from .unmixing_prior import (METRIC_FLOOR, FisherStarlet, finest_scale_weights, information_shares, metric_noise,
                              shared_coefficient_sigma, start_spread)
 
 
@@ -74,6 +75,9 @@ class UnmixingOptions:
                                                      "1/s², s the robust scatter of its start map (Levenberg–Marquardt "
                                                      "damping at the prior's scale; 0: Fisher metric floored at "
                                                      "0.1 × its median only)")
+    joint_metric: bool = option(False, doc="after each PALM sweep, a step over every map at once in each pixel's "
+                                           "Fisher information, kept where the objective decreases "
+                                           "(xhsi.problems.joint_metric; needs precondition)")
     reduce: str = option("auto", choices=("auto", "table", "none"),
                          doc="table: each component's model as a low-rank basis and an interpolated table of its "
                              "coefficients (fast; at most 3 fitted parameters per component); none: the exact "
@@ -148,7 +152,8 @@ class Unmixing(SpectralReduction, Problem):
 
     # -- building -------------------------------------------------------------------------
     def build(self):
-        """(x0 list, smooth value, PALM blocks, mixture)."""
+        """(x0 list, the smooth part (``DataFit``: its ``value``, and its ``joint`` curvature
+        model with ``joint_metric``), PALM blocks, mixture)."""
         from ..likelihoods import DataTerm
         from ..solvers import Block, Box, NonNegative, ProxChain
         xp, dtype = self.backend.xp, self.backend.dtype
@@ -207,12 +212,34 @@ class Unmixing(SpectralReduction, Problem):
                                 prox=ProxChain(proxes), name=name,
                                 metric=metrics[i] if self.options.precondition else None,
                                 max_step=1.0 if len(proxes) > 1 and self.options.precondition else None))
-        return x0, data.value, blocks, mixture
+        if self.options.joint_metric and self.options.precondition:  # PALM's joint steps (xhsi.problems.joint_metric)
+            data.joint = JointPixelMetric(self, mixture, self._fisher_weights(), metrics)
+        return x0, data, blocks, mixture
+
+    def _fisher_observations(self) -> list[int]:
+        """The observations whose per-pixel fits' Fisher information sets the start metric,
+        the thresholds and the error maps (their information adds up): the first one."""
+        return [self._fit_observation()]
 
     def _fisher_fitters(self) -> list[PixelFitter]:
-        """The per-pixel fits whose Fisher information sets the start metric and the error
-        maps (their information adds up): the first observation's, unbinned."""
-        return [self._fitter(1)]
+        """The unbinned per-pixel fits of ``_fisher_observations``."""
+        return [self._fitter(1, index) for index in self._fisher_observations()]
+
+    def _fisher_weights(self, fitters=None, psfs=None) -> list[float]:
+        """The weight of each ``_fisher_fitters``' curvature in the per-pixel metrics
+        (``finest_scale_weights``: 1 for one observation)."""
+        fitters = self._fisher_fitters() if fitters is None else fitters
+        psfs = [self._model_psf(index) for index in self._fisher_observations()] if psfs is None else psfs
+        return finest_scale_weights([(fitter.factor, psf) for fitter, psf in zip(fitters, psfs)],
+                                    seed=self.config.run.seed or 0)
+
+    def _model_psf(self, index: int):
+        """Observation ``index``'s PSF on the model grid at the middle of its band (a host
+        kernel summing to 1), or None where its instrument has none."""
+        instrument = self.observations[index].instrument
+        if getattr(getattr(getattr(instrument, "spec", None), "psf", None), "kind", None) is None:
+            return None
+        return instrument.psf_image(self.grid.pixel_arcsec)
 
     def start_fisher(self, mixture, x0) -> tuple[list, list, list]:
         """Per block, on the model grid and in the units of the solver's variable: the
@@ -225,18 +252,26 @@ class Unmixing(SpectralReduction, Problem):
         metric is also floored at ``metric_damping``/s².
 
         The metric is not normalised: with D = diag F, L_i ≈ 1 and a PALM step on a block is
-        a Fisher-scoring step of each pixel's own size, whatever its brightness.
+        a Fisher-scoring step of each pixel's own size, whatever its brightness. With several
+        observations each one's curvature counts by the fraction of the finest starlet scale
+        its PSF and pixels keep, relative to the sharpest one's (``finest_scale_weights``):
+        a coarse, blurred observation's per-pixel curvature is that of its blurred block
+        means, which a diagonal metric would charge to every model pixel; counted in full, it
+        shrank the thresholds of the prior's prox (step·λ/D) where only the imager resolves
+        the map (docs/fusion_unmixing.md, "Thresholds per scale").
 
-        Also, per block, each fitter's share of the information and its block size
-        (``information_shares``): the thresholds count a coarse observation's information
-        at each starlet scale by what its pixels keep of that scale
-        (``shared_coefficient_sigma``)."""
+        Also, per block, each fitter's share of the information, its block size and its
+        observation's PSF (``information_shares``): the thresholds count a coarse or blurred
+        observation's information at each starlet scale by what its PSF and pixels keep of
+        that scale (``shared_coefficient_sigma``)."""
         xp, dtype = self.backend.xp, self.backend.dtype
         maps = self._maps(mixture, x0)
         scale = to_numpy(mixture.scale) if hasattr(mixture.scale, "shape") else float(mixture.scale)
         curvs: list[Any] = [None] * len(x0)
         infos: list[list] = [[] for _ in x0]  # per block, each fitter's (1-σ errors on the model grid, block size)
-        for fitter in self._fisher_fitters():
+        fitters = self._fisher_fitters()
+        psfs = [self._model_psf(index) for index in self._fisher_observations()]
+        for fitter, psf, weight in zip(fitters, psfs, self._fisher_weights(fitters, psfs)):
             _, fisher = fitter.fisher_at_maps(maps)
             p = fisher.shape[-1]
             eye = xp.eye(p, dtype=fisher.dtype)
@@ -248,9 +283,10 @@ class Unmixing(SpectralReduction, Problem):
             def up(a, ny=ny, nx=nx, factor=factor):
                 return np.kron(np.reshape(a, (ny, nx)), np.ones((factor, factor)))
 
-            def add(k, curv, sigma, factor=factor):
+            def add(k, curv, sigma, factor=factor, psf=psf, weight=weight):
+                curv = curv * weight
                 curvs[k] = curv if curvs[k] is None else curvs[k] + curv
-                infos[k].append((sigma, factor))
+                infos[k].append((sigma, factor, psf))
             for j, comp in enumerate(self.components):
                 if comp.amplitude_slot is not None:
                     # x = a / scale; a detector block's amplitude is the sum of its factor² model pixels
@@ -270,7 +306,7 @@ class Unmixing(SpectralReduction, Problem):
             k = comp.amplitude_slot
             cap = 10.0 * float(np.max(to_numpy(x0[k]))) if x0[k].size else 1.0
             caps[k] = cap
-            sigmas[k] = capped(combined_error([s for s, _ in infos[k]]), cap)
+            sigmas[k] = capped(combined_error([part[0] for part in infos[k]]), cap)
         for i, block in enumerate(self.map_blocks):
             k = mixture.n_amp + i
             start = to_numpy(x0[k])
@@ -285,7 +321,7 @@ class Unmixing(SpectralReduction, Problem):
             # its bounds; the metric also turns the thresholds into the penalty λ = D·T,
             # which was ~0 there (docs/unmixing.md, "Measured").
             floors[k] = self.options.metric_damping / cap ** 2
-            sigmas[k] = capped(combined_error([s for s, _ in infos[k]]), cap)
+            sigmas[k] = capped(combined_error([part[0] for part in infos[k]]), cap)
         out_m, out_s = [], []
         for curv, sig, cap, floor in zip(curvs, sigmas, caps, floors):
             curv = np.where(np.isfinite(curv), curv, 0.0)

@@ -103,68 +103,108 @@ def coefficient_sigma(sigma, scales: int, seed: int = 0, draws: int = 64):
     return xp.sqrt(xp.mean(coeffs * coeffs, axis=1))
 
 
-def block_transfer(scales: int, factor: int, seed: int = 0, draws: int = 16, side: int | None = None) -> np.ndarray:
+def block_transfer(scales: int, factor: int, seed: int = 0, draws: int = 16, side: int | None = None,
+                   psf=None) -> np.ndarray:
     """ρ_j (j = 0 … ``scales``, finest first, coarse last): the fraction of the energy of the
-    scale-j band of the 2-D starlet of white noise that survives averaging over blocks of
-    ``factor × factor`` pixels (each block's mean repeated over it). A measurement of block
-    means (a detector pixel covering factor² model pixels) carries that fraction of its
-    information about a scale-j pattern: ρ → 0 for scales finer than the block, → 1 for
-    coarser ones; exactly 1 for ``factor`` 1. Estimated from ``draws`` seeded white-noise
-    fields of ``side`` pixels (default: a multiple of ``factor``, at least 64 and 4·2^scales;
-    host, float64)."""
-    if factor == 1:
+    scale-j band of the 2-D starlet of white noise that survives the observation's PSF
+    (``psf``: a centred kernel on the model grid, summing to 1; None: none) and averaging
+    over blocks of ``factor × factor`` pixels (each block's mean repeated over it). A
+    measurement of blurred block means (a detector pixel covering factor² model pixels,
+    behind its PSF) carries that fraction of its information about a scale-j pattern: ρ → 0
+    for scales finer than the block or the PSF, → 1 for coarser ones; exactly 1 for
+    ``factor`` 1 without a PSF. Estimated from ``draws`` seeded white-noise fields of
+    ``side`` pixels (default: a multiple of ``factor``, at least 64, 4·2^scales and twice
+    the kernel; the blur is circular; host, float64)."""
+    if factor == 1 and psf is None:
         return np.ones(scales + 1)
-    side = side or factor * -(-max(64, 4 * 2 ** scales) // factor)
+    kernel = None if psf is None else np.asarray(psf, dtype=np.float64)
+    least = max(64, 4 * 2 ** scales, 2 * max(kernel.shape) if kernel is not None else 0)
+    side = side or factor * -(-least // factor)
     rng = np.random.default_rng([int(seed), 0x72686F])  # a stream of its own ("rho")
     bands = np.asarray(starlet2d(rng.standard_normal((draws, side, side)), scales))  # (J + 1, draws, side, side)
+    seen = bands if kernel is None else _blurred(bands, kernel)
     n = side // factor
-    means = bands.reshape(scales + 1, draws, n, factor, n, factor).mean(axis=(3, 5))
+    means = seen.reshape(scales + 1, draws, n, factor, n, factor).mean(axis=(3, 5))
     kept = np.sum(means ** 2, axis=(1, 2, 3)) * factor ** 2  # each mean repeated over factor² pixels
     return kept / np.sum(bands ** 2, axis=(1, 2, 3))
 
 
+def _blurred(images, kernel):
+    """``images`` (..., side, side) circularly convolved with the centred ``kernel`` (ky, kx),
+    cropped to the images where it is larger."""
+    side = images.shape[-1]
+    ky, kx = kernel.shape
+    hy, hx = min(ky // 2, side // 2 - 1), min(kx // 2, side // 2 - 1)
+    k = kernel[ky // 2 - hy: ky // 2 + hy + 1, kx // 2 - hx: kx // 2 + hx + 1]
+    padded = np.zeros((side, side))
+    padded[:k.shape[0], :k.shape[1]] = k
+    padded = np.roll(padded, (-hy, -hx), axis=(0, 1))  # the kernel's centre at (0, 0)
+    return np.fft.irfft2(np.fft.rfft2(images) * np.fft.rfft2(padded), s=(side, side))
+
+
+def finest_scale_weights(pieces: list, seed: int = 0) -> list[float]:
+    """Per observation [(block size f_k, PSF psf_k or None)], the weight ρ_0(k)/ρ_0(ref) in
+    [0, 1] of its curvature in a per-pixel metric: the fraction of the finest starlet scale
+    (``block_transfer``) its pixels and PSF keep, relative to the reference's (the finest
+    block size, the first of those). One observation: [1.0]."""
+    if len(pieces) == 1:
+        return [1.0]
+    ref = min(range(len(pieces)), key=lambda k: pieces[k][0])
+    rho = [float(block_transfer(1, int(f), seed, psf=psf)[0]) for f, psf in pieces]
+    return [float(np.clip(r / rho[ref], 0.0, 1.0)) if rho[ref] > 0 else 1.0 for r in rho]
+
+
+def _piece(share):
+    """(w or σ, block size, PSF or None) of a piece given as (·, f) or (·, f, psf)."""
+    return (share[0], int(share[1]), share[2] if len(share) > 2 else None)
+
+
 def shared_coefficient_sigma(sigma, shares: list, scales: int, seed: int = 0, draws: int = 64):
     """``coefficient_sigma`` of the noise level ``sigma`` (s = 1/(σ·D), ``metric_noise``) of
-    a map informed by independent pieces of information, each about block means of its own
-    size: ``shares`` = [(w_k, f_k)], w_k (``(ny, nx)``, host; Σ_k w_k = 1) the fraction of
-    pixel p's information that piece k holds and f_k its block size in model pixels per
-    axis (the detector pixel of the observation it comes from).
+    a map informed by independent pieces of information, each about blurred block means of
+    its own: ``shares`` = [(w_k, f_k)] or [(w_k, f_k, psf_k)], w_k (``(ny, nx)``, host;
+    Σ_k w_k = 1) the fraction of pixel p's information that piece k holds (its per-pixel
+    fits, which neglect the PSF), f_k its block size in model pixels per axis (the detector
+    pixel of the observation it comes from) and psf_k that observation's PSF on the model
+    grid (None: none).
 
     The penalty of a coefficient is λ = k·s·D = k·√I (I its information: the threshold k·σ
     of a noise σ = I^(−1/2) at the solution, whatever the metric), so at a fixed metric s²
-    grows with the information, and a piece of block size f carries the fraction ρ_j(f)
+    grows with the information, and a piece carries the fraction ρ_j(f_k, psf_k)
     (``block_transfer``) of its information about a scale-j pattern, relative to the
-    finest piece's:
+    reference piece's (the finest block size, the first of those):
 
-        s_j(p) = c_j(p) · √(Σ_k w_k(p) · ρ_j(f_k) / ρ_j(f_min)),   c = coefficient_sigma(sigma).
+        s_j(p) = c_j(p) · √(Σ_k w_k(p) · ρ_j(k) / ρ_j(ref)),   c = coefficient_sigma(sigma).
 
-    A coarse observation's information then weighs on the scales its pixels resolve, and
-    not on the finer ones, where only the fine observation measures the map (their
-    penalties stay those of its information alone). One piece, or pieces of one block
-    size, give ``coefficient_sigma(sigma)`` itself."""
+    A coarse or blurred observation's information then weighs on the scales its pixels and
+    PSF resolve, and not on the finer ones, where only the sharp observation measures the
+    map (their penalties stay those of its information alone). One piece, or pieces that
+    all see alike (one block size, no PSF), give ``coefficient_sigma(sigma)`` itself."""
     c = coefficient_sigma(sigma, scales, seed, draws)
-    sizes = sorted({int(f) for _, f in shares})
-    if len(sizes) == 1:
+    pieces = [_piece(share) for share in shares]
+    if len(pieces) == 1 or (len({f for _, f, _ in pieces}) == 1 and all(psf is None for _, _, psf in pieces)):
         return c
     xp = array_namespace(c)
-    finest = block_transfer(scales, sizes[0], seed)
+    ref = min(range(len(pieces)), key=lambda k: pieces[k][1])
+    reference = block_transfer(scales, pieces[ref][1], seed, psf=pieces[ref][2])
     kept = sum(np.clip(np.asarray(w, dtype=np.float64), 0.0, 1.0)[None, :, :]
-               * (block_transfer(scales, f, seed) / finest)[:, None, None] for w, f in shares)
+               * (block_transfer(scales, f, seed, psf=psf) / reference)[:, None, None] for w, f, psf in pieces)
     return c * xp.asarray(np.sqrt(np.clip(kept, 0.0, 1.0)), dtype=c.dtype)
 
 
 def information_shares(parts: list) -> list:
-    """[(w_k, f_k)] for ``shared_coefficient_sigma`` from [(σ_k, f_k)]: the 1-σ errors (host
-    maps; inf / NaN: no information) of independent pieces of information about a map and
-    their block sizes; w_k = σ_k⁻² / Σ σ⁻², and where no piece informs a pixel, the finest
-    piece holds it all."""
+    """[(w_k, f_k)] (or [(w_k, f_k, psf_k)]) for ``shared_coefficient_sigma`` from [(σ_k, f_k)]
+    (or [(σ_k, f_k, psf_k)]): the 1-σ errors (host maps; inf / NaN: no information) of
+    independent pieces of information about a map, their block sizes (and PSFs);
+    w_k = σ_k⁻² / Σ σ⁻², and where no piece informs a pixel, the finest piece holds it all."""
+    pieces = [_piece(part) for part in parts]
     with np.errstate(divide="ignore", invalid="ignore"):
         infos = [np.where(np.isfinite(s) & (np.asarray(s) > 0), 1.0 / np.square(np.asarray(s, dtype=np.float64)), 0.0)
-                 for s, _ in parts]
+                 for s, _, _ in pieces]
     total = sum(infos)
-    finest = min(range(len(parts)), key=lambda k: parts[k][1])
+    finest = min(range(len(pieces)), key=lambda k: pieces[k][1])
     out = []
-    for k, ((_, f), info) in enumerate(zip(parts, infos)):
+    for k, ((_, f, psf), info, part) in enumerate(zip(pieces, infos, parts)):
         w = np.where(total > 0, info / np.where(total > 0, total, 1.0), 1.0 if k == finest else 0.0)
-        out.append((w, int(f)))
+        out.append((w, f) if len(part) == 2 else (w, f, psf))
     return out

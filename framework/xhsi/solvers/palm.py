@@ -49,6 +49,17 @@ never increases from one iteration to the next. A step cap ``Block.max_step`` (�
 1/max_step) bounds the step of a block whose metric is a curvature model (in a Fisher
 metric, 1 is a scoring step).
 
+Joint steps (PALM only): when the smooth part ``value`` carries a ``joint`` curvature model
+(an object with ``direction(xs, gradients)`` returning one array per block, e.g. a per-pixel
+Newton or scoring direction M⁻¹g over every block at once: ``xhsi.problems.joint_metric``),
+each iteration ends with one joint step after the block sweep: with d that direction at the
+swept point, the trial x_i⁺ = prox_i^{D_i}(x_i − t·d_i) at step t (each block's prox in its
+own metric, as a block update at τ = 1/t), t = 1, eta, eta², … (``joint_trials`` of them);
+the first trial that lowers H = f + Σ g_i beyond float slack is kept, else the swept point
+(counted in ``joint_steps``, in the run's metadata). Block-coordinate steps crawl along
+directions where the blocks are correlated (a valley tilted across the block axes); the
+joint step moves along them, and since it is kept only where H decreases, H stays monotone.
+
 L_i comes from ``Block.lipschitz(xs)`` when given, else by backtracking on the descent
 inequality f(x⁺) ≤ f(z) + ⟨∇_i f(z), x_i⁺ − z_i⟩ + L_i/2 ‖x_i⁺ − z_i‖² (+ float slack): L_i
 starts at the previous iteration's value divided by ``grow`` and is multiplied by 1/eta until
@@ -124,6 +135,8 @@ class PALM(Solver):
                                           "f + g_i (an inexact prox); iPALM ignores it")
         monotone_backtracks: int = option(4, min=0, doc="smaller steps tried before a block update that raises "
                                                         "f + g_i is rejected")
+        joint_trials: int = option(3, min=0, doc="step sizes 1, eta, eta², … of the joint step tried after each "
+                                                 "sweep when the problem gives a joint curvature model (0: none)")
 
     def setup(self, x0: Sequence, value, blocks: Sequence[Block]) -> None:
         x0 = list(x0)
@@ -131,6 +144,7 @@ class PALM(Solver):
             raise ValueError(f"PALM: {len(x0)} initial blocks but {len(blocks)} Block descriptions")
         self.xp = array_namespace(*x0)
         self.value = value.value if hasattr(value, "value") else value
+        self.joint = getattr(value, "joint", None) if not self.options.inertial else None
         self.blocks = list(blocks)
         self.proxes = [b.prox if b.prox is not None else Zero() for b in self.blocks]
         self.eps = _machine_eps(x0[0].dtype)
@@ -149,13 +163,18 @@ class PALM(Solver):
         self._safeguarded = o.monotone and not o.inertial
         #: Block updates the monotone safeguard rejected, per block name, in this run.
         self.rejected_updates = {self._name(i): 0 for i in range(len(self.blocks))}
+        #: Joint steps tried and kept in this run (module docstring, "Joint steps").
+        self.joint_steps = {"tried": 0, "accepted": 0}
 
     def _name(self, i: int) -> str:
         return self.blocks[i].name or f"block {i}"
 
     def notes(self) -> dict:
         """What the run's metadata reports beyond the history: the safeguard's rejections."""
-        return {"rejected_block_updates": dict(self.rejected_updates)} if self._safeguarded else {}
+        out = {"rejected_block_updates": dict(self.rejected_updates)} if self._safeguarded else {}
+        if self.joint is not None and self.options.joint_trials > 0:
+            out["joint_steps"] = dict(self.joint_steps)
+        return out
 
     def step(self) -> None:
         s, o = self.state, self.options
@@ -178,7 +197,28 @@ class PALM(Solver):
                 x_new, L = self._backtrack(i, k, xs, zs, y_i, z_i, g, lipschitz[i] / o.grow, L_known)
             lipschitz[i] = L
             xs[i] = x_new
+        if self.joint is not None and o.joint_trials > 0:
+            xs = self._joint_step(xs)
         self.state = PalmState(k, xs, list(s.x), lipschitz)
+
+    def _joint_step(self, xs: list) -> list:
+        """The joint step after a sweep (module docstring): the first trial that lowers H,
+        else ``xs``."""
+        o = self.options
+        direction = self.joint.direction(xs, [block.gradient(xs) for block in self.blocks])
+        h_old = float(self.value(xs)) + sum(float(p.value(x)) for p, x in zip(self.proxes, xs))
+        t = 1.0
+        for _ in range(o.joint_trials):
+            self.joint_steps["tried"] += 1
+            trial = [_apply_prox(self.proxes[i], x - t * d, t, block.metric)
+                     for i, (block, x, d) in enumerate(zip(self.blocks, xs, direction))]
+            h_new = float(self.value(trial)) + sum(float(p.value(x)) for p, x in zip(self.proxes, trial))
+            slack = _SLACK_EPS * self.eps * (abs(h_old) + abs(h_new)) if math.isfinite(h_new) else 0.0
+            if math.isfinite(h_new) and h_new < h_old - slack:
+                self.joint_steps["accepted"] += 1
+                return trial
+            t *= o.eta
+        return xs
 
     def _capped(self, L: float, block: Block) -> float:
         """L_i raised so that the step 1/τ_i stays ≤ ``block.max_step``."""
