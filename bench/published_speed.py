@@ -20,9 +20,11 @@ The published code is never copied into the repository (its licence is not state
 ipywidgets at import. Without them the published column is skipped with a message.
 
 Timing (wall clock and process CPU time): per xhsi set-up, N ``solver.step()`` after one
-warm-up step (mean, backtracking trials included; median too); for the published code, a
-warm-up call (numba compiles), then ``FUSION`` with ``i_max = 1`` and ``N + 1``: the
-difference over N, so that its set-up is not counted. ``--profile`` splits an exact-prox
+warm-up step (mean, backtracking trials included; median too); the set-ups compared A/B
+(``--interleave``, by default the exact prox with per-coefficient and with uniform dual
+steps) stepped in turn, so that the load of the shared machine falls on both alike. For
+the published code, a warm-up call (numba compiles), then ``FUSION`` with ``i_max = 1``
+and ``N + 1``: the difference over N, so that its set-up is not counted. ``--profile`` splits an exact-prox
 set-up's iteration (proxes, dual iterations, Φ/Φᵀ, data terms). The ratio is the claim.
 
     nice -n 10 python bench/published_speed.py --hifred /work/tmp/hifred --iterations 15
@@ -87,13 +89,18 @@ def instruments() -> dict[str, dict]:
 #: "approximate" are the shipped 2D-1D recipe of configs/fusion_xmm_xrism.toml with its two
 #: proxes; "published_objective" the published objective (2D-1D ℓ1 alone, k = 3, the
 #: approximate prox, absolute); "lowrank" the shipped low-rank recipe of
-#: configs/fusion_xmm_xrism_lowrank_sobolev.toml.
+#: configs/fusion_xmm_xrism_lowrank_sobolev.toml. "starlet2d1d_exact_uniform" is "exact" with
+#: the exact prox's former dual step, one for every coefficient (``Starlet2d1dL1.metric_steps``
+#: in ``ATTRIBUTES``), for the before/after comparison of the per-coefficient steps.
 _STARLET = {"scales_2d": 2, "scales_1d": 3, "k": 1.5, "per_pixel": True}
 _SOBOLEV = {"name": "sobolev", "weight": 0.1}
 _RELATIVE = {"regularize": "relative", "relative_floor": 0.01}
 _STEP = {"step": 1e-3, "grow": 1.5}
 SETUPS: dict[str, tuple[list, dict, dict]] = {
     "starlet2d1d_exact": (
+        [{"name": "starlet2d1d_l1", "options": {**_STARLET, "prox": "exact", "prox_tol": 1e-3}}, _SOBOLEV],
+        {**_RELATIVE, "precondition_max": 25.0}, _STEP),
+    "starlet2d1d_exact_uniform": (
         [{"name": "starlet2d1d_l1", "options": {**_STARLET, "prox": "exact", "prox_tol": 1e-3}}, _SOBOLEV],
         {**_RELATIVE, "precondition_max": 25.0}, _STEP),
     "starlet2d1d_exact_euclidean": (
@@ -108,6 +115,10 @@ SETUPS: dict[str, tuple[list, dict, dict]] = {
         [{"name": "lowrank_pca", "options": {"rank": 24, "basis": "nmf"}}, {"name": "sobolev", "weight": 0.01}],
         {"regularize": "relative"}, _STEP),
 }
+
+
+#: Attributes set on the built regularisers of a set-up (by name), before its first step.
+ATTRIBUTES: dict[str, dict[str, dict]] = {"starlet2d1d_exact_uniform": {"starlet2d1d_l1": {"metric_steps": "uniform"}}}
 
 
 def write_instruments(folder: Path) -> dict[str, Path]:
@@ -145,14 +156,18 @@ def config(paths: dict[str, Path], regularizers: list, problem: dict, solver_opt
 
 
 # -- xhsi ------------------------------------------------------------------------------------
-def build(prep, cfg, wrap=None):
+def build(prep, cfg, wrap=None, attributes=None):
     """(problem, solver after setup, variable → cube) as ``xhsi run`` builds them, on the shared
-    observations; ``wrap`` may replace the data terms' operators first."""
+    observations; ``wrap`` may replace the data terms' operators first; ``attributes``:
+    {regulariser name: {attribute: value}} set on the regularisers (``ATTRIBUTES``)."""
     from xhsi import plugins
     from xhsi.runner import make_regularizers
 
     problem = plugins.get("problem", "fusion")(cfg, prep.backend, prep.grid, prep.observations, make_regularizers(cfg),
                                                plugins.get("likelihood", "poisson"), options=cfg.problem)
+    for reg in problem.regularizers:
+        for key, value in (attributes or {}).get(reg.name, {}).items():
+            setattr(reg, key, value)
     x0, smooth, prox, to_cube = problem.build()
     for term in smooth.terms if wrap else ():
         if hasattr(term, "operator"):
@@ -162,37 +177,58 @@ def build(prep, cfg, wrap=None):
     return problem, solver, to_cube
 
 
-def time_xhsi(prep, cfg, iterations: int) -> dict:
-    """s / iteration of one set-up (median and mean of ``solver.step()`` after one warm-up
-    step), its set-up time and PSNR after the warm-up + timed iterations."""
+def time_xhsi(prep, cfgs: dict, iterations: int, interleave: tuple = ()) -> dict:
+    """s / iteration of each set-up ({name: config}; median and mean of ``solver.step()``
+    after one warm-up step), its set-up time and PSNR after the warm-up + timed iterations.
+    Each set-up runs its steps in a row, except those named in ``interleave``: built
+    together and stepped in turn (A/B interleaved, so that a change of the shared machine's
+    load falls on all of them alike; only for set-ups of one size: a small set-up stepped
+    between large ones starts every step with cold caches)."""
+    groups = [[n for n in cfgs if n in interleave]] + [[n] for n in cfgs if n not in interleave]
+    out = {}
+    for group in [g for g in groups if g]:
+        out.update(_time_group(prep, {name: cfgs[name] for name in group}, iterations))
+    return {name: out[name] for name in cfgs}
+
+
+def _time_group(prep, cfgs: dict, iterations: int) -> dict:
     from xhsi.metrics import asam, psnr
 
-    t0 = time.perf_counter()
-    problem, solver, to_cube = build(prep, cfg)
-    setup_s = time.perf_counter() - t0
-    solver.step()
-    times, cpu = [], time.process_time()
-    for _ in range(iterations):
-        t = time.perf_counter()
+    runs = {}
+    for name, cfg in cfgs.items():
+        t0 = time.perf_counter()
+        problem, solver, to_cube = build(prep, cfg, attributes=ATTRIBUTES.get(name))
+        runs[name] = {"problem": problem, "solver": solver, "to_cube": to_cube, "setup_s": time.perf_counter() - t0,
+                      "times": [], "cpu": 0.0}
         solver.step()
-        times.append(time.perf_counter() - t)
-    cpu = (time.process_time() - cpu) / iterations
-    cube = np.asarray(to_cube.apply(solver.state.x), dtype=np.float64)
-    return {"s_per_iteration": statistics.fmean(times), "median_s_per_iteration": statistics.median(times),
-            "cpu_s_per_iteration": cpu, "setup_s": setup_s, "iterations": iterations + 1, "psnr_db": psnr(cube, prep.truth),
-            "asam_deg": asam(cube, prep.truth), "metric": problem.metric_mode or "euclidean"}
+    for _ in range(iterations):
+        for r in runs.values():
+            t, c = time.perf_counter(), time.process_time()
+            r["solver"].step()
+            r["times"].append(time.perf_counter() - t)
+            r["cpu"] += time.process_time() - c
+    out = {}
+    for name, r in runs.items():
+        cube = np.asarray(r["to_cube"].apply(r["solver"].state.x), dtype=np.float64)
+        out[name] = {"s_per_iteration": statistics.fmean(r["times"]), "median_s_per_iteration": statistics.median(r["times"]),
+                     "cpu_s_per_iteration": r["cpu"] / iterations, "setup_s": r["setup_s"], "iterations": iterations + 1,
+                     "psnr_db": psnr(cube, prep.truth), "asam_deg": asam(cube, prep.truth),
+                     "metric": r["problem"].metric_mode or "euclidean", "interleaved": len(cfgs) > 1}
+    return out
 
 
-def profile_exact(prep, cfg, iterations: int) -> dict:
+def profile_exact(prep, cfg, iterations: int, name: str = "") -> dict:
     """Where one iteration of an exact-prox set-up spends its time: the solver steps, the
-    exact proxes (calls, dual iterations each, Φ and Φᵀ time, the dual step 1/‖Φ∘diag(d)‖²
-    bound) and the data terms' forward and adjoint applications."""
+    exact proxes (calls, dual iterations each, Φ and Φᵀ time, the dual step: the bound
+    1/step, uniform or per coefficient, its mean and max over the coefficients) and the data
+    terms' forward and adjoint applications."""
     import xhsi_builtin.regularizers.starlet as starlet_module
     from xhsi.operators import LinearOperator
 
     stats = {"prox_calls": 0, "dual_iterations": [], "prox_s": 0.0, "frame_s": 0.0, "norm_sq": [], "analyses": 0,
              "forward_calls": 0, "adjoint_calls": 0, "data_operator_s": 0.0}
     inner = starlet_module.analysis_l1_prox_nonnegative
+    bounds: dict = {}
 
     def timed(f, key, count=None):
         def g(a):
@@ -203,14 +239,20 @@ def profile_exact(prep, cfg, iterations: int) -> dict:
             return r
         return g
 
-    def prox(z, analysis, adjoint, tau, norm_sq, dual=None, max_iter=50, tol=1e-4):
+    def prox(z, analysis, adjoint, tau, norm_sq, dual=None, max_iter=50, tol=1e-4, step=None):
         t, before = time.perf_counter(), stats["analyses"]
         out = inner(z, timed(analysis, "frame_s", "analyses"), timed(adjoint, "frame_s"), tau, norm_sq, dual=dual,
-                    max_iter=max_iter, tol=tol)
+                    max_iter=max_iter, tol=tol, step=step)
         stats["prox_s"] += time.perf_counter() - t
         stats["prox_calls"] += 1
         stats["dual_iterations"].append(stats["analyses"] - before - 1)   # the first Φ is the penalty at z
-        stats["norm_sq"].append(float(norm_sq))
+        if step is None:
+            stats["norm_sq"].append((float(norm_sq), float(norm_sq)))
+        else:  # the same steps every call: summarised once
+            if bounds.get("id") != id(step):
+                bound = 1.0 / np.asarray(step, dtype=np.float64)
+                bounds.update(id=id(step), value=(float(bound.mean()), float(bound.max())))
+            stats["norm_sq"].append(bounds["value"])
         return out
 
     class _Timed(LinearOperator):
@@ -219,7 +261,7 @@ def profile_exact(prep, cfg, iterations: int) -> dict:
             self._apply = timed(op.apply, "data_operator_s", "forward_calls")
             self._adjoint = timed(op.adjoint, "data_operator_s", "adjoint_calls")
 
-    problem, solver, _ = build(prep, cfg, _Timed)
+    problem, solver, _ = build(prep, cfg, _Timed, attributes=ATTRIBUTES.get(name))
     solver.step()
     stats.update({key: [] if isinstance(value, list) else 0 * value for key, value in stats.items()})
     starlet_module.analysis_l1_prox_nonnegative = prox
@@ -237,7 +279,8 @@ def profile_exact(prep, cfg, iterations: int) -> dict:
             "dual_iterations_per_prox": statistics.fmean(stats["dual_iterations"] or [0]),
             "dual_iterations": stats["dual_iterations"],
             "forward_per_iteration": stats["forward_calls"] / n, "adjoint_per_iteration": stats["adjoint_calls"] / n,
-            "dual_step_bound_norm_sq": statistics.fmean(stats["norm_sq"] or [0.0]), "metric": problem.metric_mode or "euclidean"}
+            "dual_step_bound_mean": statistics.fmean([b[0] for b in stats["norm_sq"]] or [0.0]),
+            "dual_step_bound_max": max([b[1] for b in stats["norm_sq"]] or [0.0]), "metric": problem.metric_mode or "euclidean"}
 
 
 # -- the published code ----------------------------------------------------------------------
@@ -371,6 +414,14 @@ def project(lines: list[tuple[float, str]]) -> dict | None:
 
 
 # -- report ----------------------------------------------------------------------------------
+def _bound(r: dict) -> str:
+    """The dual-step bound of a profile: one number, or mean and max over the coefficients."""
+    if "dual_step_bound_norm_sq" in r:  # a profile written before the per-coefficient steps
+        return f"{r['dual_step_bound_norm_sq']:.3g}"
+    mean, top = r["dual_step_bound_mean"], r["dual_step_bound_max"]
+    return f"{mean:.3g}" if math.isclose(mean, top, rel_tol=1e-6) else f"{mean:.3g} on average, {top:.3g} at most"
+
+
 def markdown(res: dict) -> str:
     lines = [f"# Fusion speed against the published HIFReD code ({res['date']})", "",
              f"Problem: {res['problem']}. Machine: {res['machine']}. Command: `{res['command']}`.", "",
@@ -388,7 +439,8 @@ def markdown(res: dict) -> str:
     for name, r in res["xhsi"].items():
         ratio = f"{r['s_per_iteration'] / ref:.3f}" if ref else "—"
         ratio_cpu = f"{r['cpu_s_per_iteration'] / ref_cpu:.3f}" if ref_cpu else "—"
-        lines.append(f"| xhsi | {name} ({r['metric']}) | {r['s_per_iteration']:.3f} ({r['median_s_per_iteration']:.3f}) | "
+        ab = ", A/B interleaved" if r.get("interleaved") else ""
+        lines.append(f"| xhsi | {name} ({r['metric']}{ab}) | {r['s_per_iteration']:.3f} ({r['median_s_per_iteration']:.3f}) | "
                      f"{r['cpu_s_per_iteration']:.3f} | {ratio} | {ratio_cpu} | {r['psnr_db']:.2f} | "
                      f"{r['asam_deg']:.1f} | {r['iterations']} |")
     if res.get("published_skipped"):
@@ -397,8 +449,8 @@ def markdown(res: dict) -> str:
         lines += ["", (f"Profile of `{name}` ({r['metric']}, {r['iterations']} iterations): "
                        f"{r['s_per_iteration']:.3f} s / iteration, of which exact prox {r['prox_s_per_iteration']:.3f} s "
                        f"({r['proxes_per_iteration']:.1f} proxes, {r['dual_iterations_per_prox']:.1f} dual iterations "
-                       f"each; Φ and Φᵀ {r['frame_s_per_iteration']:.3f} s; dual step "
-                       f"1/{r['dual_step_bound_norm_sq']:.3g}), data-term operators "
+                       f"each; Φ and Φᵀ {r['frame_s_per_iteration']:.3f} s; dual step 1/bound, bound "
+                       f"{_bound(r)}), data-term operators "
                        f"{r['data_operator_s_per_iteration']:.3f} s ({r['forward_per_iteration']:.1f} forward, "
                        f"{r['adjoint_per_iteration']:.1f} adjoint).")]
     if "select" in res:
@@ -431,12 +483,23 @@ def main(argv=None) -> int:
     ap.add_argument("--setups", default=",".join(SETUPS), help="xhsi set-ups, comma-separated")
     ap.add_argument("--published", default="Wavelet_2D_1D,Low_rank_Sobolev", help="published spat_reg values")
     ap.add_argument("--profile", default="", help="exact-prox set-ups to profile, comma-separated")
+    ap.add_argument("--interleave", default="starlet2d1d_exact,starlet2d1d_exact_uniform",
+                    help="set-ups timed step by step in turn (A/B), comma-separated; the others run their steps in a row")
+    ap.add_argument("--prox-iter", type=int, default=None,
+                    help="prox_iter of the exact-prox set-ups (default: the shipped 20), e.g. to count the dual "
+                         "iterations a prox needs to meet prox_tol when the cap does not stop it first")
     ap.add_argument("--select", action="store_true", help="also time select = \"auto\" + final fit at 2400 × 45 × 45")
     ap.add_argument("--select-cap-s", type=float, default=720.0)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "published_speed")
     args = ap.parse_args(argv)
 
     from xhsi.runner import prepare
+
+    if args.prox_iter is not None:
+        for name, (regs, problem, opts) in list(SETUPS.items()):
+            regs = [dict(r, options={**r["options"], "prox_iter": args.prox_iter})
+                    if r.get("options", {}).get("prox") == "exact" else r for r in regs]
+            SETUPS[name] = (regs, problem, opts)
 
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "machine": f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start",
@@ -465,15 +528,14 @@ def main(argv=None) -> int:
                     res["published"][spat_reg] = time_published(module, inputs, prep.truth, spat_reg, args.iterations,
                                                                 args.alpha, rank)
                     print("published", spat_reg, json.dumps(res["published"][spat_reg]), flush=True)
+            cfgs = {name: config(paths, *SETUPS[name], args.iterations, Path(tmp) / "run") for name in names}
+            res["xhsi"] = time_xhsi(prep, cfgs, args.iterations, tuple(s for s in args.interleave.split(",") if s))
             for name in names:
-                regs, problem, opts = SETUPS[name]
-                res["xhsi"][name] = time_xhsi(prep, config(paths, regs, problem, opts, args.iterations,
-                                                           Path(tmp) / "run"), args.iterations)
                 print("xhsi", name, json.dumps(res["xhsi"][name]), flush=True)
             for name in [s for s in args.profile.split(",") if s]:
                 regs, problem, opts = SETUPS[name]
                 res.setdefault("profile", {})[name] = profile_exact(
-                    prep, config(paths, regs, problem, opts, args.iterations, Path(tmp) / "run"), args.iterations)
+                    prep, config(paths, regs, problem, opts, args.iterations, Path(tmp) / "run"), args.iterations, name)
                 print("profile", name, json.dumps(res["profile"][name]), flush=True)
     if args.select:
         with tempfile.TemporaryDirectory() as tmp:

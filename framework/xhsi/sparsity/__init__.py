@@ -7,7 +7,8 @@
 - ``frame2d1d``: the 2D-1D starlet of a cube (Starck et al. 2009), streamed band by band
   (``shrink``, ``l1_norms``, ``analysis``, ``adjoint``): what ``starlet2d1d_l1`` runs;
 - ``analysis_prox``: the exact prox of a weighted analysis ℓ1 term plus non-negativity,
-  by FISTA on its dual (``analysis_l1_prox_nonnegative``).
+  by FISTA on its dual (``analysis_l1_prox_nonnegative``), and ``dual_steps``: its
+  per-coefficient dual steps for the 2D-1D starlet in a diagonal metric.
 
 The regularisers themselves are plugins (``xhsi.get("regularizer", "starlet2d1d_l1")``);
 see docs/regularizers.md.

@@ -9,7 +9,11 @@ has no closed form, unlike soft-thresholding in an orthonormal basis). Fenchel d
 
     min over |u| ≤ τ of  h(u) = ½‖x(u)‖²,   ∇h(u) = −Φ x(u),   Lipschitz ≤ ‖Φ‖²,
 
-and the primal solution is x(u*). Each iteration costs one Φ and one Φᵀ. The duality gap
+and the primal solution is x(u*). Each iteration costs one Φ and one Φᵀ. The step may also
+be one per coefficient, s with diag(1/s) ≽ ΦΦᵀ: FISTA in the metric diag(1/s), whose
+projection onto the box is still a clip (Beck & Teboulle 2009's analysis holds in any fixed
+Euclidean metric); ``xhsi.sparsity.dual_steps`` gives such s for the 2D-1D starlet in a
+diagonal metric, where one step for all coefficients is set by the largest d. The duality gap
 P(x(u)) − D(u) = ½‖x − z‖² + Σ τ|Φx| − ½‖z‖² + ½‖x‖² comes free with the gradient: since
 x − z = −Φᵀu where x > 0, it equals Σ (τ|c| − u·c) with c = Φx, a sum of terms ≥ 0
 (|u| ≤ τ) that rounds well where the first form cancels (float32 sums of ~10⁷ terms). It
@@ -27,21 +31,26 @@ from ..backend import array_namespace, native_numpy
 __all__ = ["analysis_l1_prox_nonnegative"]
 
 
-def analysis_l1_prox_nonnegative(z, analysis: Callable, adjoint: Callable, tau, norm_sq: float, dual=None,
-                                 max_iter: int = 50, tol: float = 1e-4):
+def analysis_l1_prox_nonnegative(z, analysis: Callable, adjoint: Callable, tau, norm_sq: float | None, dual=None,
+                                 max_iter: int = 50, tol: float = 1e-4, step=None):
     """(x, u, gap): the prox above at ``z``, the dual variable u (coefficient shape, for a
     warm start) and the duality gap of that pair (≥ P(x) − min P; ½‖x − x*‖² ≤ gap). It stops
     when gap ≤ ``tol`` · Σ τ|Φz| (the penalty at z, the scale of what the prox changes; a
     scale relative to ‖z‖ would accept x = z when τ is small), or after ``max_iter`` ≥ 1
     pairs. ``analysis``: x → Φx; ``adjoint``: coefficients → Φᵀ(coefficients); ``tau`` ≥ 0
-    broadcasts against Φx (0 leaves a band free); ``norm_sq`` ≥ ‖Φ‖²; ``dual``: a start
-    for u (not modified). On numpy the coefficient-sized arrays are updated in place
-    (``_InPlace``), with the same operations in the same order, so both paths give the same
-    bits; the arrays ``analysis`` and ``adjoint`` return are written to unless they share
+    broadcasts against Φx (0 leaves a band free); ``norm_sq`` ≥ ‖Φ‖² (dual step 1/norm_sq);
+    ``step``: instead, per-coefficient dual steps s > 0 broadcasting against Φx, with
+    diag(1/s) ≽ ΦΦᵀ (then ``norm_sq`` may be None); ``dual``: a start for u (not
+    modified). On numpy the coefficient-sized arrays are updated in place (``_InPlace``),
+    with the same operations in the same order, so both paths give the same bits; the arrays ``analysis`` and ``adjoint`` return are written to unless they share
     memory with their input (then copied)."""
     xp = array_namespace(z)
     ops = _InPlace(native_numpy(xp)) if native_numpy(xp) is not None else _Generic(xp)
-    step = 1.0 / norm_sq
+    if step is None:
+        if norm_sq is None:
+            raise ValueError("analysis_l1_prox_nonnegative needs norm_sq (a bound of ‖Φ‖²) or per-coefficient "
+                             "steps.")
+        step = 1.0 / norm_sq
     target = tol * ops.penalty(tau, analysis(z))
     u = xp.clip(dual, min=-tau, max=tau) if dual is not None else None  # None: 0
     v, t = u, 1.0
@@ -81,7 +90,8 @@ class _Generic:
         xp = self.xp
         return self.penalty(tau, c) if v is None else float(xp.sum(tau * xp.abs(c) - v * c))
 
-    def ascent(self, v, c, step: float, tau):
+    def ascent(self, v, c, step, tau):
+        """clip(v + step·c) onto |u| ≤ τ; ``step`` a number or an array broadcasting against c."""
         return self.xp.clip(c * step if v is None else v + step * c, min=-tau, max=tau)
 
     def extrapolate(self, u_next, u, beta: float, tau):
@@ -132,7 +142,7 @@ class _InPlace(_Generic):
         np.subtract(w, vc, out=w)
         return float(np.sum(w))
 
-    def ascent(self, v, c, step: float, tau):
+    def ascent(self, v, c, step, tau):
         np = self.xp
         np.multiply(c, step, out=c)
         if v is not None:

@@ -20,6 +20,7 @@ from array_api_compat import device
 
 from xhsi.sparsity import frame2d1d
 from xhsi.sparsity.analysis_prox import analysis_l1_prox_nonnegative
+from xhsi.sparsity.dual_steps import metric_dual_steps
 from xhsi.backend import array_namespace, to_numpy
 from xhsi.errors import ConfigError, ShapeError
 from xhsi.regularizers import Regularizer
@@ -314,6 +315,10 @@ class Starlet2d1dL1(_StarletL1):
     (l, j): 1-D scale l (rows) × 2-D scale j (columns); coarse × coarse is free.
     Approximate prox (see module docstring)."""
 
+    #: dual steps of the exact prox in a metric: "local", 1/(‖Φ‖²·max of d² over each
+    #: coefficient's support) (``xhsi.sparsity.dual_steps``), or "uniform", 1/(‖Φ‖²·max d²)
+    #: (kept for bench/published_speed.py's comparison)
+    metric_steps = "local"
     name = "starlet2d1d_l1"
     selection_grid = {"options.k": (1.0, 2.0, 4.0)}
     Options = Starlet2d1dL1Options
@@ -334,7 +339,7 @@ class Starlet2d1dL1(_StarletL1):
             raise ShapeError(f"starlet2d1d_l1 acts on cubes (n_e, ny, nx), got shape {tuple(shape)}.")
         super().setup(shape, xp, dtype)
         self._faint = self._faint_dev = None  # k(p)/k of k_faint: host (ny, nx), and as _band_factor
-        self._dual = self._norm_sq_value = None  # the exact prox's warm start and ‖Φ‖² bound
+        self._dual = self._norm_sq_value = self._steps = None  # the exact prox's warm start, ‖Φ‖² bound, steps
         self._metric = None  # d of a diagonal metric (use_metric): the variable is u, x = d·u
         self._frame = Starlet2d1d(tuple(shape), self.options.scales_2d, self.options.scales_1d)
 
@@ -442,7 +447,7 @@ class Starlet2d1dL1(_StarletL1):
         exact prox by the same dual loop with Φ∘diag(d), ‖Φ∘diag(d)‖ ≤ ‖Φ‖·max d."""
         if not self.exact_prox:
             raise ConfigError("starlet2d1d_l1 takes a diagonal metric only with prox = \"exact\".")
-        self._metric, self._dual = d, None
+        self._metric, self._dual, self._steps = d, None, None
         self._metric_max_sq = float(array_namespace(d).max(d)) ** 2
 
     def _in_x(self, u):
@@ -469,18 +474,23 @@ class Starlet2d1dL1(_StarletL1):
         bands, streamed (``xhsi.sparsity.frame2d1d.shrink``): same result as thresholding the
         materialised bands, in ~3 cubes of memory instead of (L+1)(J+1) + padding.
         ``prox = "exact"``: argmin_{u ≥ 0} ½‖u − x‖² + step·weight·Σ λ‖c(u)‖₁
-        (``xhsi.sparsity.analysis_prox``), warm-started from the previous call's dual; ~4(L+1)(J+1)
-        cubes of memory."""
+        (``xhsi.sparsity.analysis_prox``), warm-started from the previous call's dual; in a
+        metric with one dual step per coefficient (``metric_steps``); ~4(L+1)(J+1) cubes of
+        memory (5 in a metric: the steps)."""
         lam = self._thresholds_for(self._in_x(self._check_shape(x)), None, freeze=True)
         if self.exact_prox:
             o, d = self.options, self._metric
-            analysis, adjoint, norm_sq = self._frame.apply, self._frame.adjoint, self._norm_sq()
+            analysis, adjoint, norm_sq, steps = self._frame.apply, self._frame.adjoint, self._norm_sq(), None
             if d is not None:  # the prox of u ↦ φ(d·u): the frame Φ∘diag(d)
                 analysis, adjoint = (lambda u: self._frame.apply(d * u)), (lambda c: d * self._frame.adjoint(c))
+                if self.metric_steps == "local":
+                    if self._steps is None:
+                        self._steps = metric_dual_steps(d, norm_sq, o.scales_2d, o.scales_1d)
+                    steps = self._steps
                 norm_sq *= self._metric_max_sq
             out, self._dual, _ = analysis_l1_prox_nonnegative(
                 x, analysis, adjoint, (step * self.weight) * lam, norm_sq,
-                dual=self._dual, max_iter=o.prox_iter, tol=o.prox_tol)
+                dual=self._dual, max_iter=o.prox_iter, tol=o.prox_tol, step=steps)
             return out
         return frame2d1d.shrink(x, *self._scales(), self._host_tau((step * self.weight) * lam),
                              reweight=self.options.reweight)
