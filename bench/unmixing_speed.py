@@ -8,7 +8,8 @@ In one process, after ``runner.prepare`` (simulated counts):
   (the lower bound the issue names for an iteration with the exact models); also the same
   for the tables (coefficients of every component, folded operator forward + adjoint);
 - **table**: seconds per PALM iteration with ``reduce = "table"`` (the default) — median of
-  ``solver.step()`` after one warm-up — and the set-up (tables, start fits, metric);
+  ``solver.step()`` after one warm-up — and the set-up (tables, start fits, metric); the
+  same with PALM's joint steps (``joint_metric = true``: **table_joint**);
 - **none**: the same with the exact models, 2 iterations after the warm-up (each ~20 s);
 
 then, in a subprocess, the wall time of the whole shipped config (``xhsi run``, 300
@@ -42,14 +43,14 @@ def _median_time(fn, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def _problem(cfg, prep, reduce: str):
+def _problem(cfg, prep, reduce: str, joint_metric: bool = False):
     from dataclasses import replace
 
     from xhsi import plugins
     from xhsi.problems.unmixing import Unmixing
 
     return Unmixing(cfg, prep.backend, prep.grid, prep.observations, [], plugins.get("likelihood", "poisson"),
-                    replace(cfg.problem, reduce=reduce))
+                    replace(cfg.problem, reduce=reduce, joint_metric=joint_metric))
 
 
 def floors(cfg, prep) -> dict:
@@ -84,13 +85,13 @@ def floors(cfg, prep) -> dict:
     return out
 
 
-def iterations(cfg, prep, reduce: str, n: int) -> dict:
+def iterations(cfg, prep, reduce: str, n: int, joint_metric: bool = False) -> dict:
     """Set-up time (problem, start fits, metric) and per-iteration times of ``n`` PALM
-    iterations after one warm-up."""
+    iterations after one warm-up (``joint_metric``: with PALM's joint steps)."""
     from xhsi import plugins
 
     t0 = time.perf_counter()
-    problem = _problem(cfg, prep, reduce)
+    problem = _problem(cfg, prep, reduce, joint_metric)
     x0, value, blocks, _ = problem.build()
     setup_s = time.perf_counter() - t0
     solver = plugins.get("solver", "palm").from_config(cfg.solver)
@@ -134,6 +135,8 @@ def table(r: dict) -> str:
     row("  of which forward + adjoint", f["forward_s"] + f["adjoint_s"])
     row("table floor: coefficients + folded forward + adjoint", f["table_floor_s"])
     row("PALM iteration, reduce = \"table\"", r["table"]["per_iteration_s"])
+    if "table_joint" in r:
+        row("PALM iteration, reduce = \"table\", joint_metric = true", r["table_joint"]["per_iteration_s"])
     row("PALM iteration, reduce = \"none\"", r["none"]["per_iteration_s"])
     if "run" in r:
         row(f"whole `xhsi run` ({r['run']['n_iter']} iterations)", r["run"]["wall_s"])
@@ -159,6 +162,7 @@ def main(argv=None) -> int:
               "date": time.strftime("%Y-%m-%d", time.gmtime())}
     result["floor"] = floors(cfg, prep)
     result["table"] = iterations(cfg, prep, "table", args.iterations)
+    result["table_joint"] = iterations(cfg, prep, "table", args.iterations, joint_metric=True)
     result["none"] = iterations(cfg, prep, "none", args.exact_iterations)
     result["ratios"] = {"table_iteration_to_exact_floor": result["table"]["per_iteration_s"]
                         / result["floor"]["exact_floor_s"],

@@ -140,3 +140,29 @@ def test_thresholds_count_each_piece_through_its_psf_relative_to_the_sharpest():
     assert np.all(both <= plain * (1 + 1e-12)) and np.any(both < 0.95 * plain)
     (w1, f1, p1), (w2, f2, p2) = information_shares([(np.ones((2, 2)), 1, sharp), (np.ones((2, 2)), 3, blurred)])
     assert (f1, f2) == (1, 3) and p1 is sharp and p2 is blurred
+
+
+def test_band_energy_is_each_band_of_an_impulse_and_the_white_noise_gain():
+    from xhsi.problems.unmixing_prior import band_energy
+
+    energy = band_energy(2)
+    assert 0.7 < energy[0] < 0.9 and energy[1] < energy[0] / 10  # the finest band keeps most of an impulse
+    noise = coefficient_sigma(np.ones((64, 64)), 2, seed=5, draws=400)
+    np.testing.assert_allclose(np.median(noise ** 2, axis=(1, 2)), energy, rtol=0.1)
+
+
+def test_local_thresholds_are_the_noise_level_where_it_is_uniform_and_fall_beside_noisier_pixels():
+    from xhsi.problems.unmixing_prior import local_thresholds
+
+    flat = np.ones((32, 32))
+    sig = coefficient_sigma(flat, 2, seed=1, draws=400)
+    ratio = local_thresholds(sig, flat, 2)[:2] / sig[:2]  # ‖ψ‖²·s²/c² = 1 up to the draws' sampling error
+    np.testing.assert_allclose(np.median(ratio, axis=(1, 2)), 1.0, rtol=0.03)
+    # a bright half (s = 1) beside a faint one (s = 100), penalties λ = T·D with D = 1/s²
+    s = np.ones((32, 32))
+    s[:, 16:] = 100.0
+    sig = coefficient_sigma(s, 2, seed=1, draws=400)
+    old, new = sig / s ** 2, local_thresholds(sig, s, 2) / s ** 2
+    edge, inside = (slice(None), 15), (slice(None), 6)
+    assert np.median(old[0][edge]) > 10 * np.median(old[0][inside])  # the neighbours' noise at the pixel's curvature
+    assert np.median(new[0][edge]) <= 1.1 * np.median(new[0][inside])

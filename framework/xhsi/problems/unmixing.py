@@ -48,8 +48,8 @@ from .mixture import DataFit, Mixture
 from .reduction import SpectralReduction, check_reduction
 from .starts import backprojection
 from .joint_metric import JointPixelMetric
-from .unmixing_prior import (METRIC_FLOOR, FisherStarlet, finest_scale_weights, information_shares, metric_noise,
-                             shared_coefficient_sigma, start_spread)
+from .unmixing_prior import (METRIC_FLOOR, FisherStarlet, finest_scale_weights, information_shares,
+                             local_thresholds, metric_noise, shared_coefficient_sigma, start_spread)
 
 
 def combined_error(sigmas: list):
@@ -201,6 +201,8 @@ class Unmixing(SpectralReduction, Problem):
                 # gradient's counting noise with one step per map: in map units the noise of
                 # the brightest pixels only, and the prior never acted.)
                 sig = shared_coefficient_sigma(sigmas[i], shares[i], scales, seed=self.config.run.seed or 0)
+                if i < mixture.n_amp:  # an amplitude's noise level jumps at the source's edges
+                    sig = local_thresholds(sig, sigmas[i], scales)
                 mask = xp.asarray([1.0] * scales + [0.0], dtype=dtype)[:, None, None]  # coarse: free
                 metric = metrics[i] if self.options.precondition else None
                 proxes.append(FisherStarlet(k * sig * mask, scales, metric))  # a penalty in cost units

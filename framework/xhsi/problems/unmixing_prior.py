@@ -103,6 +103,33 @@ def coefficient_sigma(sigma, scales: int, seed: int = 0, draws: int = 64):
     return xp.sqrt(xp.mean(coeffs * coeffs, axis=1))
 
 
+def band_energy(scales: int) -> np.ndarray:
+    """‖ψ_j‖² (j = 0 … ``scales``, finest first, coarse last): the energy of each band of the
+    2-D starlet of a unit impulse (host, float64; exact, on a grid wide enough for the
+    coarsest kernel)."""
+    side = 8 * 2 ** scales + 1
+    impulse = np.zeros((side, side))
+    impulse[side // 2, side // 2] = 1.0
+    return np.sum(np.asarray(starlet2d(impulse, scales)) ** 2, axis=(1, 2))
+
+
+def local_thresholds(sig, s, scales: int):
+    """Thresholds (map units, ``(scales + 1, ny, nx)``) of a map whose noise level s(p)
+    (``metric_noise``) changes sharply from pixel to pixel, such as an amplitude map across
+    a remnant's edge: T_j(p) = ‖ψ_j‖²·s(p)²/c_j(p), c_j = ``sig`` the starlet propagation
+    of s. Where s is locally uniform c_j = ‖ψ_j‖·s and T_j = c_j, the k = 1 threshold;
+    where a pixel's coefficient takes most of its noise from noisier neighbours
+    (c_j ≫ ‖ψ_j‖·s(p)) its threshold falls with the ratio instead of rising with it, so
+    that the penalty λ = T·D stays ≤ ‖ψ_j‖²·(s²D)/c_j ≤ ‖ψ_j‖²/c_j (s²D = (σ_cond/σ)² ≤ 1):
+    with T = c_j a bright pixel beside faint ones took its neighbours' noise at its own
+    curvature D, up to 1e6 per coefficient, and the penalty of a few edge pixels outweighed
+    the likelihood 1000 to 1 (docs/unmixing.md, "Choosing the amplitude prior")."""
+    xp = array_namespace(sig)
+    energy = xp.asarray(band_energy(scales), dtype=sig.dtype)[:, None, None]
+    local = energy * (s * s)[None, :, :]
+    return xp.where(sig > 0, local / xp.where(sig > 0, sig, 1.0), 0.0)
+
+
 def block_transfer(scales: int, factor: int, seed: int = 0, draws: int = 16, side: int | None = None,
                    psf=None) -> np.ndarray:
     """ρ_j (j = 0 … ``scales``, finest first, coarse last): the fraction of the energy of the
