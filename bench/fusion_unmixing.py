@@ -26,6 +26,7 @@ float32): the time of each stage (tables, start fits, set-up) and per PALM itera
     .venv/bin/python bench/fusion_unmixing.py --max-iter 200        # quality table, small grid
     .venv/bin/python bench/fusion_unmixing.py --published-quality --exposure-scales 1 --max-iter 150
     .venv/bin/python bench/fusion_unmixing.py --published --max-iter 600   # timings, cost history
+    .venv/bin/python bench/fusion_unmixing.py --skip-fusion --seeds 0 1 2 3 4   # means over noise draws
 
 ``--published-quality``: the quality table at the published size (comparison c then runs
 configs/fusion_xmm_xrism.toml with the approximate prox, 300 iterations: ~9 min;
@@ -137,12 +138,16 @@ def fusion_then_pixelfit(prep, problem, fusion_config=(FUSION, [])):
     return fitter.maps_from(fit.u)[0], wall + time.perf_counter() - t0
 
 
-def quality(scale: float, max_iter: int, config=SMALL, fusion_config=(FUSION, []), with_fusion=True) -> list[dict]:
+def quality(scale: float, max_iter: int, config=SMALL, fusion_config=(FUSION, []), with_fusion=True,
+            seed: int | None = None, extra=()) -> list[dict]:
+    """The rows of one exposure scale (``seed``: the noise draw, ``[run] seed``; ``extra``:
+    more ``--set`` overrides for joint, (a) and (b))."""
     from xhsi.runner import prepare
 
     probe = _load(config, [])
     overrides = [f"observations.{o.name}.exposure_s={o.exposure_s * scale}" for o in probe.observations]
     overrides.append(f"solver.max_iter={max_iter}")
+    overrides += ([f"run.seed={seed}"] if seed is not None else []) + list(extra)
     cfg = _load(config, overrides)
     prep = prepare(cfg)
     truth = prep.scene_truth
@@ -165,7 +170,22 @@ def quality(scale: float, max_iter: int, config=SMALL, fusion_config=(FUSION, []
         rows.append(_row("(c) fusion+pixelfit", maps_c, truth, wall_s=wall_c))
     for r in rows:
         r["exposures"] = label
+        if seed is not None:
+            r["seed"] = seed
     return rows
+
+
+def seed_means(rows: list[dict]) -> list[dict]:
+    """Per (exposures, method), the mean of each column over the seeds' rows."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["exposures"], r["method"]), []).append(r)
+    out = []
+    for (label, method), group in groups.items():
+        mean = {key: float(np.mean([g[key] for g in group])) for key, _ in COLUMNS}
+        mean["z_kms"] = float(np.mean([g["z_kms"] for g in group]))
+        out.append({"exposures": label, "method": f"{method}, mean of {len(group)} seeds", **mean})
+    return out
 
 
 def published(max_iter: int) -> dict:
@@ -212,7 +232,8 @@ def table(rows: list[dict]) -> str:
         cells = " | ".join(f"{r[key]:.4f}" for key, _ in COLUMNS)
         it = r.get("iterations", "")
         wall = f"{r['wall_s']:.1f}" if "wall_s" in r else ""
-        lines.append(f"| {r['exposures']} | {r['method']} | {cells} | {r['z_kms']:.0f} | {it} | {wall} |")
+        method = r["method"] + (f" (seed {r['seed']})" if "seed" in r else "")
+        lines.append(f"| {r['exposures']} | {method} | {cells} | {r['z_kms']:.0f} | {it} | {wall} |")
     return "\n".join(lines)
 
 
@@ -224,6 +245,9 @@ def main(argv=None) -> int:
     ap.add_argument("--published-quality", action="store_true",
                     help="the quality table at the published size (fusion: approximate prox, 300 iterations)")
     ap.add_argument("--skip-fusion", action="store_true", help="leave comparison (c) out (the slowest)")
+    ap.add_argument("--seeds", type=int, nargs="+", help="noise draws ([run] seed) to average over")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override for the unmixing runs (joint, (a), (b)), e.g. problem.joint_metric=true")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_fusion_unmixing")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +257,11 @@ def main(argv=None) -> int:
         print(json.dumps(times, indent=1))
         return 0
     where = (PUBLISHED, FUSION_PUBLISHED) if args.published_quality else (SMALL, (FUSION, []))
-    rows = [r for s in args.exposure_scales for r in quality(s, args.max_iter, *where, not args.skip_fusion)]
+    seeds = args.seeds or [None]
+    rows = [r for s in args.exposure_scales for seed in seeds
+            for r in quality(s, args.max_iter, *where, not args.skip_fusion, seed, args.overrides)]
+    if args.seeds:
+        rows += seed_means(rows)
     text = table(rows)
     (args.out / "fusion_unmixing.md").write_text(text + "\n")
     (args.out / "fusion_unmixing.json").write_text(json.dumps(rows, indent=1))
