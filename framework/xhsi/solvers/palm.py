@@ -56,7 +56,9 @@ each iteration ends with one joint step after the block sweep: with d that direc
 swept point, the trial x_i⁺ = prox_i^{D_i}(x_i − t·d_i) at step t (each block's prox in its
 own metric, as a block update at τ = 1/t), t = 1, eta, eta², … (``joint_trials`` of them);
 the first trial that lowers H = f + Σ g_i beyond float slack is kept, else the swept point
-(counted in ``joint_steps``, in the run's metadata). Block-coordinate steps crawl along
+(counted in ``joint_steps``, in the run's metadata); after a joint step none of whose trials
+was kept the next is tried 1, 2, 4, … (at most 32) iterations later, so that where they
+fail (measured: 2 kept of 898 tried on the SUSHI toy) they cost little. Block-coordinate steps crawl along
 directions where the blocks are correlated (a valley tilted across the block axes); the
 joint step moves along them, and since it is kept only where H decreases, H stays monotone.
 
@@ -165,6 +167,7 @@ class PALM(Solver):
         self.rejected_updates = {self._name(i): 0 for i in range(len(self.blocks))}
         #: Joint steps tried and kept in this run (module docstring, "Joint steps").
         self.joint_steps = {"tried": 0, "accepted": 0}
+        self._joint_next, self._joint_wait = 1, 1  # the next sweep to try one after; back-off
 
     def _name(self, i: int) -> str:
         return self.blocks[i].name or f"block {i}"
@@ -197,13 +200,14 @@ class PALM(Solver):
                 x_new, L = self._backtrack(i, k, xs, zs, y_i, z_i, g, lipschitz[i] / o.grow, L_known)
             lipschitz[i] = L
             xs[i] = x_new
-        if self.joint is not None and o.joint_trials > 0:
-            xs = self._joint_step(xs)
+        if self.joint is not None and o.joint_trials > 0 and k >= self._joint_next:
+            xs = self._joint_step(k, xs)
         self.state = PalmState(k, xs, list(s.x), lipschitz)
 
-    def _joint_step(self, xs: list) -> list:
-        """The joint step after a sweep (module docstring): the first trial that lowers H,
-        else ``xs``."""
+    def _joint_step(self, k: int, xs: list) -> list:
+        """The joint step after sweep ``k`` (module docstring): the first trial that lowers
+        H, else ``xs``; after a step none of whose trials was kept the next is tried 1, 2,
+        4, … (at most 32) iterations later, at the next sweep again after one that was."""
         o = self.options
         direction = self.joint.direction(xs, [block.gradient(xs) for block in self.blocks])
         h_old = float(self.value(xs)) + sum(float(p.value(x)) for p, x in zip(self.proxes, xs))
@@ -216,8 +220,11 @@ class PALM(Solver):
             slack = _SLACK_EPS * self.eps * (abs(h_old) + abs(h_new)) if math.isfinite(h_new) else 0.0
             if math.isfinite(h_new) and h_new < h_old - slack:
                 self.joint_steps["accepted"] += 1
+                self._joint_wait, self._joint_next = 1, k + 1
                 return trial
             t *= o.eta
+        self._joint_next = k + self._joint_wait
+        self._joint_wait = min(2 * self._joint_wait, 32)
         return xs
 
     def _capped(self, L: float, block: Block) -> float:
