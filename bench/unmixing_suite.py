@@ -58,8 +58,10 @@ RUN_KEYS = ("n_iter", "stop_reason", "converged", "pixels_converged", "pixels_st
 # unmixing_exact: reduce = "none" (the exact models untabulated); unmixing_amp_k3: with a starlet
 # prior on the amplitude maps too (amplitude_k = 3, docs/unmixing.md's example), a diagnostic
 # (unmixing_amp_k<k>: any other k); unmixing_select: the amplitude prior and the stop chosen
-# from the data ([selection] select = "auto": held-out likelihood of thinned counts)
-METHODS = ["unmixing", "pixelfit", "surrogate", "iae", "unmixing_exact", "unmixing_amp_k3", "unmixing_select"]
+# from the data ([selection] select = "auto": held-out likelihood of thinned counts); *_joint:
+# with PALM's joint steps ([problem] joint_metric = true)
+METHODS = ["unmixing", "pixelfit", "surrogate", "iae", "unmixing_exact", "unmixing_amp_k3", "unmixing_select",
+           "unmixing_joint", "unmixing_select_joint"]
 THERMAL = {
     "exact": 'model = "thermal"\noptions = { fit_abundance = false, sigma_v_kms = 1000.0 }\n'
              'init = { kT = 2.0, z = 0.0 }\nbounds = { kT = [0.5, 8.0], z = [-0.02, 0.02] }\n',
@@ -101,8 +103,9 @@ def config_text(scene: str, exposure_s: float, method: str, pixels: int, max_ite
     amplitude_k = f"amplitude_k = {amp!r}\n" if amp is not None else ""
     options = "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in opts.items()) + " }"
     problem_table = ("init_bin = 1\ninit_iter = 30\n" if problem == "unmixing" else "") \
-        + ('reduce = "none"\n' if method == "unmixing_exact" else "")
-    selection = '[selection]\nselect = "auto"\n' if method == "unmixing_select" else ""
+        + ('reduce = "none"\n' if method == "unmixing_exact" else "") \
+        + ("joint_metric = true\n" if method.endswith("_joint") else "")
+    selection = '[selection]\nselect = "auto"\n' if method.startswith("unmixing_select") else ""
     return f"""{selection}[run]
 problem = "{problem}"
 dtype = "float64"
@@ -221,6 +224,8 @@ CHECKS = [  # (name, label, method, reference, need at the lower levels, need at
     ("exact_vs_table", "reduce none / auto", "unmixing_exact", "unmixing", None, None),
     ("amp_k3_vs_pixelfit", "amplitude_k 3 / pixelfit", "unmixing_amp_k3", "pixelfit", 0.85, 1.0),
     ("select_vs_pixelfit", "selected / pixelfit", "unmixing_select", "pixelfit", 0.85, 1.0),
+    ("joint_vs_pixelfit", "joint steps / pixelfit", "unmixing_joint", "pixelfit", 0.85, 1.0),
+    ("select_joint_vs_pixelfit", "selected, joint steps / pixelfit", "unmixing_select_joint", "pixelfit", 0.85, 1.0),
 ]
 
 
