@@ -116,3 +116,21 @@ def test_the_unmixing_curvature_model_is_the_fits_fisher_information(tmp_path):
     g = np.array([np.asarray(gi).reshape(-1)[p] for gi in grads])
     np.testing.assert_allclose(m[p] @ np.array([np.asarray(di).reshape(-1)[p] for di in d]), g, rtol=1e-8)
     assert problem.options.joint_metric and not load_config(tiny(tmp_path)).problem.joint_metric
+
+
+def test_the_joint_direction_solves_each_pixels_system_on_every_backend(xp):
+    """``JointPixelMetric.direction`` with its matrix given: d_p = M_p⁻¹ g_p per pixel, on
+    the blocks' namespace."""
+    from xhsi.backend import to_numpy
+    from xhsi.problems.joint_metric import JointPixelMetric
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((12, 3, 3))
+    m = a @ np.swapaxes(a, 1, 2) + 3.0 * np.eye(3)  # symmetric positive definite, one per pixel
+    grads = [rng.standard_normal((3, 4)) for _ in range(3)]
+    joint = JointPixelMetric.__new__(JointPixelMetric)
+    joint.refresh, joint._calls, joint._matrix = 10, 1, xp.asarray(m)  # not due for a refresh
+    d = joint.direction([xp.asarray(np.zeros((3, 4))) for _ in range(3)], [xp.asarray(g) for g in grads])
+    expected = np.linalg.solve(m, np.stack([g.reshape(-1) for g in grads], axis=1)[..., None])[..., 0]
+    for i in range(3):
+        np.testing.assert_allclose(to_numpy(d[i]), expected[:, i].reshape(3, 4), rtol=1e-6, atol=1e-9)
