@@ -93,7 +93,7 @@ def test_the_unmixing_curvature_model_is_the_fits_fisher_information(tmp_path):
     from xhsi.config import load_config
     from xhsi.runner import prepare
 
-    cfg = load_config(tiny(tmp_path), ["problem.joint_metric=true"])
+    cfg = load_config(tiny(tmp_path))
     prep = prepare(cfg)
     problem = plugins.get("problem", "unmixing")(cfg, prep.backend, prep.grid, prep.observations, [],
                                                  plugins.get("likelihood", "poisson"), options=cfg.problem)
@@ -115,7 +115,11 @@ def test_the_unmixing_curvature_model_is_the_fits_fisher_information(tmp_path):
     d = joint.direction(x0, grads)
     g = np.array([np.asarray(gi).reshape(-1)[p] for gi in grads])
     np.testing.assert_allclose(m[p] @ np.array([np.asarray(di).reshape(-1)[p] for di in d]), g, rtol=1e-8)
-    assert problem.options.joint_metric and not load_config(tiny(tmp_path)).problem.joint_metric
+    assert load_config(tiny(tmp_path)).problem.joint_metric  # the default
+    off = load_config(tiny(tmp_path), ["problem.joint_metric=false"])
+    plain = plugins.get("problem", "unmixing")(off, prep.backend, prep.grid, prep.observations, [],
+                                               plugins.get("likelihood", "poisson"), options=off.problem)
+    assert plain.build()[1].joint is None
 
 
 def test_the_joint_direction_solves_each_pixels_system_on_every_backend(xp):

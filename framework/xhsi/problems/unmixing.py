@@ -75,9 +75,9 @@ class UnmixingOptions:
                                                      "1/s², s the robust scatter of its start map (Levenberg–Marquardt "
                                                      "damping at the prior's scale; 0: Fisher metric floored at "
                                                      "0.1 × its median only)")
-    joint_metric: bool = option(False, doc="after each PALM sweep, a step over every map at once in each pixel's "
-                                           "Fisher information, kept where the objective decreases "
-                                           "(xhsi.problems.joint_metric; needs precondition)")
+    joint_metric: bool = option(True, doc="after each PALM sweep, a step over every map at once in each pixel's "
+                                          "Fisher information, kept where the objective decreases "
+                                          "(xhsi.problems.joint_metric; needs precondition; false: sweeps only)")
     reduce: str = option("auto", choices=("auto", "table", "none"),
                          doc="table: each component's model as a low-rank basis and an interpolated table of its "
                              "coefficients (fast; at most 3 fitted parameters per component); none: the exact "
