@@ -311,6 +311,7 @@ def test_kill_9_while_outputs_are_written(tmp_path):
     assert_same_run(out, reference)
 
 
+@pytest.mark.slow  # ~6 s of forked runs; the single-moment kills above stay in the unit suite
 def test_sigkill_at_20_random_moments(tmp_path):
     """SIGKILL runs at 20 random moments (a fixed seed) of their course: 10 in chains where
     each run continues what the last left (a fresh run, then --resume of its checkpoint; a

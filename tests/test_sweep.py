@@ -186,6 +186,7 @@ def test_sweep_without_dask_says_how_to_install_it(tmp_path, capsys, monkeypatch
 
 
 # -- sweeps --------------------------------------------------------------------------------
+@pytest.mark.slow  # ~6 s: every point a whole run on the cluster
 def test_sweep_runs_points_as_normal_runs_and_a_rerun_skips_them(tmp_path, client):
     path, out = tiny(tmp_path), tmp_path / "sweep"
     sweep = plan_sweep(path, ["solver.max_iter=[3, 6]"], out=out)
