@@ -60,3 +60,10 @@ def test_an_unmixing_run_chooses_its_amplitude_prior_and_stop_from_held_out_coun
     assert chosen.components[0].amplitude_k == best["overrides"]["components.thermal.amplitude_k"]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["selection"]["rule"] == "holdout"
     assert result.metadata["n_iter"] == sel["chosen"]["iteration"]
+
+
+def test_a_problem_that_cannot_fit_a_fold_is_refused_with_those_that_can(tmp_path):
+    cfg = load_config(tiny(tmp_path), ['run.problem="pixelfit"', 'selection.select="auto"'])
+    with pytest.raises(ConfigError, match="works for the problems deconvolution, fusion, fusion_unmixing, unmixing, "
+                                          "not `pixelfit`"):
+        check_selection(cfg)

@@ -304,6 +304,22 @@ class ImagingProblem(Problem):
             arrays["basis"] = to_numpy(self.parametrisation.basis)
         return Result(arrays=arrays, history=history, metadata=meta)
 
+    def selection_fit(self, starts: dict, fraction: float):
+        """What one fit of the selection (``xhsi.selection.driver.fit_task``) needs: (the
+        solver's ``setup`` arguments, the operators from the scored quantity to each
+        observation's expected counts, the scored quantity of the solver's variable, its
+        sky cube for the benches' oracle). The fold's start is computed once per kind of
+        start and shared through ``starts``; a start file is in physical units, and a fold
+        thinned to ``fraction`` fits that fraction of the sky."""
+        kind = (self.options.start, self.options.start_file)
+        if kind not in starts:
+            start = self.initial_cube()
+            starts[kind] = start * fraction if self.options.start_file is not None else start
+        self.start_cube = starts[kind]
+        x0, smooth, prox, to_cube = self.build()
+        operators = [term.operator for term in smooth.terms[:len(self.observations)]]
+        return (x0, smooth, prox), operators, (lambda x: x), to_cube.apply
+
     def baselines(self) -> dict[str, Any]:
         """Data-only estimates of the sky, one per observation (its normalised
         back-projection), to show what deconvolution or fusion gained."""

@@ -31,11 +31,12 @@ from ..backend import array_namespace, to_numpy
 class JointPixelMetric:
     """``direction(xs, gradients)``: the per-pixel scoring direction M_p⁻¹ g_p over PALM's
     blocks ``xs`` (amplitude blocks, then map blocks, each (ny, nx)); see the module
-    docstring. ``problem``: the Unmixing (its per-pixel fitters and maps), ``mixture`` its
-    mixture, ``weights`` each fitter's weight, ``floors`` the blocks' diagonal metrics."""
+    docstring. ``problem``: the Unmixing (its per-pixel fitters, their weights
+    ``_fisher_optics`` and its maps), ``mixture`` its mixture, ``floors`` the blocks' diagonal
+    metrics."""
 
-    def __init__(self, problem, mixture, weights: list[float], floors: list, refresh: int = 10):
-        self.problem, self.mixture, self.weights = problem, mixture, list(weights)
+    def __init__(self, problem, mixture, floors: list, refresh: int = 10):
+        self.problem, self.mixture = problem, mixture
         self.floors = [np.asarray(to_numpy(f), dtype=np.float64).reshape(-1) for f in floors]
         self.refresh = int(refresh)
         self._calls, self._matrix = 0, None
@@ -54,7 +55,7 @@ class JointPixelMetric:
         scale = np.broadcast_to(scale, (ny, nx)).reshape(-1)
         n_amp, cols = mixture.n_amp, self.columns
         total = None
-        for fitter, weight in zip(problem._fisher_fitters(), self.weights):
+        for fitter, (_, weight) in zip(problem._fisher_fitters(), problem._fisher_optics):
             if weight <= 0.0:
                 continue
             _, fisher = fitter.fisher_at_maps(maps)

@@ -215,7 +215,7 @@ class Unmixing(SpectralReduction, Problem):
                                 metric=metrics[i] if self.options.precondition else None,
                                 max_step=1.0 if len(proxes) > 1 and self.options.precondition else None))
         if self.options.joint_metric and self.options.precondition:  # PALM's joint steps (xhsi.problems.joint_metric)
-            data.joint = JointPixelMetric(self, mixture, self._fisher_weights(), metrics)
+            data.joint = JointPixelMetric(self, mixture, metrics)
         return x0, data, blocks, mixture
 
     def _fisher_observations(self) -> list[int]:
@@ -227,13 +227,17 @@ class Unmixing(SpectralReduction, Problem):
         """The unbinned per-pixel fits of ``_fisher_observations``."""
         return [self._fitter(1, index) for index in self._fisher_observations()]
 
-    def _fisher_weights(self, fitters=None, psfs=None) -> list[float]:
-        """The weight of each ``_fisher_fitters``' curvature in the per-pixel metrics
-        (``finest_scale_weights``: 1 for one observation)."""
-        fitters = self._fisher_fitters() if fitters is None else fitters
-        psfs = [self._model_psf(index) for index in self._fisher_observations()] if psfs is None else psfs
-        return finest_scale_weights([(fitter.factor, psf) for fitter, psf in zip(fitters, psfs)],
-                                    seed=self.config.run.seed or 0)
+    @functools.cached_property
+    def _fisher_optics(self) -> list[tuple]:
+        """Per ``_fisher_observations``, (its PSF on the model grid or None, the weight of its
+        curvature in the per-pixel metrics: ``finest_scale_weights``, 1 for one
+        observation). They depend on the instruments and the grid, not on the counts: once
+        per problem (and shared by the bootstrap's copies)."""
+        indices = self._fisher_observations()
+        psfs = [self._model_psf(index) for index in indices]
+        factors = [self._fitter(1, index).factor for index in indices]
+        weights = finest_scale_weights(list(zip(factors, psfs)), seed=self.config.run.seed or 0)
+        return list(zip(psfs, weights))
 
     def _model_psf(self, index: int):
         """Observation ``index``'s PSF on the model grid at the middle of its band (a host
@@ -271,9 +275,7 @@ class Unmixing(SpectralReduction, Problem):
         scale = to_numpy(mixture.scale) if hasattr(mixture.scale, "shape") else float(mixture.scale)
         curvs: list[Any] = [None] * len(x0)
         infos: list[list] = [[] for _ in x0]  # per block, each fitter's (1-σ errors on the model grid, block size)
-        fitters = self._fisher_fitters()
-        psfs = [self._model_psf(index) for index in self._fisher_observations()]
-        for fitter, psf, weight in zip(fitters, psfs, self._fisher_weights(fitters, psfs)):
+        for fitter, (psf, weight) in zip(self._fisher_fitters(), self._fisher_optics):
             _, fisher = fitter.fisher_at_maps(maps)
             p = fisher.shape[-1]
             eye = xp.eye(p, dtype=fisher.dtype)
@@ -382,6 +384,22 @@ class Unmixing(SpectralReduction, Problem):
         return self._section(name).scales
 
     # -- solving ---------------------------------------------------------------------------
+    @classmethod
+    def selection_candidates(cls, config) -> list:
+        """The default candidates of ``[selection] select = "auto"``
+        (``xhsi.selection.candidates.mixture_candidates``: the amplitude prior)."""
+        from ..selection.candidates import mixture_candidates
+
+        return mixture_candidates(config)
+
+    def selection_fit(self, starts: dict, fraction: float):
+        """As ``ImagingProblem.selection_fit``: the problem's own start (per-pixel fits of
+        the fold's counts; ``starts`` and ``fraction`` unused), PALM over its blocks, scored
+        on the mixture's cube (with tables its rank maps) through each observation's
+        operator; no sky cube for the oracle."""
+        x0, data, blocks, mixture = self.build()
+        return (x0, data, blocks), [term.operator for term in data.terms], mixture.cube, None
+
     def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
               resume_from=None, config_digest: str | None = None) -> Result:
         x0, value, blocks, mixture = self.build()

@@ -11,13 +11,9 @@ from typing import Any
 
 from ..errors import ConfigError, XhsiError
 
-#: Problems the selection knows how to fit on thinned counts.
-PROBLEMS = ("fusion", "deconvolution", "unmixing", "fusion_unmixing")
 #: Problems that select when the config leaves something to choose (``select = "untuned"``);
 #: the others (the mixtures, whose spatial priors are set per component) only when asked.
 UNTUNED_PROBLEMS = ("fusion", "deconvolution")
-#: Problems whose sky is a mixture of ``[[components]]`` (``xhsi.problems.mixture``).
-MIXTURE_PROBLEMS = ("unmixing", "fusion_unmixing")
 #: The tables a candidate may override: the rest (grid, observations, data) is shared.
 CANDIDATE_TABLES = ("regularizers", "solver", "problem", "components")
 #: The default grid of a mixture's amplitude prior (``[[components]] amplitude_k``, in σ of
@@ -81,11 +77,14 @@ def default_candidates(cfg) -> list[Candidate]:
     default grids (``Regularizer.selection_grid``, declared by each plugin) of its regularisers given without options (with ``select =
     "auto"``: of every regulariser with a grid, when none is untuned). One candidate with
     no overrides when nothing has a grid (a config with no regulariser): then only the
-    stopping iteration is chosen. A mixture's: ``mixture_candidates``."""
+    stopping iteration is chosen. A problem that declares its own
+    (``selection_candidates(config)``, e.g. the mixtures' ``mixture_candidates``) gives them."""
+    from .. import plugins
     from ..tomlio import format_value
 
-    if cfg.run.problem in MIXTURE_PROBLEMS:
-        return mixture_candidates(cfg)
+    own = getattr(plugins.get("problem", cfg.run.problem), "selection_candidates", None)
+    if own is not None:
+        return own(cfg)
     untuned = _untuned_regularizers(cfg)
     if not untuned and cfg.selection is not None and cfg.selection.select == "auto":
         untuned = list(range(len(cfg.regularizers)))
@@ -174,14 +173,16 @@ def check_selection(cfg) -> list[Candidate] | None:
     where = f"{cfg.source or '<config>'}: [selection]"
     if selection_reason(cfg) is None:
         return None
-    if cfg.run.problem not in PROBLEMS:
-        raise ConfigError(f"{where}: select = \"auto\" works for the problems {', '.join(PROBLEMS)}, not "
+    problem_cls = plugins.get("problem", cfg.run.problem)
+    if getattr(problem_cls, "selection_fit", None) is None:  # the problems that say how to fit a fold
+        selectable = [name for name in plugins.available("problem")
+                      if getattr(plugins.get("problem", name), "selection_fit", None) is not None]
+        raise ConfigError(f"{where}: select = \"auto\" works for the problems {', '.join(selectable)}, not "
                           f"`{cfg.run.problem}`; set select = \"off\".")
     if cfg.run.likelihood != "poisson":
         raise ConfigError(f"{where}: the selection scores fits by Poisson likelihood, but [run] likelihood = "
                           f"\"{cfg.run.likelihood}\"; set select = \"off\" and choose the options by hand.")
     found = candidates(cfg)
-    problem_cls = plugins.get("problem", cfg.run.problem)
     for i, cand in enumerate(found):
         shared = [key for key in cand.overrides if key.split(".")[0].split("[")[0] not in CANDIDATE_TABLES]
         if shared:

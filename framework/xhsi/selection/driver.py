@@ -31,7 +31,7 @@ from ..backend import to_numpy
 from ..config import SelectionSection
 from ..errors import RunStopped, XhsiError
 from . import rules
-from .candidates import MIXTURE_PROBLEMS, Candidate, candidate_config
+from .candidates import Candidate, candidate_config
 from .candidates import budget as fit_budget
 from .candidates import candidates as config_candidates
 from .thinning import check_split, fold_rng, thin_counts
@@ -151,23 +151,9 @@ def fit_task(cfg_c, prep, fold: Fold, iterations: int, every: int, patience: int
     section = cfg_c.solver
     solver = plugins.get("solver", section.name)(section.options, max_iter=iterations, tol=section.tol,
                                                  report_every=every)
-    if cfg_c.run.problem in MIXTURE_PROBLEMS:
-        # a mixture: its own start (per-pixel fits of the fold's counts), PALM over its
-        # blocks, scored on the cube of the mixture through each observation's operator
-        x0, data, blocks, mixture = problem.build()
-        solver.setup(x0, data, blocks)
-        return _scored_run(solver, x0, fold, [term.operator for term in data.terms], mixture.cube, None,
-                           patience)
-    kind = (problem.options.start, problem.options.start_file)
-    if kind not in fold.starts:
-        start = problem.initial_cube()
-        # a start file is in physical units; a thinned fold fits p × the sky
-        fold.starts[kind] = start * fold.fraction if problem.options.start_file is not None else start
-    problem.start_cube = fold.starts[kind]
-    x0, smooth, prox, to_cube = problem.build()
-    operators = [term.operator for term in smooth.terms[:len(fold.observations)]]
-    solver.setup(x0, smooth, prox)
-    return _scored_run(solver, x0, fold, operators, lambda x: x, to_cube.apply, patience)
+    setup, operators, scored, to_cube = problem.selection_fit(fold.starts, fold.fraction)
+    solver.setup(*setup)
+    return _scored_run(solver, setup[0], fold, operators, scored, to_cube, patience)
 
 
 def _scored_run(solver, x0, fold: Fold, operators: list, scored: Callable, to_cube: Callable | None,
