@@ -59,9 +59,10 @@ RUN_KEYS = ("n_iter", "stop_reason", "converged", "pixels_converged", "pixels_st
 # prior on the amplitude maps too (amplitude_k = 3, docs/unmixing.md's example), a diagnostic
 # (unmixing_amp_k<k>: any other k); unmixing_select: the amplitude prior and the stop chosen
 # from the data ([selection] select = "auto": held-out likelihood of thinned counts); *_joint:
-# with PALM's joint steps ([problem] joint_metric = true)
+# with PALM's joint steps ([problem] joint_metric = true); *_lbfgs: [solver] name = "lbfgs" (the
+# projected L-BFGS, xhsi.solvers.quasi_newton) for --lbfgs-iter iterations instead of PALM
 METHODS = ["unmixing", "pixelfit", "surrogate", "iae", "unmixing_exact", "unmixing_amp_k3", "unmixing_select",
-           "unmixing_joint", "unmixing_select_joint"]
+           "unmixing_joint", "unmixing_select_joint", "unmixing_lbfgs", "iae_lbfgs", "unmixing_select_lbfgs"]
 THERMAL = {
     "exact": 'model = "thermal"\noptions = { fit_abundance = false, sigma_v_kms = 1000.0 }\n'
              'init = { kT = 2.0, z = 0.0 }\nbounds = { kT = [0.5, 8.0], z = [-0.02, 0.02] }\n',
@@ -78,12 +79,21 @@ def _toml_value(v) -> str:
 
 
 def _amplitude_k(method: str) -> float | None:
-    """The amplitude_k of a ``unmixing_amp_k<k>`` method (e.g. ``unmixing_amp_k0.5``), else None."""
-    return float(method[len("unmixing_amp_k"):]) if method.startswith("unmixing_amp_k") else None
+    """The amplitude_k of a ``<model>_amp_k<k>[_lbfgs]`` method (e.g. ``unmixing_amp_k0.5``,
+    ``iae_amp_k0.5_lbfgs``), else None."""
+    method = method.removesuffix("_lbfgs")
+    head, sep, k = method.partition("_amp_k")
+    return float(k) if sep and head in ("unmixing", "iae", "surrogate") else None
+
+
+def _model(method: str) -> str:
+    """The thermal model of a method: surrogate, iae or exact."""
+    head = method.removesuffix("_lbfgs").partition("_amp_k")[0]
+    return head if head in ("surrogate", "iae") else "exact"
 
 
 def _method(name: str) -> str:
-    """argparse type: a method of METHODS or ``unmixing_amp_k<k>``."""
+    """argparse type: a method of METHODS or ``<unmixing|iae|surrogate>_amp_k<k>[_lbfgs]``."""
     if name in METHODS:
         return name
     try:
@@ -91,14 +101,16 @@ def _method(name: str) -> str:
             return name
     except ValueError:
         pass
-    raise argparse.ArgumentTypeError(f"unknown method {name!r}: one of {', '.join(METHODS)} or unmixing_amp_k<k>")
+    raise argparse.ArgumentTypeError(f"unknown method {name!r}: one of {', '.join(METHODS)} or "
+                                     "<unmixing|iae|surrogate>_amp_k<k>[_lbfgs]")
 
 
 def config_text(scene: str, exposure_s: float, method: str, pixels: int, max_iter: int, files: dict) -> str:
     """The run config of one fit, as TOML text."""
     kind, opts = SCENES[scene]
     problem = "pixelfit" if method == "pixelfit" else "unmixing"
-    thermal = THERMAL[method if method in ("surrogate", "iae") else "exact"].replace("{file}", str(files.get(method, "")))
+    model = _model(method)
+    thermal = THERMAL[model].replace("{file}", str(files.get(model, "")))
     amp = _amplitude_k(method)
     amplitude_k = f"amplitude_k = {amp!r}\n" if amp is not None else ""
     options = "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in opts.items()) + " }"
@@ -136,17 +148,18 @@ init = {{ index = 2.5 }}
 bounds = {{ index = [1.0, 4.0] }}
 parameter_k = 1.0
 {amplitude_k}
-[solver]
-name = "palm"
-max_iter = {max_iter}
-tol = 1e-7
-report_every = 10
-options = {{ backtracking = true }}
-
+{_solver_table(method, max_iter)}
 [simulate]
 scene = "{kind}"
 options = {options}
 """
+
+
+def _solver_table(method: str, max_iter: int) -> str:
+    if method.endswith("_lbfgs"):
+        return f'[solver]\nname = "lbfgs"\nmax_iter = {max_iter}\ntol = 1e-7\nreport_every = 10\n'
+    return (f'[solver]\nname = "palm"\nmax_iter = {max_iter}\ntol = 1e-7\nreport_every = 10\n'
+            'options = { backtracking = true }\n')
 
 
 def errors(maps: dict, truth) -> dict:
@@ -168,7 +181,8 @@ def errors(maps: dict, truth) -> dict:
 
 def fit(scene: str, level: str, method: str, args, files: dict) -> dict:
     """One fit (cached in ``<work>/rows``): its errors, wall time and the simulated counts."""
-    cache = _rows(args) / f"{scene}_{level}_{method}.json"
+    lbfgs = method.endswith("_lbfgs")
+    cache = _rows(args) / f"{scene}_{level}_{method}{f'{args.lbfgs_iter}' if lbfgs else ''}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     from xhsi.config import load_config
@@ -176,7 +190,7 @@ def fit(scene: str, level: str, method: str, args, files: dict) -> dict:
 
     path = args.work / "configs" / f"{scene}_{level}_{method}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    iterations = args.pixelfit_iter if method == "pixelfit" else args.max_iter
+    iterations = args.pixelfit_iter if method == "pixelfit" else (args.lbfgs_iter if lbfgs else args.max_iter)
     path.write_text(config_text(scene, LEVELS[level], method, args.pixels, iterations, files))
     cfg = load_config(path)
     prepared = prepare(cfg)  # the same seeded draw the run makes: its counts and truth
@@ -202,7 +216,7 @@ def train(args) -> tuple[dict, dict]:
     """Train the surrogate and the IAE once with ``xhsi train-model``; their files and wall times."""
     files, times = {}, {}
     for method, config in (("surrogate", "train_surrogate_thermal_casa.toml"), ("iae", "train_iae_thermal_casa.toml")):
-        if method not in args.methods:
+        if method not in {_model(m) for m in args.methods}:
             continue
         out = args.work / "models" / f"thermal_casa_{method}.npz"
         files[method] = out
@@ -226,6 +240,9 @@ CHECKS = [  # (name, label, method, reference, need at the lower levels, need at
     ("select_vs_pixelfit", "selected / pixelfit", "unmixing_select", "pixelfit", 0.85, 1.0),
     ("joint_vs_pixelfit", "joint steps / pixelfit", "unmixing_joint", "pixelfit", 0.85, 1.0),
     ("select_joint_vs_pixelfit", "selected, joint steps / pixelfit", "unmixing_select_joint", "pixelfit", 0.85, 1.0),
+    ("lbfgs_vs_pixelfit", "L-BFGS / pixelfit", "unmixing_lbfgs", "pixelfit", 0.85, 1.0),
+    ("iae_lbfgs_vs_lbfgs", "IAE / unmixing, L-BFGS", "iae_lbfgs", "unmixing_lbfgs", 1.5, 1.5),
+    ("select_lbfgs_vs_pixelfit", "selected, L-BFGS / pixelfit", "unmixing_select_lbfgs", "pixelfit", 0.85, 1.0),
 ]
 
 
@@ -300,6 +317,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=METHODS[:4], type=_method)
     ap.add_argument("--pixels", type=int, default=32)
     ap.add_argument("--max-iter", type=int, default=30, help="PALM iterations of unmixing")
+    ap.add_argument("--lbfgs-iter", type=int, default=100, help="L-BFGS iterations of the *_lbfgs methods")
     ap.add_argument("--pixelfit-iter", type=int, default=100,
                     help="Levenberg-Marquardt iterations of pixelfit (each pixel stops at gtol)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "unmixing_suite", help="runs and cached rows (git ignored)")

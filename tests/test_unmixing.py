@@ -251,3 +251,19 @@ def test_a_folded_surrogate_component_is_refused_with_a_fix(tmp_path):
     path.write_text(path.read_text().replace('model = "powerlaw"', 'model = "surrogate"\noptions = { file = "folded.npz" }'))
     with pytest.raises(ConfigError, match="true-energy.*retrain it without a \\[response\\]"):
         run(load_config(path), quiet=True)
+
+
+def test_unmixing_with_the_lbfgs_solver(tmp_path):
+    # [solver] name = "lbfgs" (xhsi.solvers.quasi_newton) on the low-count set-up above: the
+    # logged cost (the smoothed objective) never rises and the maps beat pixelfit on kT and Γ.
+    # Measured (seed 0, 30 iterations): kT 0.036 against 0.060, Γ 0.122 against 0.259.
+    path = tiny(tmp_path, max_iter=30, thermal_extra="parameter_k = 1.0", sync_extra="parameter_k = 1.0")
+    cfg = load_config(path, ["observations.acis.exposure_s=1e4", "model.pixels=[24, 24]", "problem.init_bin=1",
+                             "run.seed=0", 'solver.name="lbfgs"', "solver.options={}"])
+    result = run(cfg, quiet=True)
+    costs = [row["cost"] for row in result.history]
+    assert all(b <= a for a, b in zip(costs, costs[1:]))
+    for name, margin in (("thermal.kT", 0.8), ("synchrotron.index", 0.6)):
+        ours = result.metrics["maps"][name]["median_relative_error"]
+        theirs = result.metrics["maps_pixelfit"][name]["median_relative_error"]
+        assert ours < margin * theirs, (name, ours, theirs)

@@ -16,7 +16,7 @@ from xhsi.operators import (
 )
 from xhsi.problems import Deconvolution, Fusion, PixelFit, Unmixing
 from xhsi.problems.fusion_unmixing import FusionUnmixing
-from xhsi.solvers import FISTA, ISTA, PALM
+from xhsi.solvers import FISTA, ISTA, PALM, BlockLBFGS
 
 
 @hookimpl
@@ -32,7 +32,7 @@ def xhsi_register_likelihoods():
 
 @hookimpl
 def xhsi_register_solvers():
-    return [ISTA, FISTA, PALM]
+    return [ISTA, FISTA, PALM, BlockLBFGS]
 
 
 @hookimpl

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_namespace
-from ..sparsity.wavelets import mad_sigma, soft_threshold, starlet2d
+from ..sparsity.wavelets import mad_sigma, soft_threshold, starlet2d, starlet2d_adjoint
 
 #: Floor of a block's Fisher metric, relative to its median over the pixels. The Fisher
 #: information is a local model of the curvature; where it is near zero (a faint pixel, or a
@@ -35,10 +35,14 @@ class FisherStarlet:
     synthesis approximation of the analysis prox (as ``starlet2d_l1``), with D read at each
     coefficient's pixel. ``value`` is g itself, so PALM's logged cost f + Σ g_i is the
     objective, and its monotone safeguard catches the steps where the approximation would
-    raise it. ``prox(x, step)`` is the same in the identity metric (threshold step·λ)."""
+    raise it. ``prox(x, step)`` is the same in the identity metric (threshold step·λ).
+
+    ``smooth(x, smoothing)``: the pseudo-Huber version Σ λ(√(c² + ε²) − ε), ε = smoothing·T,
+    and its gradient (what ``xhsi.solvers.quasi_newton`` minimises instead of the ℓ1)."""
 
     def __init__(self, thresholds, scales: int, metric=None):
         self.scales = int(scales)
+        self.thresholds = thresholds
         self.weights = thresholds if metric is None else thresholds * metric[None, ...]
 
     def _shrink(self, x, t):
@@ -54,6 +58,16 @@ class FisherStarlet:
     def value(self, x) -> float:
         xp = array_namespace(x)
         return float(xp.sum(self.weights * xp.abs(starlet2d(x, self.scales)), dtype=xp.float64))
+
+    def smooth(self, x, smoothing: float):
+        """(Σ λ(√(c² + ε²) − ε), its gradient in x), c = W x, ε = smoothing·T."""
+        xp = array_namespace(x)
+        c = starlet2d(x, self.scales)
+        eps = smoothing * self.thresholds
+        r = xp.sqrt(c * c + eps * eps)
+        value = xp.sum(self.weights * (r - eps), dtype=xp.float64)
+        slope = xp.where(r > 0, c / xp.where(r > 0, r, 1.0), 0.0)
+        return float(value), starlet2d_adjoint(self.weights * slope)
 
 
 def metric_noise(sigma, metric):

@@ -49,6 +49,7 @@ class NonNegative:
     feasible after every prox, so the indicator's +inf is never met)."""
 
     name = "nonnegative"
+    bounds = (0.0, None)  # (lower, upper): what a solver that takes bounds reads
 
     def prox(self, x, step: float):
         xp = array_namespace(x)
@@ -73,6 +74,7 @@ class Box:
 
     def __init__(self, lo: float, hi: float):
         self.lo, self.hi = float(lo), float(hi)
+        self.bounds = (self.lo, self.hi)  # what a solver that takes bounds reads
 
     def prox(self, x, step: float):
         return array_namespace(x).clip(x, min=self.lo, max=self.hi)
