@@ -9,10 +9,11 @@ In one process, after ``runner.prepare`` (simulated counts):
   for the tables (coefficients of every component, folded operator forward + adjoint);
 - **table**: seconds per PALM iteration with ``reduce = "table"`` (the default) — median of
   ``solver.step()`` after one warm-up — and the set-up (tables, start fits, metric); the
-  same with PALM's joint steps (``joint_metric = true``: **table_joint**);
+  same with PALM's joint steps (``joint_metric = true``: **table_joint**) and per iteration
+  of the L-BFGS solver the config ships (``[solver] name = "lbfgs"``: **table_lbfgs**);
 - **none**: the same with the exact models, 2 iterations after the warm-up (each ~20 s);
 
-then, in a subprocess, the wall time of the whole shipped config (``xhsi run``, 300
+then, in a subprocess, the wall time of the whole shipped config (``xhsi run``, its
 iterations, tables, start fits and outputs included). Results: bench/results/unmixing_speed.json
 and a table on stdout. Usage: ``nice -n 10 python bench/unmixing_speed.py`` (~6 min on 2
 shared cores; ``--skip-run`` leaves the whole run out, ``--iterations`` sets the table's).
@@ -85,16 +86,16 @@ def floors(cfg, prep) -> dict:
     return out
 
 
-def iterations(cfg, prep, reduce: str, n: int, joint_metric: bool = False) -> dict:
-    """Set-up time (problem, start fits, metric) and per-iteration times of ``n`` PALM
-    iterations after one warm-up (``joint_metric``: with PALM's joint steps)."""
+def iterations(cfg, prep, reduce: str, n: int, joint_metric: bool = False, solver_name: str = "palm") -> dict:
+    """Set-up time (problem, start fits, metric) and per-iteration times of ``n`` iterations
+    of ``solver_name`` after one warm-up (``joint_metric``: with PALM's joint steps)."""
     from xhsi import plugins
 
     t0 = time.perf_counter()
     problem = _problem(cfg, prep, reduce, joint_metric)
     x0, value, blocks, _ = problem.build()
     setup_s = time.perf_counter() - t0
-    solver = plugins.get("solver", "palm").from_config(cfg.solver)
+    solver = plugins.get("solver", solver_name).from_config(cfg.solver)
     solver.setup(x0, value, blocks)
     steps = []
     for _ in range(n + 1):
@@ -137,6 +138,8 @@ def table(r: dict) -> str:
     row("PALM iteration, reduce = \"table\"", r["table"]["per_iteration_s"])
     if "table_joint" in r:
         row("PALM iteration, reduce = \"table\", joint_metric = true", r["table_joint"]["per_iteration_s"])
+    if "table_lbfgs" in r:
+        row("L-BFGS iteration, reduce = \"table\"", r["table_lbfgs"]["per_iteration_s"])
     row("PALM iteration, reduce = \"none\"", r["none"]["per_iteration_s"])
     if "run" in r:
         row(f"whole `xhsi run` ({r['run']['n_iter']} iterations)", r["run"]["wall_s"])
@@ -163,6 +166,7 @@ def main(argv=None) -> int:
     result["floor"] = floors(cfg, prep)
     result["table"] = iterations(cfg, prep, "table", args.iterations)
     result["table_joint"] = iterations(cfg, prep, "table", args.iterations, joint_metric=True)
+    result["table_lbfgs"] = iterations(cfg, prep, "table", args.iterations, solver_name="lbfgs")
     result["none"] = iterations(cfg, prep, "none", args.exact_iterations)
     result["ratios"] = {"table_iteration_to_exact_floor": result["table"]["per_iteration_s"]
                         / result["floor"]["exact_floor_s"],
