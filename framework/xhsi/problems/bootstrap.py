@@ -84,7 +84,7 @@ def check_bootstrap(samples: int, iterations: int, source: str = "config") -> No
         raise ConfigError(f"{source}: `problem.bootstrap_samples` is {samples}; the bootstrap needs at least 2 "
                           "replicates to measure a spread (16 or more for errors good to ~20 %).")
     if int(iterations) < 1:
-        raise ConfigError(f"{source}: the bootstrap's replicates would run {iterations} PALM iterations "
+        raise ConfigError(f"{source}: the bootstrap's replicates would run {iterations} solver iterations "
                           "(`problem.bootstrap_iter`, or `solver.max_iter` when it is 0): each needs at least 1; "
                           "set `problem.bootstrap_iter`.")
 
@@ -269,7 +269,7 @@ def bootstrap_errors(problem, solver, mixture, blocks, xs, maps: dict, samples: 
     if say is not None:
         how = ("here, one after the other" if place["where"] == "local" else
                f"as Dask tasks on {place['where']}" + (f" ({place['workers']} workers)" if "workers" in place else ""))
-        say(f"bootstrap: {samples} replicates of {iterations} PALM iterations each, {how}")
+        say(f"bootstrap: {samples} replicates of {iterations} {solver.name} iterations each, {how}")
     reps = bootstrap_replicates(problem, solver, mixture, blocks, xs, samples, iterations, seed, tasks=tasks, say=say)
     errors = {name: half_width(maps[name], r, "rms") for name, r in reps.items() if name in maps}
     notes = {"method": "bootstrap", "samples": int(samples), "iterations": int(iterations),
