@@ -37,8 +37,8 @@ maps are correlated within and across pixels (kT, z and the amplitudes of a mixt
 through a PSF); one L-BFGS iteration costs one forward model and one adjoint, as a PALM
 block update does, and moves every map at once along the curvature the memory has learnt.
 
-Host syncs: the cost, ⟨g, Δx⟩ and the memory's inner products (a few floats) per trial and
-per iteration.
+Host syncs: the cost and ⟨g, Δx⟩ per trial, and two inner products per stored pair per
+iteration (each one float).
 """
 from __future__ import annotations
 
@@ -163,8 +163,13 @@ class BlockLBFGS(Solver):
 
     # -- the direction ------------------------------------------------------------------------
     def _dot(self, a: list, b: list) -> float:
+        """Σ over blocks of ⟨a_i, b_i⟩ (one host sync)."""
         xp = self.xp
-        return sum(float(xp.sum(u * v, dtype=xp.float64)) for u, v in zip(a, b))
+        total = None
+        for u, v in zip(a, b):
+            term = xp.sum(u * v, dtype=xp.float64)
+            total = term if total is None else total + term
+        return float(total)
 
     def _scaled(self, q: list) -> list:
         """D⁻¹q (the blocks' metrics)."""
