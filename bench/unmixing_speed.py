@@ -95,7 +95,9 @@ def iterations(cfg, prep, reduce: str, n: int, joint_metric: bool = False, solve
     problem = _problem(cfg, prep, reduce, joint_metric)
     x0, value, blocks, _ = problem.build()
     setup_s = time.perf_counter() - t0
-    solver = plugins.get("solver", solver_name).from_config(cfg.solver)
+    cls = plugins.get("solver", solver_name)
+    solver = cls.from_config(cfg.solver) if solver_name == cfg.solver.name else \
+        cls(None, max_iter=cfg.solver.max_iter, tol=cfg.solver.tol)  # its default options
     solver.setup(x0, value, blocks)
     steps = []
     for _ in range(n + 1):
