@@ -115,7 +115,7 @@ def test_unmixing_with_a_single_unknown_solver_is_refused_by_validate(tmp_path, 
     assert main(["validate", str(unmixing(tmp_path)), "--set", 'solver.name="fista"', "--set", "solver.options={}"]) == 2
     err = _one_paragraph(capsys.readouterr().err, "validate")
     assert "problem `unmixing` has one unknown per map (blocks) but solver `fista` takes one unknown; use [solver] " \
-           "name = 'palm'." in err
+           "name = 'lbfgs' or 'palm'." in err
 
 
 def test_counts_files_are_checked_by_validate_from_their_headers(tmp_path, capsys):

@@ -206,6 +206,10 @@ class Solver:
     #: "one" — ``setup(x0, smooth, prox)``, one array (ISTA, FISTA); "blocks" —
     #: ``setup(x0, value, blocks)``, a list of arrays each with its own prox (PALM).
     unknowns: str = "one"
+    #: True for a solver that minimises each nonsmooth penalty through a smooth version of it
+    #: (``smooth(x, smoothing)``; ``lbfgs``) instead of its prox: it refuses a penalty
+    #: without one, and its optimum is the smoothed objective's.
+    smooths_penalties: bool = False
 
     def __init__(self, options: Any = None, *, max_iter: int = 500, tol: float = 1e-6,
                  max_time_s: float | None = None, report_every: int = 10):

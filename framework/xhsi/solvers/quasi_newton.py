@@ -78,6 +78,7 @@ class BlockLBFGS(Solver):
     name = "lbfgs"
     State = LbfgsState
     unknowns = "blocks"
+    smooths_penalties = True
 
     @dataclass
     class Options:
