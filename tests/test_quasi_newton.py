@@ -142,7 +142,7 @@ def test_the_smoothed_prior_problem_is_solved_to_stationarity(xp):
 
     prior = FisherStarlet(xp.asarray(t), 2, xp.asarray(m))
     block = Block(gradient=lambda xs: xs[0] - b, prox=ProxChain([prior]), name="map")
-    _, out = _lbfgs(_Data(), [block], [xp.zeros((n, n), dtype=xp.float64)], 300)
+    _, out = _lbfgs(_Data(), [block], [xp.zeros((n, n), dtype=xp.float64)], 80)
     x = to_numpy(out.x[0])
     grad = (x - b_host) + FisherStarlet(t, 2, m).smooth(x, 0.1)[1]
     assert float(np.max(np.abs(grad))) < 1e-6
