@@ -14,7 +14,7 @@ the problem itself (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*,
    whatever B, on every backend);
 3. each replicate fitted by the estimator itself (``start = "rerun"``): the problem's own
    start on the replicate (its per-pixel fits), its start metrics and prior thresholds,
-   then ``iterations`` PALM iterations (default the run's ``max_iter``) with the run's
+   then ``iterations`` iterations of the run's solver (default the run's ``max_iter``) with the run's
    tolerance: θ*_b. (``start = "solution"``, PALM on the replicate from θ̂ with the run's
    blocks, is cheaper but under-disperses: the run's maps keep much of their start's noise
    after 30 iterations, a replicate started at the smooth θ̂ never had it: its sd of the
@@ -248,7 +248,7 @@ def half_width(estimate, replicates, how: str = "rms", fisher=None) -> np.ndarra
 def bootstrap_replicates(problem, solver, mixture, blocks, xs, samples: int, iterations: int, seed: int,
                          start: str = "rerun", tasks: Tasks | None = None,
                          say: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
-    """The maps of ``samples`` replicates re-solved for ``iterations`` PALM iterations each
+    """The maps of ``samples`` replicates re-solved for ``iterations`` solver iterations each
     (``stack``): here one after the other, or by ``tasks`` (e.g. as Dask tasks:
     ``xhsi.distributed.bootstrap_tasks.DaskReplicates(client)``); ``say``: progress lines
     (``fit_replicates``)."""

@@ -90,7 +90,7 @@ class UnmixingOptions:
                              "xhsi.problems.bootstrap, docs/unmixing.md \"Error maps\")")
     bootstrap_samples: int = option(16, min=2, doc="bootstrap: replicates B (each costs about one fit)")
     bootstrap_iter: int = option(0, min=0, unit="iterations",
-                                 doc="bootstrap: PALM iterations of each replicate's fit (0: the run's [solver] "
+                                 doc="bootstrap: solver iterations of each replicate's fit (0: the run's [solver] "
                                      "max_iter, the estimator itself)")
 
 
