@@ -92,6 +92,7 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
         bootstrap_replicates,
         coverage,
         half_width,
+        problem_copy,
     )
     from xhsi.runner import check_config, prepare
 
@@ -121,28 +122,17 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
         row["bootstrap_s"][start] = time.perf_counter() - t1
     pilot = None
     if args.pilot_k is not None:
-        # an undersmoothed pilot (Hall 1992): the estimator with every starlet threshold × F
-        # on the data; replicates drawn at the pilot and fitted by the estimator itself; the
-        # error is their rms deviation from the pilot (the estimator's error at a truth as
-        # rough as the pilot), the interval about the written map θ̂
+        # drawn at a pilot fit with every starlet threshold × F (0: the library's
+        # unregularised pilot, [problem] bootstrap_from = "pilot"), fitted by the estimator,
+        # the rms deviation from the pilot (xhsi.problems.bootstrap)
         t1 = time.perf_counter()
-        sets_k = []
-        for sec in cfg.components:
-            for key in ("parameter_k", "amplitude_k"):
-                k = getattr(sec, key)
-                if k:
-                    sets_k.append(f"components.{sec.name}.{key}={k * args.pilot_k!r}")
-        pcfg = load_config(path, sets + [f"observations.acis.exposure_s={exposure_s}", f"solver.max_iter={args.max_iter}",
-                                         "run.quicklook=false", f"run.seed={seed}"] + list(args.set) + sets_k)
-        pproblem = plugins.get("problem", pcfg.run.problem)(pcfg, prep.backend, prep.grid, prep.observations, [],
-                                                             plugins.get("likelihood", pcfg.run.likelihood),
-                                                             options=pcfg.problem)
+        iters = args.boot_iter or args.max_iter
+        pproblem = problem_copy(problem, prior_factor=args.pilot_k)
         px0, pvalue, pblocks, pmixture = pproblem.build()
-        psolver = plugins.get("solver", pcfg.solver.name).from_config(pcfg.solver)
-        pout, _, _ = run_solver(pproblem.name, psolver, (px0, pvalue, pblocks))
+        pout, _, _ = run_solver(pproblem.name, plugins.get("solver", cfg.solver.name).from_config(cfg.solver),
+                                (px0, pvalue, pblocks))
         pilot = (pproblem._maps(pmixture, pout.x),
-                 bootstrap_replicates(problem, solver, pmixture, pblocks, pout.x, args.samples,
-                                      args.boot_iter or args.max_iter, seed))
+                 bootstrap_replicates(problem, solver, pmixture, pblocks, pout.x, args.samples, iters, seed))
         row["bootstrap_s"]["pilot"] = time.perf_counter() - t1
     second = None
     if args.second_stage and "rerun" in reps:
@@ -249,7 +239,8 @@ def main(argv=None) -> int:
                     help="also the bootstrap at θ̂ − bias* (twice the cost): its rms as the error")
     ap.add_argument("--set", action="append", default=[], help="a config override, as `xhsi run --set`")
     ap.add_argument("--pilot-k", type=float, default=None, metavar="F",
-                    help="also the bootstrap from an undersmoothed pilot: every starlet threshold × F (0: none)")
+                    help="also the bootstrap drawn at a pilot fit with every starlet threshold × F (0: without the "
+                         "prior, what bootstrap_from = \"pilot\" writes)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "coverage_unmixing")
     args = ap.parse_args(argv)
     rows = []

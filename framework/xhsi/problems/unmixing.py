@@ -92,6 +92,10 @@ class UnmixingOptions:
     bootstrap_iter: int = option(0, min=0, unit="iterations",
                                  doc="bootstrap: solver iterations of each replicate's fit (0: the run's [solver] "
                                      "max_iter, the estimator itself)")
+    bootstrap_from: str = option("pilot", choices=("pilot", "solution"),
+                                 doc="bootstrap: draw the replicates at an unregularised pilot fit and measure "
+                                     "their rms deviation from it (pilot: the prior's bias at a map as rough as "
+                                     "the data's), or at the solution and from it (solution)")
 
 
 class Unmixing(SpectralReduction, Problem):
@@ -104,6 +108,9 @@ class Unmixing(SpectralReduction, Problem):
     # Peak resident memory of configs/unmixing_casa_chandra_small.toml on 64 × 64 pixels:
     # ~45 cubes (component spectra, their derivatives, the per-pixel fits of the start).
     memory_cubes = 40.0
+    #: Factor on every starlet threshold of the maps (``amplitude_k``, ``parameter_k``): 0
+    #: fits without the prior (the bootstrap's unregularised pilot, xhsi.problems.bootstrap).
+    prior_factor = 1.0
 
     @classmethod
     def check_config(cls, config, regularizers: list | None = None) -> list:
@@ -195,6 +202,7 @@ class Unmixing(SpectralReduction, Problem):
         specs += [(b.name, b.bounds, b.sparsity_k, b.scales) for b in self.map_blocks]
         for i, (name, (lo, hi), k, scales) in enumerate(specs):
             proxes: list[Any] = []
+            k = None if k is None else k * self.prior_factor
             if k is not None and k > 0:
                 # Thresholds k·s_j(p) in the units of the map, from its Fisher errors at the
                 # start (s = 1/(σ·D), see metric_noise). (They used to be the MAD of the
