@@ -303,19 +303,18 @@ def bootstrap_errors(problem, solver, mixture, blocks, xs, maps: dict, samples: 
         raise ValueError(f"unknown bootstrap point {start_from!r}; one of {FROM}")  # programmer error
     t0 = time.perf_counter()
     place = where(tasks)
+    at = "an unregularised pilot fit" if start_from == "pilot" else "the solution"
     if say is not None:
         how = ("here, one after the other" if place["where"] == "local" else
                f"as Dask tasks on {place['where']}" + (f" ({place['workers']} workers)" if "workers" in place else ""))
-        at = "an unregularised pilot fit" if start_from == "pilot" else "the solution"
         say(f"bootstrap: {samples} replicates drawn at {at}, {iterations} {solver.name} iterations each, {how}")
     centre = maps
     if start_from == "pilot":
         mixture, blocks, xs, centre = unregularised_pilot(problem, solver, iterations)
     reps = bootstrap_replicates(problem, solver, mixture, blocks, xs, samples, iterations, seed, tasks=tasks, say=say)
     errors = {name: half_width(centre[name], r, "rms") for name, r in reps.items() if name in maps}
-    what = "an unregularised pilot fit" if start_from == "pilot" else "the solution"
     notes = {"method": "bootstrap", "samples": int(samples), "iterations": int(iterations), "from": start_from,
-             "interval": f"root-mean-square deviation of the replicates from {what}, where they were drawn",
+             "interval": f"root-mean-square deviation of the replicates from {at}, where they were drawn",
              "seed": int(seed), **place, "wall_s": time.perf_counter() - t0}
     return errors, notes
 
