@@ -93,6 +93,7 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
         coverage,
         half_width,
         problem_copy,
+        solved_copy,
     )
     from xhsi.runner import check_config, prepare
 
@@ -127,12 +128,9 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
         # the rms deviation from the pilot (xhsi.problems.bootstrap)
         t1 = time.perf_counter()
         iters = args.boot_iter or args.max_iter
-        pproblem = problem_copy(problem, prior_factor=args.pilot_k)
-        px0, pvalue, pblocks, pmixture = pproblem.build()
-        pout, _, _ = run_solver(pproblem.name, plugins.get("solver", cfg.solver.name).from_config(cfg.solver),
-                                (px0, pvalue, pblocks))
-        pilot = (pproblem._maps(pmixture, pout.x),
-                 bootstrap_replicates(problem, solver, pmixture, pblocks, pout.x, args.samples, iters, seed))
+        pmixture, pblocks, pxs, pmaps = solved_copy(problem_copy(problem, prior_factor=args.pilot_k),
+                                                    plugins.get("solver", cfg.solver.name).from_config(cfg.solver))
+        pilot = (pmaps, bootstrap_replicates(problem, solver, pmixture, pblocks, pxs, args.samples, iters, seed))
         row["bootstrap_s"]["pilot"] = time.perf_counter() - t1
     second = None
     if args.second_stage and "rerun" in reps:

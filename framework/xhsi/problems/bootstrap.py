@@ -150,12 +150,9 @@ class ReplicateFit:
         """The whole estimator on the replicate counts: the problem's own start (per-pixel
         fits of the replicate), metrics and thresholds, then ``iterations`` iterations of
         the run's solver with the run's tolerance."""
-        replicate = problem_copy(self.problem, counts=counts)
         solver = self.solver_cls(self.solver_options, max_iter=self.iterations, tol=self.tol,
                                  report_every=self.report_every)
-        x0, value, blocks, mixture = replicate.build()
-        solver.setup(x0, value, blocks)
-        return replicate._maps(mixture, solver.run().x)
+        return solved_copy(problem_copy(self.problem, counts=counts), solver)[3]
 
 
 def problem_copy(problem, counts: list | None = None, prior_factor: float | None = None):
@@ -175,17 +172,22 @@ def problem_copy(problem, counts: list | None = None, prior_factor: float | None
     return out
 
 
+def solved_copy(copied, solver):
+    """(mixture, blocks, solution, maps) of a ``problem_copy`` solved from its own start by
+    ``solver`` (a fresh one: set up here)."""
+    x0, value, blocks, mixture = copied.build()
+    solver.setup(x0, value, blocks)
+    xs = solver.run().x
+    return mixture, blocks, xs, copied._maps(mixture, xs)
+
+
 def unregularised_pilot(problem, solver, iterations: int):
     """The pilot of ``bootstrap_from = "pilot"``: the problem without its prior (every
     threshold × 0), solved from its own start by ``iterations`` iterations of the run's
     solver with the run's tolerance. Returns (mixture, blocks, solution, maps)."""
-    pilot = problem_copy(problem, prior_factor=0.0)
-    x0, value, blocks, mixture = pilot.build()
-    run = type(solver)(solver.options, max_iter=int(iterations), tol=float(solver.tol),
-                       report_every=int(solver.report_every))
-    run.setup(x0, value, blocks)
-    xs = run.run().x
-    return mixture, blocks, xs, pilot._maps(mixture, xs)
+    fresh = type(solver)(solver.options, max_iter=int(iterations), tol=float(solver.tol),
+                         report_every=int(solver.report_every))
+    return solved_copy(problem_copy(problem, prior_factor=0.0), fresh)
 
 
 def timed_fit(fit: ReplicateFit, index: int, seed: int) -> tuple[dict[str, np.ndarray], float]:

@@ -402,7 +402,7 @@ class Unmixing(SpectralReduction, Problem):
 
     def selection_fit(self, starts: dict, fraction: float):
         """As ``ImagingProblem.selection_fit``: the problem's own start (per-pixel fits of
-        the fold's counts; ``starts`` and ``fraction`` unused), PALM over its blocks, scored
+        the fold's counts; ``starts`` and ``fraction`` unused), the run's solver over its blocks, scored
         on the mixture's cube (with tables its rank maps) through each observation's
         operator; no sky cube for the oracle."""
         x0, data, blocks, mixture = self.build()
