@@ -471,7 +471,9 @@ def markdown(res: dict) -> str:
                 lines.append(f"- `{c['name']}`: {c['seconds']:.1f} s, last scored iteration "
                              f"{max(c['path']['iteration']) if c.get('path') else '—'}")
         if s.get("run"):
-            lines.append(f"Final fit: {json.dumps({k: s['run'].get(k) for k in ('iterations', 'stop_reason', 'seconds')})}")
+            r = s["run"]
+            lines.append(f"Final fit: {r.get('n_iter')} iterations ({r.get('stop_reason')}) in {r.get('solve_wall_s', 0):.0f} s; "
+                         f"the whole run {r.get('wall_s', 0):.0f} s (run.json).")
     return "\n".join(lines) + "\n"
 
 
