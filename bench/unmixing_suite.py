@@ -106,7 +106,8 @@ def _method(name: str) -> str:
                                      "<unmixing|iae|surrogate>_amp_k<k>[_lbfgs]")
 
 
-def config_text(scene: str, exposure_s: float, method: str, pixels: int, max_iter: int, files: dict) -> str:
+def config_text(scene: str, exposure_s: float, method: str, pixels: int, max_iter: int, files: dict,
+                lbfgs_tol: float = 1e-7) -> str:
     """The run config of one fit, as TOML text."""
     kind, opts = SCENES[scene]
     problem = "pixelfit" if method == "pixelfit" else "unmixing"
@@ -149,16 +150,16 @@ init = {{ index = 2.5 }}
 bounds = {{ index = [1.0, 4.0] }}
 parameter_k = 1.0
 {amplitude_k}
-{_solver_table(method, max_iter)}
+{_solver_table(method, max_iter, lbfgs_tol)}
 [simulate]
 scene = "{kind}"
 options = {options}
 """
 
 
-def _solver_table(method: str, max_iter: int) -> str:
+def _solver_table(method: str, max_iter: int, lbfgs_tol: float = 1e-7) -> str:
     if method.endswith("_lbfgs"):
-        return f'[solver]\nname = "lbfgs"\nmax_iter = {max_iter}\ntol = 1e-7\nreport_every = 10\n'
+        return f'[solver]\nname = "lbfgs"\nmax_iter = {max_iter}\ntol = {lbfgs_tol:g}\nreport_every = 10\n'
     return (f'[solver]\nname = "palm"\nmax_iter = {max_iter}\ntol = 1e-7\nreport_every = 10\n'
             'options = { backtracking = true }\n')
 
@@ -183,7 +184,7 @@ def errors(maps: dict, truth) -> dict:
 def fit(scene: str, level: str, method: str, args, files: dict) -> dict:
     """One fit (cached in ``<work>/rows``): its errors, wall time and the simulated counts."""
     lbfgs = method.endswith("_lbfgs")
-    cache = _rows(args) / f"{scene}_{level}_{method}{f'{args.lbfgs_iter}' if lbfgs else ''}.json"
+    cache = _rows(args) / f"{scene}_{level}_{method}{_lbfgs_tag(args) if lbfgs else ''}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     from xhsi.config import load_config
@@ -192,7 +193,7 @@ def fit(scene: str, level: str, method: str, args, files: dict) -> dict:
     path = args.work / "configs" / f"{scene}_{level}_{method}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     iterations = args.pixelfit_iter if method == "pixelfit" else (args.lbfgs_iter if lbfgs else args.max_iter)
-    path.write_text(config_text(scene, LEVELS[level], method, args.pixels, iterations, files))
+    path.write_text(config_text(scene, LEVELS[level], method, args.pixels, iterations, files, args.lbfgs_tol))
     cfg = load_config(path)
     prepared = prepare(cfg)  # the same seeded draw the run makes: its counts and truth
     counts = float(sum(float(np.sum(np.asarray(o.counts, dtype=np.float64))) for o in prepared.observations))
@@ -207,6 +208,12 @@ def fit(scene: str, level: str, method: str, args, files: dict) -> dict:
     print(f"{scene:15s} {level} {method:15s} {counts:9.3g} counts {wall:6.1f} s  "
           + "  ".join(f"{label} {row['errors'][k]['median']:.4g}" for k, label in MAPS if k in row["errors"]), flush=True)
     return row
+
+
+def _lbfgs_tag(args) -> str:
+    """What the cached row of an L-BFGS method is named after: its iteration cap (and its
+    tolerance when not the old fixed 1e-7)."""
+    return f"{args.lbfgs_iter}" + ("" if args.lbfgs_tol == 1e-7 else f"_tol{args.lbfgs_tol:g}")
 
 
 def _rows(args) -> Path:
@@ -280,7 +287,7 @@ def _converged(row: dict, pixels: int) -> str:
 def markdown(rows: list[dict], checks: list[dict], train_s: dict, args) -> str:
     head = "| scene | exposure (s) | counts | method | " + " | ".join(label for _, label in MAPS) + " | wall (s) | conv. |"
     intro = (f"Grid {args.pixels} × {args.pixels} px of 1.968″, 3–8 keV in 100 bins, ACIS-S; unmixing: {args.max_iter} "
-             f"PALM iterations (methods *_lbfgs: {args.lbfgs_iter} L-BFGS iterations); pixelfit: up to {args.pixelfit_iter} Levenberg–Marquardt iterations (column `conv.`: "
+             f"PALM iterations (methods *_lbfgs: up to {args.lbfgs_iter} L-BFGS iterations, tol {args.lbfgs_tol:g}); pixelfit: up to {args.pixelfit_iter} Levenberg–Marquardt iterations (column `conv.`: "
              "pixels converged / fitted); each cell: median / 90th percentile error (relative; z: km/s) over the pixels "
              "where the component is > 1 % of its peak.")
     lines = [intro, "", head, "|" + "---|" * (len(MAPS) + 6)]
@@ -321,7 +328,10 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=METHODS[:4], type=_method)
     ap.add_argument("--pixels", type=int, default=32)
     ap.add_argument("--max-iter", type=int, default=30, help="PALM iterations of unmixing")
-    ap.add_argument("--lbfgs-iter", type=int, default=100, help="L-BFGS iterations of the *_lbfgs methods")
+    ap.add_argument("--lbfgs-iter", type=int, default=100, help="L-BFGS iterations (cap) of the *_lbfgs methods")
+    ap.add_argument("--lbfgs-tol", type=float, default=1e-7,
+                    help="[solver] tol of the *_lbfgs methods: stop once the cost changes by less than that "
+                         "(relative) over 10 iterations")
     ap.add_argument("--pixelfit-iter", type=int, default=100,
                     help="Levenberg-Marquardt iterations of pixelfit (each pixel stops at gtol)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "unmixing_suite", help="runs and cached rows (git ignored)")
@@ -331,13 +341,12 @@ def main(argv=None) -> int:
     scenes = [s for s in args.scenes if s != "casa_real" or (DATA / "casa_1p5_3p0_keV.fits.gz").is_file()]
     files, train_s = train(args)
     rows = [fit(s, lv, m, args, files) for s in scenes for lv in args.levels for m in args.methods]
-    cached = [json.loads(p.read_text()) for p in sorted(_rows(args).glob("*.json"))]
-    rows = list({(r["scene"], r["level"], r["method"]): r for r in cached + rows}.values())
     checks = verdicts(rows)
     text = markdown(rows, checks, train_s, args)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.with_suffix(".md").write_text(text + "\n")
     args.results.with_suffix(".json").write_text(json.dumps({"pixels": args.pixels, "max_iter": args.max_iter,
+                                                            "lbfgs_iter": args.lbfgs_iter, "lbfgs_tol": args.lbfgs_tol,
                                                             "train_wall_s": train_s, "rows": rows,
                                                             "checks": checks}, indent=1) + "\n")
     print(text)
