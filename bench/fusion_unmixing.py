@@ -90,52 +90,32 @@ def _row(name, maps, truth, **extra) -> dict:
     return row
 
 
-def resolve_alone(cfg, prep, spec):
-    """Comparison (b): the problem on the Resolve counts at Resolve's own pixels (its forward
-    operator compiled on a grid 3 × coarser, no rebin), maps repeated onto the fine grid."""
-    from xhsi.grid import ModelGrid
-    from xhsi.instruments.forward import compile_forward
-    from xhsi.problems.base import ObservationData
-    from xhsi.problems.fusion_unmixing import upsampled
+def resolve_alone(problem):
+    """Comparison (b): the problem on the Resolve counts at Resolve's own pixels, maps
+    repeated onto the fine grid (``fusion_unmixing_comparisons.spectrometer_alone``), and
+    its wall time."""
+    from xhsi.problems.fusion_unmixing_comparisons import spectrometer_alone
 
-    obs_cfg = next(o for o in cfg.observations if o.name == spec.name)
-    r = obs_cfg.spatial_rebin
-    g = prep.grid
-    coarse = ModelGrid(g.energy_edges_kev, g.ny // r, g.nx // r, g.pixel_arcsec * r)
-    psf = None if obs_cfg.psf_size is None else max(1, (obs_cfg.psf_size // r) | 1)
-    forward = compile_forward(obs_cfg.instrument, coarse.energy_edges_kev, (coarse.ny, coarse.nx),
-                              coarse.pixel_arcsec, obs_cfg.exposure_s, spectral_rebin=obs_cfg.spectral_rebin,
-                              backend=prep.backend, psf_size=psf)
-    obs = ObservationData(spec.name, forward, spec.counts, spec.background, spec.instrument)
-    problem = _problem(cfg, prep, [obs], coarse)
-    result, wall = _solve(problem, cfg)
-    return upsampled(result.maps, r), result, wall
+    t0 = time.perf_counter()
+    maps = spectrometer_alone(problem)
+    return maps, time.perf_counter() - t0
 
 
 def fusion_then_pixelfit(prep, problem, fusion_config=(FUSION, [])):
-    """Comparison (c): the shipped small fusion set-up on the same counts, then per-pixel
-    fits of the fused cube (pseudo-counts: cube × the spectrometer's exposure × area)."""
+    """Comparison (c): a fusion set-up (config and overrides) on the same counts, then
+    per-pixel fits of the fused cube (``fusion_unmixing_comparisons.pixelfit_of_cube``)."""
     from xhsi import plugins
     from xhsi.problems.base import make_regularizers
-    from xhsi.problems.fitting import PixelFitter
+    from xhsi.problems.fusion_unmixing_comparisons import pixelfit_of_cube
     from xhsi.problems.imaging import Fusion
 
     fcfg = _load(*fusion_config)
     fusion = Fusion(fcfg, prep.backend, prep.grid, prep.observations, make_regularizers(fcfg),
                     plugins.get("likelihood", "poisson"), fcfg.problem)
     result, wall = _solve(fusion, fcfg)
-    spec = prep.observations[problem.spectrometer].forward
-    edges = prep.grid.energy_edges_kev
-    weight = float(spec.exposure_s) * spec.instrument.mean_effective_area(edges)
-    be = prep.backend
-    cube = be.asarray(np.asarray(result.arrays["cube"], dtype=np.float64) * weight[:, None, None])
-    # counts = weight × cube through an identity redistribution: amplitudes come out as fluxes;
-    # the joint run's spectral models (tabulated where it tabulates)
-    fitter = PixelFitter(problem.components, problem.map_blocks, (be.asarray(weight),
-                         be.asarray(np.eye(edges.size - 1))), cube, None, (prep.grid.ny, prep.grid.nx), be, 1)
     t0 = time.perf_counter()
-    fit = fitter.fit(problem.options.init_iter)
-    return fitter.maps_from(fit.u)[0], wall + time.perf_counter() - t0
+    maps = pixelfit_of_cube(problem, result.arrays["cube"])
+    return maps, wall + time.perf_counter() - t0
 
 
 def quality(scale: float, max_iter: int, config=SMALL, fusion_config=(FUSION, []), with_fusion=True,
@@ -163,8 +143,8 @@ def quality(scale: float, max_iter: int, config=SMALL, fusion_config=(FUSION, []
     alone = _problem(cfg, prep, [imager])
     res_a, wall_a = _solve(alone, cfg)
     rows.append(_row("(a) pn only", res_a.maps, truth, iterations=res_a.metadata["n_iter"], wall_s=wall_a))
-    maps_b, res_b, wall_b = resolve_alone(cfg, prep, prep.observations[joint.spectrometer])
-    rows.append(_row("(b) resolve only", maps_b, truth, iterations=res_b.metadata["n_iter"], wall_s=wall_b))
+    maps_b, wall_b = resolve_alone(joint)
+    rows.append(_row("(b) resolve only", maps_b, truth, wall_s=wall_b))
     if with_fusion:
         maps_c, wall_c = fusion_then_pixelfit(prep, joint, fusion_config)
         rows.append(_row("(c) fusion+pixelfit", maps_c, truth, wall_s=wall_c))

@@ -33,6 +33,7 @@ from ..errors import ConfigError, did_you_mean
 from ..results import Result
 from ..schema import option
 from .components import map_metrics
+from .fusion_unmixing_comparisons import check_comparisons, comparison_metrics
 from .unmixing import Unmixing, UnmixingOptions
 
 
@@ -41,6 +42,11 @@ class FusionUnmixingOptions(UnmixingOptions):
     spectrometer_parameters: list[str] = option(["z"], doc="parameters whose start maps come from per-pixel fits "
                                                            "of the spectrometer (the observation with the most "
                                                            "channels) instead of the imager's")
+    comparisons: list[str] = option([], doc="also solve, and score in metrics.json (maps_<name>), any of "
+                                            "imager_alone, spectrometer_alone, fusion_pixelfit "
+                                            "(xhsi.problems.fusion_unmixing_comparisons)")
+    comparison_fusion: str | None = option(None, doc="fusion config (path relative to this config) whose "
+                                                     "[[regularizers]] and [solver] fusion_pixelfit runs")
 
 
 def imager_and_spectrometer(observations) -> tuple[int, int]:
@@ -79,7 +85,9 @@ class FusionUnmixing(Unmixing):
 
     @staticmethod
     def _check_options(config, options, comps) -> None:
-        """The checks of the [problem] options against the resolved components ``comps``."""
+        """The checks of the [problem] options against the resolved components ``comps``,
+        and of the comparisons it names (``fusion_unmixing_comparisons.check_comparisons``)."""
+        check_comparisons(config, options)
         names = {p.name for c in comps for p in c.model.parameters}
         for pname in options.spectrometer_parameters:
             if pname not in names:
@@ -134,12 +142,15 @@ class FusionUnmixing(Unmixing):
         return result
 
     def extra_metrics(self, result: Result, truth) -> dict:
-        """Unmixing's (``maps``; ``maps_pixelfit``: per-pixel fits of the imager), and
-        ``maps_pixelfit_<spectrometer>``: those of the spectrometer at its own pixels."""
+        """Unmixing's (``maps``; ``maps_pixelfit``: per-pixel fits of the imager),
+        ``maps_pixelfit_<spectrometer>``: those of the spectrometer at its own pixels, and
+        ``maps_<comparison>`` for each of ``[problem] comparisons`` (solved here)."""
         out = super().extra_metrics(result, truth)
         spec = self.spectrometer_maps()
         if out and spec is not None:
             out[f"maps_pixelfit_{self.observations[self.spectrometer].name}"] = map_metrics(spec, truth)
+        if self.spectrometer != self.imager:
+            out.update(comparison_metrics(self, truth))
         return out
 
 
