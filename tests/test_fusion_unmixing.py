@@ -183,7 +183,14 @@ def test_starts_from_both_instruments(built):
     assert imager_and_spectrometer(prep.observations) == (0, 1)
     errors = problem.error_maps(start)
     pn_only = problem._fitter(1).error_maps(start)
-    assert np.all(errors["thermal.z"] <= pn_only["thermal.z"])  # Resolve's information adds up
+    assert np.all(errors["thermal.z"] <= pn_only["thermal.z"])  # Resolve's information adds up...
+    # ... weighted by what its 3 x 3-pixel blocks and PSF keep of one model pixel (as in the
+    # metric), not repeated in full onto each model pixel
+    (_, w_pn), (_, w_resolve) = problem._fisher_optics
+    assert w_pn == 1.0 and 0.0 < w_resolve < 0.1
+    resolve_only = problem._fitter(1, problem.spectrometer).error_maps(start)
+    expected = (pn_only["thermal.z"] ** -2.0 + w_resolve * resolve_only["thermal.z"] ** -2.0) ** -0.5
+    np.testing.assert_allclose(errors["thermal.z"], expected, rtol=1e-10)
 
 
 FUSION = """\
