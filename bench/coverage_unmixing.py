@@ -231,8 +231,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-iter", type=int, default=30, help="PALM iterations of the fit")
     ap.add_argument("--samples", type=int, default=16, help="bootstrap replicates B")
     ap.add_argument("--boot-iter", type=int, default=0, help="PALM iterations per replicate (0: --max-iter)")
-    ap.add_argument("--starts", nargs="+", default=["rerun", "solution"], choices=("rerun", "solution"),
-                    help="replicates re-run the whole estimator, and/or PALM from the solution")
+    ap.add_argument("--starts", nargs="*", default=["rerun", "solution"], choices=("rerun", "solution"),
+                    help="replicates re-run the whole estimator, and/or PALM from the solution (none: only --pilot-k's)")
     ap.add_argument("--second-stage", action="store_true",
                     help="also the bootstrap at θ̂ − bias* (twice the cost): its rms as the error")
     ap.add_argument("--set", action="append", default=[], help="a config override, as `xhsi run --set`")
