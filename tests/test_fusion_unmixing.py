@@ -10,7 +10,8 @@ import pytest
 from xhsi import plugins
 from xhsi.config import load_config
 from xhsi.errors import ConfigError
-from xhsi.problems.fusion_unmixing import FusionUnmixing, imager_and_spectrometer, upsampled
+from xhsi.problems.fusion_unmixing import FusionUnmixing, imager_and_spectrometer
+from xhsi.problems.fusion_unmixing_comparisons import upsampled
 from xhsi.problems.spectral_table import TabulatedModel
 from xhsi.runner import check_config, prepare
 from xhsi.spectral.models import build_spectral_model

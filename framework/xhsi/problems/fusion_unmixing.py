@@ -27,8 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
 from ..errors import ConfigError, did_you_mean
 from ..results import Result
 from ..schema import option
@@ -152,11 +150,3 @@ class FusionUnmixing(Unmixing):
         if self.spectrometer != self.imager:
             out.update(comparison_metrics(self, truth))
         return out
-
-
-def upsampled(maps: dict[str, np.ndarray], factor: int) -> dict[str, np.ndarray]:
-    """Maps of a coarser grid repeated onto a grid ``factor`` times finer per axis;
-    amplitudes (fluxes per pixel) shared equally between the fine pixels."""
-    ones = np.ones((factor, factor))
-    return {name: np.kron(m, ones) / (factor ** 2 if name.endswith(".amplitude") else 1.0)
-            for name, m in maps.items()}

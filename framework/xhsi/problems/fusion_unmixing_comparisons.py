@@ -64,6 +64,14 @@ def _solver(section):
     return plugins.get("solver", section.name).from_config(section)
 
 
+def upsampled(maps: dict[str, np.ndarray], factor: int) -> dict[str, np.ndarray]:
+    """Maps of a coarser grid repeated onto a grid ``factor`` times finer per axis;
+    amplitudes (fluxes per pixel) shared equally between the fine pixels."""
+    ones = np.ones((factor, factor))
+    return {name: np.kron(m, ones) / (factor ** 2 if name.endswith(".amplitude") else 1.0)
+            for name, m in maps.items()}
+
+
 def imager_alone(problem) -> dict:
     """Maps of the problem on the imager's counts alone."""
     alone = type(problem)(problem.config, problem.backend, problem.grid, [problem.observations[problem.imager]], [],
@@ -76,7 +84,6 @@ def spectrometer_alone(problem) -> dict:
     from ..grid import ModelGrid
     from ..instruments.forward import compile_forward
     from .base import ObservationData
-    from .fusion_unmixing import upsampled
 
     spec = problem.observations[problem.spectrometer]
     section = next(o for o in problem.config.observations if o.name == spec.name)
