@@ -25,16 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 COMPARISONS = ("imager_alone", "spectrometer_alone", "fusion_pixelfit")
 
 
 def check_comparisons(config, options) -> None:
     """ConfigError for an unknown comparison, or ``fusion_pixelfit`` without a fusion config
-    to take its set-up from."""
-    from ..errors import did_you_mean
-
+    to take its set-up from (named, existing, and a fusion config): before the run, not after
+    its solve."""
     for name in options.comparisons:
         if name not in COMPARISONS:
             raise ConfigError(f"{config.source}: `problem.comparisons`: unknown comparison `{name}`"
@@ -44,10 +43,23 @@ def check_comparisons(config, options) -> None:
             raise ConfigError(f"{config.source}: `problem.comparisons` has `fusion_pixelfit`: set "
                               "`problem.comparison_fusion` to a fusion config whose [[regularizers]] and [solver] "
                               "it runs (e.g. \"fusion_xmm_xrism_small.toml\", relative to this config).")
-        path = fusion_config_path(config, options)
-        if not path.is_file():
-            raise ConfigError(f"{config.source}: `problem.comparison_fusion` = {options.comparison_fusion!r}: no such "
-                              f"file ({path}).")
+        fusion_config(config, options)
+
+
+def fusion_config(config, options):
+    """The config ``comparison_fusion`` names (resolved against the run config's folder);
+    ConfigError when it is missing or not a fusion config."""
+    from ..config import load_config
+
+    path = fusion_config_path(config, options)
+    if not path.is_file():
+        raise ConfigError(f"{config.source}: `problem.comparison_fusion` = {options.comparison_fusion!r}: no such "
+                          f"file ({path}).")
+    fcfg = load_config(path)
+    if fcfg.run.problem != "fusion":
+        raise ConfigError(f"{config.source}: `problem.comparison_fusion` ({path}) is a `{fcfg.run.problem}` "
+                          "config; it must be a fusion config.")
+    return fcfg
 
 
 def fusion_config_path(config, options) -> Path:
@@ -102,14 +114,10 @@ def spectrometer_alone(problem) -> dict:
 def fusion_pixelfit(problem) -> dict:
     """Maps of per-pixel fits of the cube fused by ``comparison_fusion``'s set-up."""
     from .. import plugins
-    from ..config import load_config
     from .base import make_regularizers
     from .imaging import Fusion
 
-    fcfg = load_config(fusion_config_path(problem.config, problem.options))
-    if fcfg.run.problem != "fusion":
-        raise ConfigError(f"{problem.config.source}: `problem.comparison_fusion` ({fcfg.source}) is a "
-                          f"`{fcfg.run.problem}` config; it must be a fusion config.")
+    fcfg = fusion_config(problem.config, problem.options)
     fusion = Fusion(fcfg, problem.backend, problem.grid, problem.observations, make_regularizers(fcfg),
                     plugins.get("likelihood", "poisson"), fcfg.problem)
     return pixelfit_of_cube(problem, fusion.solve(_solver(fcfg.solver)).arrays["cube"])

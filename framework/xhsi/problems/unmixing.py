@@ -480,10 +480,8 @@ class Unmixing(SpectralReduction, Problem):
         per_fit = []
         for fitter, (_, weight) in zip(self._fisher_fitters(), self._fisher_optics):
             errors = fitter.error_maps(maps)
-            if weight != 1.0:
-                with np.errstate(divide="ignore"):
-                    errors = {k: e / np.sqrt(weight) if weight > 0 else np.full_like(e, np.inf)
-                              for k, e in errors.items()}
+            if weight != 1.0:  # 0: no information (an infinite error)
+                errors = {k: e / np.sqrt(weight) if weight > 0 else np.full_like(e, np.inf) for k, e in errors.items()}
             per_fit.append(errors)
         return {name: combined_error([e[name] for e in per_fit]) for name in per_fit[0]}
 
