@@ -226,9 +226,9 @@ def test_a_run_writes_the_bootstrap_error_maps_and_says_so(tmp_path):
 
 
 def test_the_pilot_is_the_fit_without_the_prior_and_the_errors_are_about_it(tmp_path):
-    """``bootstrap_from = "pilot"`` (the default): the replicates are drawn at the problem
-    solved without its prior — the same maps as the config with k = 0 — and the error is
-    their rms deviation from that pilot; ``"solution"`` draws them at the solution."""
+    """``bootstrap_from = "pilot"``: the replicates are drawn at the problem solved without
+    its prior — the same maps as the config with k = 0 — and the error is their rms
+    deviation from that pilot; ``"solution"`` (the default) draws them at the solution."""
     from xhsi.problems.bootstrap import bootstrap_errors, unregularised_pilot
 
     problem, solver, mixture, blocks, xs, maps, _ = solved(cluster(tmp_path, k=3.0))
@@ -238,15 +238,14 @@ def test_the_pilot_is_the_fit_without_the_prior_and_the_errors_are_about_it(tmp_
     for name in ("thermal.kT", "thermal.amplitude"):
         np.testing.assert_array_equal(pilot[name], free[name])
     assert not np.array_equal(pilot["thermal.kT"], maps["thermal.kT"])  # the prior does act
-    errors, notes = bootstrap_errors(problem, solver, mixture, blocks, xs, maps, 4, 3, seed=2)
+    errors, notes = bootstrap_errors(problem, solver, mixture, blocks, xs, maps, 4, 3, seed=2, start_from="pilot")
     pmix, pblocks, pxs, _ = unregularised_pilot(problem, solver, 3)
     reps = bootstrap_replicates(problem, solver, pmix, pblocks, pxs, samples=4, iterations=3, seed=2)
     np.testing.assert_allclose(errors["thermal.kT"], half_width(pilot["thermal.kT"], reps["thermal.kT"], "rms"))
     assert notes["from"] == "pilot" and "pilot" in notes["interval"]
-    at_solution, notes = bootstrap_errors(problem, solver, mixture, blocks, xs, maps, 4, 3, seed=2,
-                                          start_from="solution")
+    at_solution, notes = bootstrap_errors(problem, solver, mixture, blocks, xs, maps, 4, 3, seed=2)
     reps = bootstrap_replicates(problem, solver, mixture, blocks, xs, samples=4, iterations=3, seed=2)
     np.testing.assert_allclose(at_solution["thermal.kT"], half_width(maps["thermal.kT"], reps["thermal.kT"], "rms"))
     assert notes["from"] == "solution"
-    with pytest.raises(ConfigError, match="not one of pilot, solution"):
+    with pytest.raises(ConfigError, match="not one of solution, pilot"):
         load_config(cluster(tmp_path), ['problem.bootstrap_from="truth"'])

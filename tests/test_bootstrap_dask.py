@@ -90,7 +90,7 @@ def test_the_runner_hands_its_tasks_and_progress_to_the_bootstrap(tmp_path, caps
     run(load_config(path), out=tmp_path / "there", bootstrap_tasks=tasks)
     err = capsys.readouterr().err
     assert tasks.calls == [[0, 1, 2]]
-    assert "bootstrap: 3 replicates drawn at an unregularised pilot fit, 2 palm iterations each, as Dask tasks on tcp://fake:8786 (3 workers)" in err
+    assert "bootstrap: 3 replicates drawn at the solution, 2 palm iterations each, as Dask tasks on tcp://fake:8786 (3 workers)" in err
     assert "bootstrap [1/3] replicate 3 done in " in err and "bootstrap [3/3] replicate 1 done in " in err, err
     here, there = error_maps(tmp_path / "here"), error_maps(tmp_path / "there")
     assert set(here) == set(there) and here

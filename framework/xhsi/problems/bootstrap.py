@@ -8,8 +8,9 @@ the problem itself (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*,
 10, the parametric bootstrap of the standard error and of the bias):
 
 1. the expected counts μ_k = A_k Z(θ̃) + B_k of every observation, background included,
-   at θ̃: by default (``[problem] bootstrap_from = "pilot"``) an **unregularised pilot**,
-   the problem solved without its prior (``unregularised_pilot``), else the solution θ̂;
+   at θ̃: by default (``[problem] bootstrap_from = "solution"``) the solution θ̂, else
+   (``"pilot"``) an **unregularised pilot**, the problem solved without its prior
+   (``unregularised_pilot``);
 2. B replicates y*_b ~ Poisson(μ_k), each from its own stream ``replicate_rng(seed, b)``
    (a ``numpy.random.SeedSequence`` child of the run's seed: replicate b is the same
    whatever B, on every backend);
@@ -30,12 +31,18 @@ the problem itself (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*,
    θ̂ ± err is an interval about the map that is written (``half_width``; ``INTERVALS``
    lists the alternatives bench/coverage_unmixing.py measured).
 
-Why the pilot (Hall 1992, "Effect of bias estimation on coverage accuracy of bootstrap
-confidence intervals for a probability density", Ann. Statist. 20, 675: resample from an
+Where to draw them (docs/unmixing.md, "Error maps"; bench/coverage_unmixing.py). The pilot
+follows Hall 1992 ("Effect of bias estimation on coverage accuracy of bootstrap confidence
+intervals for a probability density", Ann. Statist. 20, 675: resample from an
 undersmoothed estimate): the prior's bias is largest where the sky has structure the prior
-smooths away; drawn at the smooth θ̂, the replicates are re-smoothed little and the bias
-is missed. Measured with the L-BFGS solver (docs/unmixing.md, "Error maps"): drawn at θ̂ the
-68 % intervals covered 41–59 % on the CasA toy at 1e5 s, drawn at the pilot 62–67 %.
+smooths away, and drawn at the smooth θ̂ the replicates are re-smoothed little. With
+L-BFGS stopped at 100 iterations the pilot was the better calibrated (16 of 24 cells within
+60–76 %, at θ̂ 17 but failing low, 41–59 %). With L-BFGS run to convergence, as the configs
+do since 2026-12-07, the estimator's errors shrank and the pilot's rough sky overstates
+them: 68 % intervals drawn at the pilot covered 66–97 % (9 of 24 cells within 60–76 %),
+drawn at θ̂ 50–75 % (19 of 24, mean of 3 noise draws). So θ̂ is the default again; where
+it misses it is too narrow (50–58 % where the prior's bias dominates, at 1e5 s), the pilot
+too wide.
 
 The replicates are independent fits: ``fit_replicates`` runs them one after the other, or
 hands them to ``tasks`` (``xhsi run --workers N``: Dask tasks,
@@ -69,9 +76,9 @@ INTERVALS = ("sd", "rms", "fisher_bias")
 #: metrics and thresholds, then PALM), ``solution`` PALM from the solution with the run's
 #: blocks (cheaper; measured to under-disperse, bench/coverage_unmixing.py).
 STARTS = ("rerun", "solution")
-#: Where the replicates are drawn (``[problem] bootstrap_from``): ``pilot`` an unregularised
-#: fit of the data (the default), ``solution`` the solution itself.
-FROM = ("pilot", "solution")
+#: Where the replicates are drawn (``[problem] bootstrap_from``): ``solution`` the solution
+#: itself (the default), ``pilot`` an unregularised fit of the data.
+FROM = ("solution", "pilot")
 #: Spawn key of the replicates' random streams: the run's seed with this key gives streams
 #: independent of the simulation's (``Backend.rng``, the seed with no key).
 _STREAM = 26
@@ -294,7 +301,7 @@ def bootstrap_replicates(problem, solver, mixture, blocks, xs, samples: int, ite
 
 def bootstrap_errors(problem, solver, mixture, blocks, xs, maps: dict, samples: int, iterations: int, seed: int,
                      tasks: Tasks | None = None, say: Callable[[str], None] | None = None,
-                     start_from: str = "pilot") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                     start_from: str = "solution") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(1-σ error maps of the fitted ``maps`` by the parametric bootstrap (module
     docstring: the replicates' root-mean-square deviation from the point they were drawn
     at, ``start_from`` the unregularised pilot or the solution), what run.json reports:

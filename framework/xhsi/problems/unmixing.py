@@ -92,10 +92,10 @@ class UnmixingOptions:
     bootstrap_iter: int = option(0, min=0, unit="iterations",
                                  doc="bootstrap: solver iterations of each replicate's fit (0: the run's [solver] "
                                      "max_iter, the estimator itself)")
-    bootstrap_from: str = option("pilot", choices=("pilot", "solution"),
-                                 doc="bootstrap: draw the replicates at an unregularised pilot fit and measure "
-                                     "their rms deviation from it (pilot: the prior's bias at a map as rough as "
-                                     "the data's), or at the solution and from it (solution)")
+    bootstrap_from: str = option("solution", choices=("solution", "pilot"),
+                                 doc="bootstrap: draw the replicates at the solution and measure their rms "
+                                     "deviation from it (solution), or at an unregularised pilot fit and from it "
+                                     "(pilot: the prior's bias at a map as rough as the data's; wider)")
 
 
 class Unmixing(SpectralReduction, Problem):
