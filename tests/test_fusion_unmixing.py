@@ -254,8 +254,8 @@ def test_run_writes_maps_and_metrics(tmp_path):
     ('comparisons = ["imager_alon"]', "unknown comparison `imager_alon`.*did you mean `imager_alone`"),
     ('comparisons = ["fusion_pixelfit"]', "set `problem.comparison_fusion` to a fusion config"),
     ('comparisons = ["fusion_pixelfit"]\ncomparison_fusion = "nope.toml"', "comparison_fusion.*no such file"),
-    ('comparisons = ["fusion_pixelfit"]\ncomparison_fusion = "fu.toml"', "is a `fusion_unmixing` config; it must be "
-                                                                          "a fusion config"),
+    ('comparisons = ["fusion_pixelfit"]\ncomparison_fusion = "fu.toml"', "is a config of problem `fusion_unmixing`; "
+                                                                          "it must be a fusion config"),
 ])
 def test_config_errors(tmp_path, extra, fragment):
     with pytest.raises(ConfigError, match=fragment):

@@ -57,8 +57,8 @@ def fusion_config(config, options):
                           f"file ({path}).")
     fcfg = load_config(path)
     if fcfg.run.problem != "fusion":
-        raise ConfigError(f"{config.source}: `problem.comparison_fusion` ({path}) is a `{fcfg.run.problem}` "
-                          "config; it must be a fusion config.")
+        raise ConfigError(f"{config.source}: `problem.comparison_fusion` ({path}) is a config of problem "
+                          f"`{fcfg.run.problem}`; it must be a fusion config.")
     return fcfg
 
 
