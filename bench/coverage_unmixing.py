@@ -4,8 +4,9 @@ parametric bootstrap (``xhsi.problems.bootstrap``), on several scenes and count 
 
 Not a unit test: a script that runs real unmixings. configs/unmixing_casa_chandra_small.toml
 (3-8 keV in 100 bins of 50 eV, ACIS-S, 16 × 16 pixels of 1.968″, lines broadened by
-1000 km/s in scene and model), its solver settings (PALM from the unbinned pixel fits,
-``parameter_k = 1``, 2 scales) with ``--max-iter`` iterations, on three scenes never tuned on:
+1000 km/s in scene and model), its solver settings (L-BFGS from the unbinned pixel fits,
+``parameter_k = 1``, 2 scales, its ``tol``) with at most ``--max-iter`` iterations (3000:
+to convergence, as the config runs), on three scenes never tuned on:
 
 - ``casa_s0``: casa_like (seed 0), the config's own scene;
 - ``casa_s3_sync40``: casa_like seed 3, 40 % synchrotron, shell 0.45, clumpier (0.9 e-folds);
@@ -24,6 +25,9 @@ with |estimate − truth| ≤ err; the table gives the mean over the seeds (min�
 
     nice -n 10 .venv/bin/python bench/coverage_unmixing.py          # ~6 min on one core
     nice -n 10 .venv/bin/python bench/coverage_unmixing.py --scenes casa_s0 --exposures 1e5
+    # what docs/unmixing.md "At convergence" reports (6-10 min per seed on 2 cores)
+    .venv/bin/python bench/coverage_unmixing.py --max-iter 3000 --starts rerun --seeds 0 1 2
+    .venv/bin/python bench/coverage_unmixing.py --max-iter 3000 --starts --pilot-k 0 --seeds 0
 
 Writes bench/results/coverage_unmixing.{json,md} (``--out`` + .json, .md) and prints the
 table. Also measured, with the same script:
