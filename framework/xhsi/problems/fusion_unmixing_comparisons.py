@@ -84,11 +84,16 @@ def upsampled(maps: dict[str, np.ndarray], factor: int) -> dict[str, np.ndarray]
             for name, m in maps.items()}
 
 
+def _solved_alone(problem, grid, observation) -> dict:
+    """Maps of the same problem (config, options, solver) on one observation and ``grid``."""
+    alone = type(problem)(problem.config, problem.backend, grid, [observation], [], problem.likelihood_cls,
+                          problem.options)
+    return alone.solve(_solver(problem.config.solver)).maps
+
+
 def imager_alone(problem) -> dict:
     """Maps of the problem on the imager's counts alone."""
-    alone = type(problem)(problem.config, problem.backend, problem.grid, [problem.observations[problem.imager]], [],
-                          problem.likelihood_cls, problem.options)
-    return alone.solve(_solver(problem.config.solver)).maps
+    return _solved_alone(problem, problem.grid, problem.observations[problem.imager])
 
 
 def spectrometer_alone(problem) -> dict:
@@ -106,9 +111,7 @@ def spectrometer_alone(problem) -> dict:
                               section.exposure_s, spectral_rebin=section.spectral_rebin, backend=problem.backend,
                               psf_size=psf)
     obs = ObservationData(spec.name, forward, spec.counts, spec.background, spec.instrument)
-    alone = type(problem)(problem.config, problem.backend, coarse, [obs], [], problem.likelihood_cls,
-                          problem.options)
-    return upsampled(alone.solve(_solver(problem.config.solver)).maps, r)
+    return upsampled(_solved_alone(problem, coarse, obs), r)
 
 
 def fusion_pixelfit(problem) -> dict:

@@ -42,6 +42,7 @@ from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem, run_solver
+from .bootstrap import FROM as BOOTSTRAP_FROM
 from .components import config_dir, map_metrics, map_units, resolve_components
 from .fitting import PixelFitter, spectral_response
 from .mixture import DataFit, Mixture
@@ -92,7 +93,7 @@ class UnmixingOptions:
     bootstrap_iter: int = option(0, min=0, unit="iterations",
                                  doc="bootstrap: solver iterations of each replicate's fit (0: the run's [solver] "
                                      "max_iter, the estimator itself)")
-    bootstrap_from: str = option("solution", choices=("solution", "pilot"),
+    bootstrap_from: str = option("solution", choices=BOOTSTRAP_FROM,
                                  doc="bootstrap: draw the replicates at the solution and measure their rms "
                                      "deviation from it (solution), or at an unregularised pilot fit and from it "
                                      "(pilot: the prior's bias at a map as rough as the data's; wider)")
