@@ -125,17 +125,19 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
         reps[start] = bootstrap_replicates(problem, solver, mixture, blocks, out.x, args.samples, iters, seed,
                                            start=start)
         row["bootstrap_s"][start] = time.perf_counter() - t1
-    pilot = None
-    if args.pilot_k is not None:
+    pilots = {}
+    for factor in args.pilot_k:
         # drawn at a pilot fit with every starlet threshold × F (0: the library's
         # unregularised pilot, [problem] bootstrap_from = "pilot"), fitted by the estimator,
         # the rms deviation from the pilot (xhsi.problems.bootstrap)
         t1 = time.perf_counter()
         iters = args.boot_iter or args.max_iter
-        pmixture, pblocks, pxs, pmaps = solved_copy(problem_copy(problem, prior_factor=args.pilot_k),
+        pmixture, pblocks, pxs, pmaps = solved_copy(problem_copy(problem, prior_factor=factor),
                                                     plugins.get("solver", cfg.solver.name).from_config(cfg.solver))
-        pilot = (pmaps, bootstrap_replicates(problem, solver, pmixture, pblocks, pxs, args.samples, iters, seed))
-        row["bootstrap_s"]["pilot"] = time.perf_counter() - t1
+        name = _pilot_name(factor)
+        pilots[name] = (pmaps, bootstrap_replicates(problem, solver, pmixture, pblocks, pxs, args.samples, iters, seed))
+        row["bootstrap_s"][name] = time.perf_counter() - t1
+    row["roughness"] = {}
     second = None
     if args.second_stage and "rerun" in reps:
         # the bootstrap again at the bias-corrected point θ̃ = θ̂ − bias* (its own replicate
@@ -162,8 +164,13 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
                                                       errs[f"{start}_sd"])
             if second is not None:
                 errs["second_stage_rms"] = half_width(second[0][key], second[1][key], "rms")
-            if pilot is not None:
-                errs["pilot_rms"] = half_width(pilot[0][key], pilot[1][key], "rms")
+            for name, (pmaps, preps) in pilots.items():
+                errs[f"{name}_rms"] = half_width(pmaps[key], preps[key], "rms")
+            # mean roughness of the replicates over the run's (data-only: no truth)
+            reference = roughness(maps[key], fisher[key])
+            row["roughness"][key] = {n: float(np.mean([roughness(m, fisher[key]) for m in r[key]]) / reference)
+                                     for n, r in [(s_, reps[s_]) for s_ in reps] + [(n, v[1]) for n, v in pilots.items()]}
+            row["roughness"][key]["truth"] = roughness(true_map, fisher[key]) / reference  # diagnostic only
             cov = {m: coverage(maps[key], e, true_map, mask) for m, e in errs.items()}
             cov.update({m: coverage(c, e, true_map, mask) for m, (c, e) in centres.items()})
             row["coverage"][key] = cov
@@ -171,6 +178,23 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
             # how wide: the median over the mask of each error map over the Fisher error
             row["median_ratio"][key] = {m: float(np.nanmedian(e[mask] / fisher[key][mask])) for m, e in errs.items()}
     return row
+
+
+def _pilot_name(factor: float) -> str:
+    """The method name of the bootstrap drawn at a pilot with thresholds × ``factor``."""
+    return "pilot" if factor == 0 else f"pilot{factor:g}"
+
+
+def roughness(m, sigma, scales: int = 2) -> float:
+    """Σ over the detail scales and pixels of |starlet coefficient| / σ (σ: the map's
+    Fisher error; pixels without information left out): how rough a map is in units of its
+    noise, the quantity the prior penalises."""
+    from xhsi.sparsity.wavelets import starlet2d
+
+    sigma = np.asarray(sigma, dtype=np.float64)
+    ok = np.isfinite(sigma) & (sigma > 0)
+    coeffs = np.asarray(starlet2d(np.nan_to_num(np.asarray(m, dtype=np.float64)), scales))[:scales]
+    return float(np.sum(np.abs(coeffs[:, ok]) / sigma[ok]))
 
 
 def bias_corrected_point(problem, mixture, xs, maps: dict, reps: dict, backend) -> list:
@@ -200,7 +224,10 @@ def table(rows: list[dict]) -> str:
     """Coverage (%) per scene and exposure, the mean over the seeds (min–max in brackets),
     then the range over every scene, exposure and seed."""
     keys = [k for k in LABELS if any(k in r["coverage"] for r in rows)]
-    methods = [(m, label) for m, label in METHODS if any(m in c for r in rows for c in r["coverage"].values())]
+    known = dict(METHODS)
+    extra = sorted({m for r in rows for c in r["coverage"].values() for m in c if m.startswith("pilot") and m not in known})
+    listed = METHODS + [(m, f"rms about a pilot with thresholds × {m[5:-4]}") for m in extra]
+    methods = [(m, label) for m, label in listed if any(m in c for r in rows for c in r["coverage"].values())]
     seeds = sorted({r["seed"] for r in rows})
     head = "| scene | exposure (s) | errors | " + " | ".join(LABELS[k] for k in keys) + " |"
     lines = [head, "|" + "---|" * (len(keys) + 3)]
@@ -240,7 +267,7 @@ def main(argv=None) -> int:
     ap.add_argument("--second-stage", action="store_true",
                     help="also the bootstrap at θ̂ − bias* (twice the cost): its rms as the error")
     ap.add_argument("--set", action="append", default=[], help="a config override, as `xhsi run --set`")
-    ap.add_argument("--pilot-k", type=float, default=None, metavar="F",
+    ap.add_argument("--pilot-k", type=float, nargs="*", default=[], metavar="F",
                     help="also the bootstrap drawn at a pilot fit with every starlet threshold × F (0: without the "
                          "prior, what bootstrap_from = \"pilot\" writes)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "coverage_unmixing")

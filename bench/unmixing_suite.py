@@ -69,7 +69,7 @@ THERMAL = {
              'init = { kT = 2.0, z = 0.0 }\nbounds = { kT = [0.5, 8.0], z = [-0.02, 0.02] }\n',
     "surrogate": 'model = "surrogate"\noptions = { file = "{file}" }\n'
                  'init = { kT = 2.0, z = 0.0 }\nbounds = { kT = [0.5, 8.0], z = [-0.02, 0.02] }\n',
-    "iae": 'model = "iae"\noptions = { file = "{file}" }\n',  # weights w1..w3: the file's bounds and mean start
+    "iae": 'model = "iae"\noptions = { file = "{file}" }\n',  # weights w1, w2: the file's bounds and mean start
 }
 
 

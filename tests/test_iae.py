@@ -15,7 +15,7 @@ from xhsi.backend import Backend, to_numpy
 from xhsi.errors import ConfigError, DataError
 from xhsi.spectral import spectra
 from xhsi.spectral.iae import fit_physical, load_iae, save_iae
-from xhsi.spectral.iae_data import TrainIAESection, TrainingSet, library_set, sample_model
+from xhsi.spectral.iae_data import TrainIAESection, TrainingSet, _anchor_points, library_set, sample_model, simplex_vertices
 from xhsi.spectral.iae_training import _Net, train_iae
 from xhsi.spectral.library import read_spectral_library, write_spectral_library
 from xhsi.spectral.models import build_spectral_model
@@ -107,15 +107,42 @@ def test_fit_physical_of_the_decoded_spectra(tiny, tmp_path):
 
 
 def test_an_anchor_has_the_unit_vector_of_weights(free_weights, tiny):
-    for iae, expr, corners in ((free_weights, "absorption * powerlaw", [[0.05, 1.0], [0.05, 3.0], [2.0, 1.0], [2.0, 3.0]]),
+    for iae, expr, corners in ((free_weights, "absorption * powerlaw", [[0.05, 1.0], [2.0, 1.0], [1.025, 3.0]]),
                                (tiny, "powerlaw", [[1.0], [3.0]])):
         model = IAEModel(iae=iae).setup(EDGES)
         k = len(corners)
         assert np.allclose(iae.anchor_parameters, corners)
         anchors = build_spectral_model(expr).setup(EDGES).evaluate(np.array(corners).T)
-        weights = model.encode(anchors)  # (n_params, k): free weights of each anchor
+        weights = model.encode(anchors)  # (n_params, k): parameters of each anchor
+        if iae.weight_matrix is not None:  # aligned coordinates w = M λ + c: back to the free weights λ
+            weights = np.linalg.solve(iae.weight_matrix, weights - iae.weight_offset[:, None])
         full = weights if model.n_params == k else np.vstack([weights, 1.0 - weights.sum(axis=0)])
         np.testing.assert_allclose(full, np.eye(k), atol=1e-3)
+
+
+def test_aligned_weights_follow_the_physical_parameters(tiny, free_weights):
+    # tiny: 2 simplex anchors, one free weight for Γ in [1, 3]: aligned, w1 ≈ (Γ - 1) / 2
+    assert tiny.metadata["weights"]["kind"] == "aligned" and tiny.weight_matrix.shape == (1, 1)
+    gamma = np.linspace(1.1, 2.9, 7)
+    w = np.asarray(IAEModel(iae=tiny).setup(EDGES).encode(spectra.powerlaw(EDGES, gamma[None, :]))).reshape(-1)
+    np.testing.assert_allclose(w, (gamma - 1.0) / 2.0, atol=0.1)
+    assert tiny.metadata["weights"]["rms_residual"][0] < 0.1
+    # free_weights: no sum-to-one, 3 free weights for 2 parameters: the barycentric weights
+    assert free_weights.weight_matrix is None and free_weights.metadata["weights"] == {"kind": "barycentric"}
+    plain = _train(aligned=False)
+    assert plain.weight_matrix is None and plain.parameters[0].bounds != tiny.parameters[0].bounds
+
+
+def test_default_anchors_are_a_simplex_or_the_corners():
+    names, lo, hi = ["kT", "z"], np.array([0.5, -0.02]), np.array([8.0, 0.02])
+    simplex = _anchor_points(_settings(log_parameters=["kT"]), names, lo, hi)
+    np.testing.assert_allclose(simplex, [[0.5, -0.02], [8.0, -0.02], [2.0, 0.02]])  # the middle of ln kT: 2 keV
+    corners = _anchor_points(_settings(anchor_layout="corners"), names, lo, hi)
+    np.testing.assert_allclose(corners, [[0.5, -0.02], [0.5, 0.02], [8.0, -0.02], [8.0, 0.02]])
+    v = simplex_vertices(3)
+    assert v.shape == (4, 3) and abs(np.linalg.det(v[1:] - v[0])) > 0.1  # p + 1 affinely independent points
+    with pytest.raises(ConfigError, match="give at most 16 anchors"):
+        _anchor_points(_settings(anchor_layout="corners"), list("abcde"), np.zeros(5), np.ones(5))
 
 
 @pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict"])
@@ -190,6 +217,15 @@ def test_save_and_load_round_trip_without_pickle(tiny, tmp_path):
     spectrum = be.asarray(spectra.powerlaw(EDGES, np.array([1.5, 2.5])))
     assert_close(a.encode(spectrum), to_numpy(b.encode(spectrum)), rtol=1e-14, xp=be.xp)
     assert load_iae(path).validation == tiny.validation
+
+
+def test_an_invalid_alignment_is_refused(tiny, tmp_path):
+    import dataclasses
+
+    for matrix, offset in ((np.zeros((1, 1)), np.zeros(1)), (np.eye(2), np.zeros(2)), (np.eye(1), None)):
+        bad = dataclasses.replace(tiny, weight_matrix=matrix, weight_offset=offset)
+        with pytest.raises(DataError, match="invalid IAE model"):
+            load_iae(save_iae(bad, tmp_path / "bad.npz"))
 
 
 def test_altered_files_are_refused(tiny, tmp_path):
@@ -291,6 +327,7 @@ def test_train_model_and_validate_commands(tmp_path, capsys):
     assert cli.main(["train-model", str(cfg), "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "IAE of powerlaw" in printed and "held-out relative L2 error" in printed and "read-out of index" in printed
+    assert "weights aligned with index (rms residual" in printed
     model = build_spectral_model("absorption * iae", {"iae": {"file": str(out)}}).setup(EDGES)
     assert model.parameter_names == ("nh", "w1")
 

@@ -25,10 +25,17 @@ and ends with a normalised exponential, so every decoded spectrum is positive wi
 sum whatever λ.
 
 As a :class:`~xhsi.spectral.models.SpectralModel` (plugin ``iae``), the parameters are the
-barycentric weights: with the sum-to-one constraint ``w1 ... w{k-1}`` and the last weight
-1 - Σ w (``k`` weights without it). Their bounds are the range of the weights of the
-training spectra widened by a margin, their defaults the training mean, so that unmixing
-regularises the weight maps like any parameter map. Physical parameters are read back by a
+free barycentric weights λ_free (with the sum-to-one constraint the first k - 1, the last
+weight being 1 - Σ; all k without it), or, when the file has an *alignment* (``weight_matrix``
+M, ``weight_offset`` c: trained with ``aligned = true`` and as many free weights as physical
+parameters), their affine coordinates w = M λ_free + c, M and c fitted by least squares on
+the training set so that w_i ≈ the i-th physical parameter scaled to [0, 1] over its
+training range (in ln θ for log parameters). The decoder and the encoder are unchanged (an
+affine change of coordinates of the same weights); what changes is the geometry of the
+maps a separable prior sees: each weight map follows one physical parameter, as exact-model
+maps do, instead of a mixture of all of them. The parameters' bounds are the range of the
+training spectra's weights widened by a margin, their defaults the training mean, so that
+unmixing regularises the weight maps like any parameter map. Physical parameters are read back by a
 polynomial regression of the training parameters (in ln θ for log-sampled ones) on the
 standardised weights (:meth:`DeviceIAE.physical`), fitted by least squares on the training
 set.
@@ -129,7 +136,8 @@ class IAE(LearntFile):
     ``encoder_in`` / ``decoder_out``: (W, b) of the input and output dense layers;
     ``encoder_blocks`` / ``decoder_blocks``: [(W, b)] of the residual blocks (b as (d, 1));
     ``anchor_codes`` Φ_E (d, k); ``log_mean``/``log_scale`` m, s (n_out,); ``readout_*``:
-    the polynomial read-out of the physical parameters."""
+    the polynomial read-out of the physical parameters; ``weight_matrix``, ``weight_offset``
+    M (n, n), c (n,): the alignment w = M λ_free + c (None: w = λ_free)."""
 
     encoder_in: tuple[np.ndarray, np.ndarray]
     encoder_blocks: list[tuple[np.ndarray, np.ndarray]]
@@ -147,6 +155,8 @@ class IAE(LearntFile):
     energy_edges_kev: np.ndarray
     metadata: dict = field(default_factory=dict)
     output_edges_kev: np.ndarray | None = None
+    weight_matrix: np.ndarray | None = None
+    weight_offset: np.ndarray | None = None
 
     @property
     def parameters(self) -> tuple[Parameter, ...]:
@@ -179,7 +189,8 @@ class IAE(LearntFile):
 class DeviceIAE:
     """An :class:`IAE` on an array namespace and dtype. Parameters ``theta`` are
     ``(n_weights, N)``: the free barycentric weights (k - 1 with the sum-to-one constraint,
-    the last weight being 1 - Σ θ; k without)."""
+    the last weight being 1 - Σ; k without), or their aligned coordinates M λ_free + c when
+    the file has an alignment (module docstring)."""
 
     def __init__(self, iae: IAE, xp, dtype):
         xp = compat_namespace(xp)
@@ -190,11 +201,17 @@ class DeviceIAE:
         self.sum_to_one = bool(arch["sum_to_one"])
         codes = np.asarray(iae.anchor_codes, dtype=np.float64)
         k = codes.shape[1]
-        if self.sum_to_one:  # Φ_E λ = Φ_E[:, k-1] + (Φ_E[:, :k-1] - Φ_E[:, k-1]) θ
-            self.latent_matrix = put(codes[:, :k - 1] - codes[:, k - 1:])
-            self.latent_offset = put(codes[:, k - 1:])
+        if self.sum_to_one:  # Φ_E λ = Φ_E[:, k-1] + (Φ_E[:, :k-1] - Φ_E[:, k-1]) λ_free
+            matrix, offset = codes[:, :k - 1] - codes[:, k - 1:], codes[:, k - 1:]
         else:
-            self.latent_matrix, self.latent_offset = put(codes), None
+            matrix, offset = codes, np.zeros((codes.shape[0], 1))
+        self.aligned = iae.weight_matrix is not None
+        if self.aligned:  # λ_free = M⁻¹ (θ - c): the latent code stays affine in θ
+            m_inv = np.linalg.inv(np.asarray(iae.weight_matrix, dtype=np.float64))
+            c = np.reshape(np.asarray(iae.weight_offset, dtype=np.float64), (-1, 1))
+            matrix, offset = matrix @ m_inv, offset - matrix @ (m_inv @ c)
+            self.weight_matrix, self.weight_offset = put(iae.weight_matrix), put(c)
+        self.latent_matrix, self.latent_offset = put(matrix), put(offset)
         col = lambda b: put(np.reshape(b, (-1, 1)))  # noqa: E731  biases as columns
         self.decoder = [(put(w), col(b)) for w, b in iae.decoder_blocks]
         self.encoder = [(put(w), col(b)) for w, b in iae.encoder_blocks]
@@ -220,8 +237,7 @@ class DeviceIAE:
 
     # -- decoder: the spectral model ------------------------------------------------------
     def _latent(self, theta):
-        psi = self.xp.matmul(self.latent_matrix, theta)
-        return psi + self.latent_offset if self.sum_to_one else psi
+        return self.xp.matmul(self.latent_matrix, theta) + self.latent_offset
 
     def _decode(self, theta):
         xp = self.xp
@@ -258,8 +274,9 @@ class DeviceIAE:
 
     # -- encoder: spectra to weights ------------------------------------------------------
     def encode(self, spectra):
-        """Free barycentric weights (n_weights, N) of spectra (n_out, N) (any positive
-        normalisation: they are normalised to unit sum first)."""
+        """The parameters (n_weights, N) of spectra (n_out, N): their free barycentric
+        weights, aligned when the file has an alignment (any positive normalisation: they
+        are normalised to unit sum first)."""
         xp = self.xp
         total = xp.sum(spectra, axis=0, keepdims=True)
         x = (xp.log(spectra / total + self.floor) - self.log_mean) / self.log_scale
@@ -267,12 +284,13 @@ class DeviceIAE:
         lam = xp.matmul(self.project, codes)
         if self.sum_to_one:
             lam = lam + self.project_offset
-        return lam[:self.n_weights, ...]
+        lam = lam[:self.n_weights, ...]
+        return self.xp.matmul(self.weight_matrix, lam) + self.weight_offset if self.aligned else lam
 
     # -- read-out: weights to physical parameters -----------------------------------------
     def physical(self, theta) -> dict:
-        """{name: (N,)} physical parameters read from the free weights (n_weights, N) by the
-        learnt polynomial, clipped to the training bounds."""
+        """{name: (N,)} physical parameters read from the parameters ``theta`` (n_weights, N)
+        by the learnt polynomial, clipped to the training bounds."""
         xp = self.xp
         u = (theta - self.readout_center) / self.readout_scale
         ones = xp.ones_like(u[0:1, ...])
@@ -322,6 +340,8 @@ def save_iae(iae: IAE, path: str | Path) -> Path:
               "energy_edges_kev": iae.energy_edges_kev}
     if iae.output_edges_kev is not None:
         arrays["output_edges_kev"] = iae.output_edges_kev
+    if iae.weight_matrix is not None:
+        arrays["weight_matrix"], arrays["weight_offset"] = iae.weight_matrix, iae.weight_offset
     for part, blocks in (("encoder", iae.encoder_blocks), ("decoder", iae.decoder_blocks)):
         for i, (w, b) in enumerate(blocks):
             arrays[f"{part}_w_{i}"], arrays[f"{part}_b_{i}"] = w, b
@@ -342,7 +362,16 @@ def load_iae(path: str | Path) -> IAE:
                   anchor_codes=a["anchor_codes"], anchor_parameters=a["anchor_parameters"],
                   readout_coef=a["readout_coef"], readout_exponents=a["readout_exponents"].astype(np.int64),
                   readout_center=a["readout_center"], readout_scale=a["readout_scale"],
-                  energy_edges_kev=a["energy_edges_kev"], metadata=meta, output_edges_kev=a.get("output_edges_kev"))
+                  energy_edges_kev=a["energy_edges_kev"], metadata=meta, output_edges_kev=a.get("output_edges_kev"),
+                  weight_matrix=a.get("weight_matrix"), weight_offset=a.get("weight_offset"))
+        if (iae.weight_matrix is None) != (iae.weight_offset is None):
+            raise ValueError("weight_matrix and weight_offset come together")
+        n_free = iae.n_anchors - bool(arch["sum_to_one"])
+        if iae.weight_matrix is not None and (iae.weight_matrix.shape != (n_free, n_free) or
+                                              iae.weight_offset.shape != (n_free,) or
+                                              not np.all(np.isfinite(iae.weight_matrix)) or
+                                              abs(np.linalg.det(iae.weight_matrix)) < 1e-12):
+            raise ValueError(f"the alignment must be an invertible {n_free} x {n_free} matrix and {n_free} offsets")
         physical, weights = iae.physical_parameters, iae.parameters
         if arch["activation"] not in ACTIVATIONS:
             raise ValueError(f"activation {arch['activation']!r}")

@@ -4,8 +4,9 @@ train-model`` with an ``[iae]`` table; the model is described in ``iae.py``, its
 Latin hypercube, log-uniform for the log parameters, McKay et al. 1979), optionally folded
 through an instrument response, or read from a spectral library file (``library.py``; its
 spectra re-binned to ``[model.energy]`` when given, flat within each library bin); and the
-anchors: the model's spectra at the anchor points (by default the 2^p corners of the
-bounds), or the library spectra nearest to them in the bounds scaled to the unit box (in
+anchors: the model's spectra at the anchor points (by default the p + 1 vertices of a
+simplex in the bounds, ``anchor_layout = "simplex"``; or the 2^p corners of the published
+IAE, ``"corners"``), or the library spectra nearest to them in the bounds scaled to the unit box (in
 ln θ for the log parameters). Every check a user's input can fail runs here, before any
 training."""
 from __future__ import annotations
@@ -23,10 +24,12 @@ from .models import Parameter, build_spectral_model
 from .training import TrainResponseSection, _evaluate_batched, _folding, _sample, _training_bounds
 
 __all__ = ["TrainIAESection", "IAEModelSection", "IAETrainingConfig", "TrainingSet", "is_iae_config",
-           "load_iae_training_config", "training_set_from_config", "sample_model", "library_set", "WEIGHTING_POWER"]
+           "load_iae_training_config", "training_set_from_config", "sample_model", "library_set", "simplex_vertices",
+           "WEIGHTING_POWER", "ANCHOR_LAYOUTS"]
 
 WEIGHTING_POWER = {"log": 0.0, "poisson": 1.0, "l2": 2.0}
 MAX_ANCHORS = 16
+ANCHOR_LAYOUTS = ("simplex", "corners")
 
 
 @dataclass
@@ -42,8 +45,11 @@ class TrainIAESection:
                                             "of a model")
     bounds: dict = option({}, doc="training range per parameter; default: the model's bounds, or the library's range")
     log_parameters: list[str] = option([], doc="parameters sampled log-uniformly and read out in ln θ")
-    anchors: list[dict] = option([], doc="anchor points, e.g. [{kT = 0.5, z = -0.02}, ...]; default: the 2^p "
-                                         "corners of the bounds")
+    anchors: list[dict] = option([], doc="anchor points, e.g. [{kT = 0.5, z = -0.02}, ...]; default: "
+                                         "`anchor_layout`'s points")
+    anchor_layout: str = option("simplex", choices=ANCHOR_LAYOUTS,
+                                doc="default anchors: the p + 1 vertices of a simplex in the bounds (as many free "
+                                    "weights as parameters), or the 2^p corners of the bounds (the published IAE)")
     n_samples: int = option(3000, min=20, unit="spectra", doc="sampled spectra, training + validation (models only)")
     validation_fraction: float = option(0.2, min=0.01, max=0.9, doc="share held out to measure the errors")
     width: int = option(48, min=2, unit="units", doc="latent dimension and width of every hidden layer")
@@ -57,6 +63,9 @@ class TrainIAESection:
     ridge: float = option(1e-4, min=0.0, doc="ε of the barycentric weights, per latent unit")
     sum_to_one: bool = option(True, doc="constrain the barycentric weights to sum to 1")
     activation: str = option("smooth_leaky_relu", choices=ACTIVATIONS)
+    aligned: bool = option(True, doc="unmixing's parameters: the weights' affine coordinates aligned with the "
+                                     "physical parameters (w_i ≈ parameter i scaled to [0, 1]), when the free weights "
+                                     "are as many as the parameters (the simplex); false: the barycentric weights")
     readout_degree: int = option(5, min=1, max=6, doc="degree of the polynomial read-out of the physical parameters")
     weight_margin: float = option(0.1, min=0.0, doc="bounds of each weight: training range widened by this share")
     seed: int = option(0, min=0)
@@ -113,15 +122,37 @@ class TrainingSet:
     response: dict | None = None
 
 
+def simplex_vertices(p: int) -> np.ndarray:
+    """(p + 1, p) vertices of a simplex in the unit box [0, 1]^p: the origin, e_1, and for
+    j = 2..p the point with coordinate j at 1, coordinates 1..j-1 at ½ and the rest at 0
+    (for p = 2: (0, 0), (1, 0), (½, 1)). Each parameter spans its whole range, and the
+    barycentric weights are as many as the parameters (with the sum-to-one constraint), so
+    the weight maps have no direction that leaves the spectra's manifold."""
+    out = np.zeros((p + 1, p))
+    for j in range(1, p + 1):
+        out[j, :j - 1], out[j, j - 1] = 0.5, 1.0
+    return out
+
+
 def _anchor_points(settings: TrainIAESection, names, lo, hi) -> np.ndarray:
-    """(k, p) anchor parameters: the given ones (checked inside [lo, hi]) or the corners."""
+    """(k, p) anchor parameters: the given ones (checked inside [lo, hi]), or the layout's
+    points in the bounds (the middle of a log parameter is its geometric mean)."""
     if not settings.anchors:
-        if 2 ** len(names) > MAX_ANCHORS:
-            raise ConfigError(f"iae.anchors: {len(names)} parameters have {2 ** len(names)} corners; give at most "
-                              f"{MAX_ANCHORS} anchors explicitly.")
-        corners = np.array([[(c >> (len(names) - 1 - i)) & 1 for i in range(len(names))]
-                            for c in range(2 ** len(names))], dtype=np.float64)
-        return lo + corners * (hi - lo)
+        p = len(names)
+        if settings.anchor_layout == "corners":
+            if 2 ** p > MAX_ANCHORS:
+                raise ConfigError(f"iae.anchors: {p} parameters have {2 ** p} corners; give at most "
+                                  f"{MAX_ANCHORS} anchors explicitly, or use anchor_layout = \"simplex\".")
+            unit = np.array([[(c >> (p - 1 - i)) & 1 for i in range(p)] for c in range(2 ** p)], dtype=np.float64)
+        else:
+            if p + 1 > MAX_ANCHORS:
+                raise ConfigError(f"iae.anchors: {p} parameters need {p + 1} anchors, more than {MAX_ANCHORS}.")
+            unit = simplex_vertices(p)
+        log = np.array([n in settings.log_parameters for n in names])
+        glo, ghi = _to_log(lo, log), _to_log(hi, log)
+        points = glo + unit * (ghi - glo)
+        points = np.where(log, np.exp(points), points)
+        return np.clip(points, lo, hi)  # the corners exactly, despite exp(ln θ)
     points = []
     for j, anchor in enumerate(settings.anchors):
         unknown = [k for k in anchor if k not in names]

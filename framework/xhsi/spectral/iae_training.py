@@ -214,24 +214,32 @@ def train_iae(data: TrainingSet, settings: TrainIAESection, log=None, model_opti
     # Weights of every spectrum by the trained encoder (the runtime path), bounds, read-out.
     probe = DeviceIAE(_with_dummy_readout(iae, n_w, data), np, np.float64)
     free = np.asarray(probe.encode(spectra))
+    targets = _to_log(data.parameters, data.log_parameters)
+    alignment = None
+    if settings.aligned and n_w == len(data.physical):
+        iae.weight_matrix, iae.weight_offset, alignment = _alignment(free[:, tr], targets[:, tr], data)
+        free = iae.weight_matrix @ free + iae.weight_offset[:, None]
     lo, hi = free[:, tr].min(axis=1), free[:, tr].max(axis=1)
     pad = settings.weight_margin * np.maximum(hi - lo, 1e-6)
     default = free[:, tr].mean(axis=1)
-    targets = _to_log(data.parameters, data.log_parameters)
     center, rscale, exponents, coef = _readout(free[:, tr], targets[:, tr], int(settings.readout_degree))
     iae.readout_center, iae.readout_scale, iae.readout_exponents, iae.readout_coef = center, rscale, exponents, coef
     anchor_text = [", ".join(f"{p.name} = {v:.4g}" for p, v in zip(data.physical, row))
                    for row in data.anchor_parameters.T]
+    if alignment is not None:
+        docs = [f"weight coordinate aligned with {'ln ' if f else ''}{q.name} (≈ 0 to 1 over its training range)"
+                for q, f in zip(data.physical, data.log_parameters)]
+    else:
+        docs = [f"barycentric weight of anchor {j + 1} ({anchor_text[j]})"
+                + (f"; anchor {k} ({anchor_text[k - 1]}) has 1 - Σ w" if settings.sum_to_one and j == n_w - 1 else "")
+                for j in range(n_w)]
     weight_params = [Parameter(f"w{j + 1}", "", float(default[j]), (float(lo[j] - pad[j]), float(hi[j] + pad[j])),
-                               linkable=True, fixable=True,
-                               doc=f"barycentric weight of anchor {j + 1} ({anchor_text[j]})"
-                                   + (f"; anchor {k} ({anchor_text[k - 1]}) has 1 - Σ w" if settings.sum_to_one and
-                                      j == n_w - 1 else ""))
-                     for j in range(n_w)]
+                               linkable=True, fixable=True, doc=docs[j]) for j in range(n_w)]
     iae.metadata.update({
         "format": FORMAT, "format_version": FORMAT_VERSION, "xhsi_version": __version__, "additive": True,
         "source": dict(data.source, options=to_dict(model_options) if model_options is not None else {}),
         "parameters": [p.to_dict() for p in weight_params],
+        "weights": {"kind": "barycentric"} if alignment is None else {"kind": "aligned", **alignment},
         "physical_parameters": [dict(p.to_dict(), log=bool(f)) for p, f in zip(data.physical, data.log_parameters)],
         "anchors": [{p.name: float(v) for p, v in zip(data.physical, row)} for row in data.anchor_parameters.T],
         "energy_grid": {"n_e": int(data.energy_edges_kev.size - 1), "min_kev": float(data.energy_edges_kev[0]),
@@ -245,6 +253,24 @@ def train_iae(data: TrainingSet, settings: TrainIAESection, log=None, model_opti
     })
     iae.metadata["validation"] = _validation(iae, spectra[:, val], free[:, val], data, val)
     return iae
+
+
+def _alignment(free, targets, data: TrainingSet) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(M, c, report) of the aligned weight coordinates w = M λ + c: least squares over the
+    training spectra of w_i ≈ the i-th physical parameter scaled to [0, 1] over its training
+    range (``targets``: ln θ for the log parameters). ConfigError when the weights do not
+    determine the parameters (M singular)."""
+    lo = _to_log(np.array([q.bounds[0] for q in data.physical]), data.log_parameters)
+    hi = _to_log(np.array([q.bounds[1] for q in data.physical]), data.log_parameters)
+    scaled = (targets - lo[:, None]) / np.maximum(hi - lo, 1e-300)[:, None]
+    design = np.vstack([free, np.ones((1, free.shape[1]))]).T
+    coef, *_ = np.linalg.lstsq(design, scaled.T, rcond=None)
+    matrix, offset = coef[:-1].T, coef[-1]
+    if not np.all(np.isfinite(matrix)) or np.linalg.cond(matrix) > 1e8:
+        raise ConfigError("iae.aligned: the trained weights do not determine the physical parameters (a singular "
+                          "alignment); set aligned = false, or move the anchors apart.")
+    residual = matrix @ free + offset[:, None] - scaled
+    return matrix, offset, {"rms_residual": [float(r) for r in np.sqrt(np.mean(residual ** 2, axis=1))]}
 
 
 def _with_dummy_readout(iae: IAE, n_w: int, data: TrainingSet) -> IAE:
@@ -278,6 +304,11 @@ def summary_lines(iae: IAE, out) -> list[str]:
              f"{meta['n_out']} output bins; trained in {meta['training']['seconds']:.3g} s)",
              f"held-out relative L2 error per spectrum: median {rec['median']:.3g}, 90% {rec['p90']:.3g}, "
              f"max {rec['max']:.3g}"]
+    weights = meta.get("weights", {})
+    if weights.get("kind") == "aligned":
+        names = [q["name"] for q in meta["physical_parameters"]]
+        lines.append("weights aligned with " + ", ".join(names) + " (rms residual "
+                     + ", ".join(f"{r:.2g}" for r in weights["rms_residual"]) + " of each training range)")
     for name, e in iae.validation["readout"].items():
         unit = f" {e['unit']}" if e["unit"] else ""
         lines.append(f"read-out of {name}: median |error| {e['median_abs']:.3g}{unit}, 90% {e['p90_abs']:.3g}{unit} "
