@@ -215,7 +215,7 @@ def bias_corrected_point(problem, mixture, xs, maps: dict, reps: dict, backend) 
 
 
 METHODS = [("fisher", "Fisher"), ("rerun_rms", "**bootstrap rms** (written)"), ("rerun_sd", "bootstrap sd"),
-           ("rerun_fisher_bias", "√(σ_F² + bias*²)"), ("rerun_bias_corrected", "θ̂ − bias* ± sd"),
+           ("rerun_fisher_bias", "√(σ_F² + bias*²)"), ("rerun_shrinkage", "√(sd*² + (bias*/s)²), s = sd*/σ_F"), ("rerun_bias_corrected", "θ̂ − bias* ± sd"),
            ("second_stage_rms", "rms at θ̂ − bias*"), ("pilot_rms", "rms about an undersmoothed pilot"),
            ("solution_rms", "from θ̂: rms"), ("solution_sd", "from θ̂: sd")]
 

@@ -14,6 +14,7 @@ from xhsi.config import load_config
 from xhsi.errors import ConfigError
 from xhsi.problems.base import run_solver
 from xhsi.problems.bootstrap import (
+    SHRINKAGE_FLOOR,
     bootstrap_replicates,
     check_bootstrap,
     coverage,
@@ -113,6 +114,30 @@ def test_replicate_streams_are_reproducible_and_independent_of_their_number():
     # not the simulation's stream: the run's seed alone draws other counts
     first = replicate_counts(mu, seed=7, index=0)[0]
     assert not np.array_equal(first, np.random.default_rng(7).poisson(mu[0]).astype(np.float64))
+
+
+def test_the_shrinkage_interval_recovers_the_bias_of_a_linear_smoother():
+    # θ̂ = s θ_p (θ_p the unregularised fit, error σ), here at θ_p = θ: bias (s - 1) θ, and the
+    # replicates s (θ̂ + σ ε) have sd s σ and bias s (s - 1) θ about θ̂: s times too small
+    rng = np.random.default_rng(0)
+    theta, sigma = np.array([[4.0, -2.0, 0.5]]), np.array([[0.5, 0.2, 1.0]])
+    for s in (0.3, 0.6, 1.0):
+        est = s * theta
+        reps = s * (est[None] + sigma[None] * rng.standard_normal((20000,) + theta.shape))
+        expected = np.hypot(s * sigma, (s - 1.0) * theta)
+        np.testing.assert_allclose(half_width(est, reps, "shrinkage", sigma), expected, rtol=0.02)
+        if s < 1.0:  # the plain rms misses most of the bias
+            assert np.all(half_width(est, reps, "rms")[0, :2] < 0.9 * expected[0, :2])
+    # the definition: noise-free bias², s = sd*/σ_F clipped to [floor, 1] (NaN, 0: no information, s = 1)
+    reps = np.array([[[1.5, 2.0, 1.0]], [[0.5, 3.0, 1.2]], [[2.5, 2.5, 1.4]]])
+    est = np.array([[1.0, 2.0, 0.0]])
+    var, bias = reps.var(axis=0, ddof=1), reps.mean(axis=0) - est
+    bias2 = np.maximum(bias ** 2 - var / 3, 0.0)
+    np.testing.assert_allclose(half_width(est, reps, "shrinkage", np.array([[np.nan, 0.0, 0.2]])),
+                               np.sqrt(var + bias2 / np.array([[1.0, 1.0, 1.0]]) ** 2))
+    np.testing.assert_allclose(half_width(est, reps, "shrinkage", np.full((1, 3), 1e6)),
+                               np.sqrt(var + bias2 / SHRINKAGE_FLOOR ** 2))
+    assert bias2[0, 0] == 0.0 and bias2[0, 2] > 0.0  # the first pixel's bias* is within its noise
 
 
 def test_intervals_and_coverage_are_their_definitions():

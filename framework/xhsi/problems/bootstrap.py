@@ -70,8 +70,11 @@ from ..errors import ConfigError
 #: The half-widths of 68 % intervals from the replicates that bench/coverage_unmixing.py
 #: compares: ``sd`` the replicates' standard deviation (spread only), ``rms`` their
 #: root-mean-square deviation from the solution (spread and bias; the one written),
-#: ``fisher_bias`` √(σ_F² + bias*²) (Fisher spread, bootstrap bias).
-INTERVALS = ("sd", "rms", "fisher_bias")
+#: ``fisher_bias`` √(σ_F² + bias*²) (Fisher spread, bootstrap bias), ``shrinkage``
+#: √(sd*² + (bias*² − sd*²/B)₊/s²) with the local shrinkage s = sd*/σ_F (``half_width``).
+INTERVALS = ("sd", "rms", "fisher_bias", "shrinkage")
+#: The smallest local shrinkage s of the ``shrinkage`` interval: bias* is divided by at most 10.
+SHRINKAGE_FLOOR = 0.1
 #: Where a replicate's fit starts: ``rerun`` the whole estimator (its own per-pixel start,
 #: metrics and thresholds, then PALM), ``solution`` PALM from the solution with the run's
 #: blocks (cheaper; measured to under-disperse, bench/coverage_unmixing.py).
@@ -275,7 +278,17 @@ def stack(replicates: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def half_width(estimate, replicates, how: str = "rms", fisher=None) -> np.ndarray:
     """Half-width of the 68 % interval about ``estimate`` (ny, nx) from ``replicates``
-    (B, ny, nx): ``INTERVALS`` (``fisher``: σ_F, needed by ``fisher_bias``)."""
+    (B, ny, nx): ``INTERVALS`` (``fisher``: σ_F, needed by ``fisher_bias`` and
+    ``shrinkage``).
+
+    ``shrinkage`` corrects the bootstrap's bias for the smoothness of the point it is drawn
+    at. For an estimator that shrinks each mode of the unregularised fit by s (a linear
+    smoother, θ̂ = S θ_p, var θ_p = σ_F²), the bias at the truth θ is (s − 1) θ, the
+    replicates' spread sd* = s σ_F, and their bias about θ̂ is (s − 1) s θ on average: s
+    times too small. So bias*/s, with s = sd*/σ_F per pixel (clipped to
+    [``SHRINKAGE_FLOOR``, 1]), estimates the bias at the truth; bias*² is first freed of its
+    own noise (E bias*² = bias² + sd*²/B), which the division would amplify. Where the prior
+    hardly acts (s = 1) the interval is close to ``rms``."""
     estimate = np.asarray(estimate, dtype=np.float64)
     if how == "sd":
         return np.std(replicates, axis=0, ddof=1)
@@ -285,6 +298,15 @@ def half_width(estimate, replicates, how: str = "rms", fisher=None) -> np.ndarra
     if how == "fisher_bias":
         sigma = np.nan_to_num(np.asarray(fisher, dtype=np.float64), nan=np.inf)
         return np.sqrt(np.square(sigma) + np.square(bias))
+    if how == "shrinkage":
+        b = replicates.shape[0]
+        var = np.var(replicates, axis=0, ddof=1)
+        sigma = np.asarray(fisher, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shrink = np.where(np.isfinite(sigma) & (sigma > 0), np.sqrt(var) / sigma, 1.0)
+        shrink = np.clip(np.nan_to_num(shrink, nan=1.0), SHRINKAGE_FLOOR, 1.0)
+        bias2 = np.maximum(np.square(bias) - var / b, 0.0)  # E[bias*²] = bias² + var/B
+        return np.sqrt(var + bias2 / np.square(shrink))
     raise ValueError(f"unknown interval {how!r}; one of {INTERVALS}")  # programmer error
 
 
