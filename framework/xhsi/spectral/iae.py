@@ -35,10 +35,10 @@ affine change of coordinates of the same weights); what changes is the geometry 
 maps a separable prior sees: each weight map follows one physical parameter, as exact-model
 maps do, instead of a mixture of all of them. The parameters' bounds are the range of the
 training spectra's weights widened by a margin, their defaults the training mean, so that
-unmixing regularises the weight maps like any parameter map. Physical parameters are read back by a
-polynomial regression of the training parameters (in ln θ for log-sampled ones) on the
-standardised weights (:meth:`DeviceIAE.physical`), fitted by least squares on the training
-set.
+unmixing regularises the weight maps like any parameter map. Physical parameters are read
+back by a polynomial regression of the training parameters (in ln θ for log-sampled ones)
+on the standardised parameters (:meth:`DeviceIAE.physical`), fitted by least squares on the
+training set, or fitted per pixel to the decoded spectra (:meth:`DeviceIAE.fit_physical`).
 
 Files: ``NAME.npz`` (numeric arrays only, read with ``allow_pickle=False``) and
 ``NAME.json`` (metadata with the SHA-256 of the npz), as for surrogates.

@@ -6,9 +6,9 @@ through an instrument response, or read from a spectral library file (``library.
 spectra re-binned to ``[model.energy]`` when given, flat within each library bin); and the
 anchors: the model's spectra at the anchor points (by default the p + 1 vertices of a
 simplex in the bounds, ``anchor_layout = "simplex"``; or the 2^p corners of the published
-IAE, ``"corners"``), or the library spectra nearest to them in the bounds scaled to the unit box (in
-ln θ for the log parameters). Every check a user's input can fail runs here, before any
-training."""
+IAE, ``"corners"``), or the library spectra nearest to them in the bounds scaled to the
+unit box (in ln θ for the log parameters). Every check a user's input can fail runs here,
+before any training."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
