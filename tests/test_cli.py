@@ -129,8 +129,12 @@ def test_bin_command_writes_a_cube(tmp_path, capsys):
     assert main(["bin", str(tmp_path / "none.fits"), "--out", str(out)]) == 2
 
 
-# Configs whose [[components]] read a surrogate trained by another config: (index, training config).
-SURROGATE_OF = {"unmixing_casa_chandra_surrogate.toml": (0, "train_surrogate_thermal_casa.toml")}
+# Configs whose [[components]] read a model trained by another config: (index, training config,
+# its table, the settings of a tiny model of it).
+LEARNT_OF = {"unmixing_casa_chandra_surrogate.toml": (0, "train_surrogate_thermal_casa.toml", "surrogate",
+                                                      {"n_samples": 100, "epochs": 2}),
+             "unmixing_casa_chandra_iae.toml": (0, "train_iae_thermal_casa.toml", "iae",
+                                                {"n_samples": 100, "epochs": 2, "layers": 1, "width": 8})}
 # Configs that read a cube binned from ../shared's event list (docs/real_data.md): the grid of
 # the `xhsi bin` command in their header (the pulsar exclusion does not change the grid).
 _MSH = ["--instrument", "chandra_acis_i", "--center", "228.481667", "-59.135833", "--energy-range", "1", "8"]
@@ -144,18 +148,18 @@ BINNED_FROM_SHARED = {
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(config, capsys, tmp_path):
     """Every example config passes ``xhsi validate`` (the heavy ones are not run by the tests).
-    Validation builds the [[components]], so a surrogate must exist: a tiny one is trained."""
+    Validation builds the [[components]], so a learnt model must exist: a tiny one is trained."""
     from xhsi.tomlio import dumps_toml, load_toml
 
     overrides = []
-    if config.name in SURROGATE_OF:
-        index, training = SURROGATE_OF[config.name]
+    if config.name in LEARNT_OF:
+        index, training, table, tiny = LEARNT_OF[config.name]
         data = load_toml(ROOT / "configs" / training)
-        data["surrogate"].update(n_samples=100, epochs=2)
+        data[table].update(tiny)
         (tmp_path / training).write_text(dumps_toml(data))
-        surrogate = tmp_path / "surrogate.npz"
-        assert main(["train-model", str(tmp_path / training), "--out", str(surrogate), "--quiet"]) == 0
-        overrides = ["--set", f'components[{index}].options.file="{surrogate}"']
+        model = tmp_path / "model.npz"
+        assert main(["train-model", str(tmp_path / training), "--out", str(model), "--quiet"]) == 0
+        overrides = ["--set", f'components[{index}].options.file="{model}"']
     if config.name in BINNED_FROM_SHARED:
         events = ROOT.parent / "shared" / "research" / "data" / "msh1552_acis_evt2_filtered.fits.gz"
         if not events.is_file():
