@@ -372,3 +372,5 @@ def test_unmixing_with_an_iae_component_writes_its_physical_maps(tmp_path):
     assert "synchrotron.w1" in result.maps and "synchrotron.index" not in result.map_errors
     with fits.open(tmp_path / "out" / "maps.fits") as hdul:
         assert "SYNCHROTRON_INDEX" in hdul and "SYNCHROTRON_W1" in hdul
+    # the yardstick's per-pixel fits are read out in physical parameters too
+    assert "synchrotron.index" in result.metrics["maps"] and "synchrotron.index" in result.metrics["maps_pixelfit"]

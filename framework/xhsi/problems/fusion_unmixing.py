@@ -146,6 +146,7 @@ class FusionUnmixing(Unmixing):
         out = super().extra_metrics(result, truth)
         spec = self.spectrometer_maps()
         if out and spec is not None:
+            spec = {**spec, **self._physical_maps(spec)[0]}  # a learnt model's weights read out, as for the result
             out[f"maps_pixelfit_{self.observations[self.spectrometer].name}"] = map_metrics(spec, truth)
         if self.spectrometer != self.imager:
             out.update(comparison_metrics(self, truth))

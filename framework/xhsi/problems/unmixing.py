@@ -139,10 +139,13 @@ class Unmixing(SpectralReduction, Problem):
     def extra_metrics(self, result: Result, truth) -> dict:
         """``maps``: the errors of the result's maps against the scene's components
         (``map_metrics``); ``maps_pixelfit``: the same for the conventional per-pixel fit
-        (``baseline_maps``), the yardstick."""
+        (``baseline_maps``), the yardstick, with the physical maps of a learnt model's
+        weights read out as for the result (``_physical_maps``)."""
         if not result.maps or not truth.components:
             return {}
-        return {"maps": map_metrics(result.maps, truth), "maps_pixelfit": map_metrics(self.baseline_maps(), truth)}
+        baseline = self.baseline_maps()
+        baseline = {**baseline, **self._physical_maps(baseline)[0]}
+        return {"maps": map_metrics(result.maps, truth), "maps_pixelfit": map_metrics(baseline, truth)}
 
     def __init__(self, config, backend: Backend, grid, observations: list[ObservationData], regularizers: list,
                  likelihood_cls, options: UnmixingOptions | None = None):
