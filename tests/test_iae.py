@@ -363,9 +363,10 @@ def test_unmixing_with_an_iae_component_writes_its_physical_maps(tmp_path):
     grid = np.linspace(3.0, 8.0, 41)  # the tiny unmixing config's [model] energy grid
     save_iae(train_iae(sample_model(build_spectral_model(s.model).setup(grid), s), s), tmp_path / "sync.npz")
     path = tiny_unmixing(tmp_path, max_iter=3)
-    path.write_text(path.read_text().replace(
-        'name = "synchrotron"\nmodel = "powerlaw"\ninit = { index = 2.5 }',
-        f'name = "synchrotron"\nmodel = "iae"\noptions = {{ file = "{tmp_path / "sync.npz"}" }}'))
+    plain = path.read_text()
+    file = tmp_path / "sync.npz"
+    path.write_text(plain.replace('name = "synchrotron"\nmodel = "powerlaw"\ninit = { index = 2.5 }',
+                                  f'name = "synchrotron"\nmodel = "iae"\noptions = {{ file = "{file}" }}'))
     result = run(load_config(path), quiet=True)
     index = result.maps["synchrotron.index"]
     assert index.shape == (8, 8) and np.all((index >= 1.0) & (index <= 3.0))
@@ -374,3 +375,10 @@ def test_unmixing_with_an_iae_component_writes_its_physical_maps(tmp_path):
         assert "SYNCHROTRON_INDEX" in hdul and "SYNCHROTRON_W1" in hdul
     # the yardstick's per-pixel fits are read out in physical parameters too
     assert "synchrotron.index" in result.metrics["maps"] and "synchrotron.index" in result.metrics["maps_pixelfit"]
+    # the IAE as a factor of a product (absorption with a fixed column): its parameters read out too
+    path.write_text(plain.replace('name = "synchrotron"\nmodel = "powerlaw"\ninit = { index = 2.5 }',
+                                  f'name = "synchrotron"\nmodel = "absorption * iae"\n'
+                                  f'options = {{ iae = {{ file = "{file}" }} }}\ninit = {{ nh = 0.1 }}\nfixed = ["nh"]'))
+    result = run(load_config(path, ["run.output=\"out2\""]), quiet=True)
+    assert "synchrotron.w1" in result.maps and np.all((result.maps["synchrotron.index"] >= 1.0)
+                                                       & (result.maps["synchrotron.index"] <= 3.0))

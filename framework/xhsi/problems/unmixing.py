@@ -435,30 +435,31 @@ class Unmixing(SpectralReduction, Problem):
                       components=components)
 
     def _physical_maps(self, maps: dict) -> tuple[dict, dict]:
-        """Maps of the physical parameters of components whose model is learnt on latent
-        variables (the IAE: its parameters are barycentric weights): ``<component>.<name>``,
-        fitted per pixel to the decoded spectra (``fit_physical``), or read out by the learnt
-        map (``physical``) where the source model is not known (a library, a response).
-        No error maps: the Fisher errors are those of the weights."""
+        """Maps of the physical parameters of components whose model, or a factor of whose
+        product model (``absorption * iae``), is learnt on latent variables (the IAE: its
+        parameters are barycentric weights): ``<component>.<name>``, fitted per pixel to the
+        decoded spectra (``fit_physical``), or read out by the learnt map (``physical``)
+        where the source model is not known (a library, a response). No error maps: the
+        Fisher errors are those of the weights."""
         from ..errors import ConfigError
 
         out, units = {}, {}
         for comp in self.exact_components:
-            model = comp.model
-            if not hasattr(model, "physical_parameters"):
-                continue
-            rows = [maps[self.map_blocks[comp.slots[p.name]].name] if p.name in comp.slots
-                    else np.full((self.grid.ny, self.grid.nx), comp.constants[p.name]) for p in model.parameters]
-            theta = self.backend.asarray(np.stack(rows))
-            try:
-                values = model.fit_physical(theta)
-            except ConfigError:
-                values = model.physical(theta)
-            for parameter in model.physical_parameters:
-                name = f"{comp.name}.{parameter.name}"
-                if name not in maps:
-                    out[name] = to_numpy(values[parameter.name])
-                    units[name] = parameter.unit
+            for model in getattr(comp.model, "factors", [comp.model]):
+                if not hasattr(model, "physical_parameters"):
+                    continue
+                rows = [maps[self.map_blocks[comp.slots[p.name]].name] if p.name in comp.slots
+                        else np.full((self.grid.ny, self.grid.nx), comp.constants[p.name]) for p in model.parameters]
+                theta = self.backend.asarray(np.stack(rows))
+                try:
+                    values = model.fit_physical(theta)
+                except ConfigError:
+                    values = model.physical(theta)
+                for parameter in model.physical_parameters:
+                    name = f"{comp.name}.{parameter.name}"
+                    if name not in maps:
+                        out[name] = to_numpy(values[parameter.name])
+                        units[name] = parameter.unit
         return out, units
 
     def _maps(self, mixture: Mixture, xs) -> dict[str, np.ndarray]:
