@@ -171,9 +171,12 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
                 errs[f"{name}_rms"] = half_width(pmaps[key], preps[key], "rms")
             # mean roughness of the replicates over the run's (data-only: no truth)
             reference = roughness(maps[key], fisher[key])
-            row["roughness"][key] = {n: float(np.mean([roughness(m, fisher[key]) for m in r[key]]) / reference)
-                                     for n, r in [(s_, reps[s_]) for s_ in reps] + [(n, v[1]) for n, v in pilots.items()]}
-            row["roughness"][key]["truth"] = roughness(true_map, fisher[key]) / reference  # diagnostic only
+            if reference > 0:
+                drawn = {**reps, **{name: replicas for name, (_, replicas) in pilots.items()}}
+                rough = {name: float(np.mean([roughness(m, fisher[key]) for m in r[key]])) / reference
+                         for name, r in drawn.items()}
+                rough["truth"] = roughness(true_map, fisher[key]) / reference  # a diagnostic only
+                row["roughness"][key] = rough
             cov = {m: coverage(maps[key], e, true_map, mask) for m, e in errs.items()}
             cov.update({m: coverage(c, e, true_map, mask) for m, (c, e) in centres.items()})
             row["coverage"][key] = cov

@@ -470,10 +470,11 @@ class IAEOptions:
 class IAEModel(_LearntModel):
     """The decoder of an Interpolatory Auto-Encoder (Bobin et al. 2023, A&A 670, A163;
     ``xhsi.spectral.iae``): spectra decoded from barycentric combinations of the latent codes
-    of anchor spectra. Its parameters are the barycentric weights ``w1 ... w{k-1}`` (the
-    last anchor has 1 - Σ w; ``w1 ... wk`` without the sum-to-one constraint), bounded by the
+    of anchor spectra. Its parameters ``w1 ...`` are the free barycentric weights (the
+    last anchor has 1 - Σ w; all k without the sum-to-one constraint), or their coordinates
+    aligned with the physical parameters when the file has an alignment, bounded by the
     training set's range; ``physical(theta)`` reads the physical parameters back and
-    ``encode(spectra)`` gives the weights of spectra. Unit sum (additive). ``setup``
+    ``encode(spectra)`` gives the parameters of spectra. Unit sum (additive). ``setup``
     refuses another energy grid, ``check_response`` another response."""
 
     name = "iae"

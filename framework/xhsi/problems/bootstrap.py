@@ -299,11 +299,12 @@ def half_width(estimate, replicates, how: str = "rms", fisher=None) -> np.ndarra
         sigma = np.nan_to_num(np.asarray(fisher, dtype=np.float64), nan=np.inf)
         return np.sqrt(np.square(sigma) + np.square(bias))
     if how == "shrinkage":
+        replicates = np.asarray(replicates, dtype=np.float64)
         b = replicates.shape[0]
         var = np.var(replicates, axis=0, ddof=1)
         sigma = np.asarray(fisher, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shrink = np.where(np.isfinite(sigma) & (sigma > 0), np.sqrt(var) / sigma, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # no spread or no information: no correction
+            shrink = np.where(np.isfinite(sigma) & (sigma > 0) & (var > 0), np.sqrt(var) / sigma, 1.0)
         shrink = np.clip(np.nan_to_num(shrink, nan=1.0), SHRINKAGE_FLOOR, 1.0)
         bias2 = np.maximum(np.square(bias) - var / b, 0.0)  # E[bias*²] = bias² + var/B
         return np.sqrt(var + bias2 / np.square(shrink))

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import ConfigError
+from ..spectral.models import latent_factors
 from .mixture import Mixture
 from .spectral_table import MAX_TABLE_PARAMETERS, CoefficientView, TabulatedModel, stacked_basis
 
@@ -45,7 +46,7 @@ class FoldedMixture(Mixture):
 
 def tabulable(component) -> bool:
     """Whether ``reduce = "auto"`` may tabulate a resolved component (module docstring)."""
-    return len(component.slots) <= MAX_TABLE_PARAMETERS and not hasattr(component.model, "physical_parameters")
+    return len(component.slots) <= MAX_TABLE_PARAMETERS and not latent_factors(component.model)
 
 
 def check_reduction(source, options, components) -> None:

@@ -41,6 +41,7 @@ from ..backend import Backend, to_numpy
 from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
+from ..spectral.models import latent_factors
 from .base import ObservationData, Problem, run_solver
 from .bootstrap import FROM as BOOTSTRAP_FROM
 from .components import config_dir, map_metrics, map_units, resolve_components
@@ -437,7 +438,7 @@ class Unmixing(SpectralReduction, Problem):
     def _physical_maps(self, maps: dict) -> tuple[dict, dict]:
         """Maps of the physical parameters of components whose model, or a factor of whose
         product model (``absorption * iae``), is learnt on latent variables (the IAE: its
-        parameters are barycentric weights): ``<component>.<name>``, fitted per pixel to the
+        parameters are weights of its anchors' codes): ``<component>.<name>``, fitted per pixel to the
         decoded spectra (``fit_physical``), or read out by the learnt map (``physical``)
         where the source model is not known (a library, a response). No error maps: the
         Fisher errors are those of the weights."""
@@ -445,9 +446,7 @@ class Unmixing(SpectralReduction, Problem):
 
         out, units = {}, {}
         for comp in self.exact_components:
-            for model in getattr(comp.model, "factors", [comp.model]):
-                if not hasattr(model, "physical_parameters"):
-                    continue
+            for model in latent_factors(comp.model):
                 rows = [maps[self.map_blocks[comp.slots[p.name]].name] if p.name in comp.slots
                         else np.full((self.grid.ny, self.grid.nx), comp.constants[p.name]) for p in model.parameters]
                 theta = self.backend.asarray(np.stack(rows))

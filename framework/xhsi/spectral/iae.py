@@ -61,7 +61,10 @@ __all__ = ["IAE", "DeviceIAE", "save_iae", "load_iae", "check_anchors", "check_e
            "activation", "blocks_forward", "blocks_backward", "barycentric_system", "monomial_exponents"]
 
 FORMAT = "xhsi-iae"
-FORMAT_VERSION = 1
+#: 2: the optional alignment (``weight_matrix``, ``weight_offset``); version-1 files load unchanged.
+FORMAT_VERSION = 2
+#: The largest condition number of an alignment M (training refuses, loading refuses).
+ALIGNMENT_MAX_COND = 1e8
 LEAKY_SLOPE = 0.01
 ACTIVATIONS = ("smooth_leaky_relu", "leaky_relu")
 _LN2 = math.log(2.0)
@@ -160,7 +163,8 @@ class IAE(LearntFile):
 
     @property
     def parameters(self) -> tuple[Parameter, ...]:
-        """The barycentric weights, as spectral-model parameters."""
+        """The model's parameters: the free barycentric weights, or their aligned
+        coordinates when the file has an alignment."""
         return tuple(Parameter.from_dict(p) for p in self.metadata["parameters"])
 
     @property
@@ -248,7 +252,7 @@ class DeviceIAE:
         return e / xp.sum(e, axis=0, keepdims=True), cache
 
     def evaluate(self, theta):
-        """Decoded spectra (n_out, N), unit sum, for free weights ``theta`` (n_weights, N)."""
+        """Decoded spectra (n_out, N), unit sum, for parameters ``theta`` (n_weights, N)."""
         return self._decode(theta)[0]
 
     def vjp(self, theta, cotangent):
@@ -370,8 +374,10 @@ def load_iae(path: str | Path) -> IAE:
         if iae.weight_matrix is not None and (iae.weight_matrix.shape != (n_free, n_free) or
                                               iae.weight_offset.shape != (n_free,) or
                                               not np.all(np.isfinite(iae.weight_matrix)) or
-                                              abs(np.linalg.det(iae.weight_matrix)) < 1e-12):
-            raise ValueError(f"the alignment must be an invertible {n_free} x {n_free} matrix and {n_free} offsets")
+                                              not np.all(np.isfinite(iae.weight_offset)) or
+                                              np.linalg.cond(iae.weight_matrix) > ALIGNMENT_MAX_COND):
+            raise ValueError(f"the alignment must be a finite, well-conditioned {n_free} x {n_free} matrix and "
+                             f"{n_free} finite offsets")
         physical, weights = iae.physical_parameters, iae.parameters
         if arch["activation"] not in ACTIVATIONS:
             raise ValueError(f"activation {arch['activation']!r}")

@@ -146,7 +146,8 @@ def _anchor_points(settings: TrainIAESection, names, lo, hi) -> np.ndarray:
             unit = np.array([[(c >> (p - 1 - i)) & 1 for i in range(p)] for c in range(2 ** p)], dtype=np.float64)
         else:
             if p + 1 > MAX_ANCHORS:
-                raise ConfigError(f"iae.anchors: {p} parameters need {p + 1} anchors, more than {MAX_ANCHORS}.")
+                raise ConfigError(f"iae.anchors: {p} parameters need {p + 1} anchors, more than {MAX_ANCHORS}; fix "
+                                  "some parameters of the model (its options) or give the anchors explicitly.")
             unit = simplex_vertices(p)
         log = np.array([n in settings.log_parameters for n in names])
         glo, ghi = _to_log(lo, log), _to_log(hi, log)

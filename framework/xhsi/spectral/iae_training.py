@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..schema import to_dict
-from .iae import FORMAT, FORMAT_VERSION, IAE, DeviceIAE, barycentric_system, blocks_backward, blocks_forward, \
+from .iae import ALIGNMENT_MAX_COND, FORMAT, FORMAT_VERSION, IAE, DeviceIAE, barycentric_system, blocks_backward, blocks_forward, \
     monomial_exponents, save_iae
 from .iae_data import WEIGHTING_POWER, TrainIAESection, TrainingSet, _to_log, load_iae_training_config, \
     training_set_from_config
@@ -215,10 +215,15 @@ def train_iae(data: TrainingSet, settings: TrainIAESection, log=None, model_opti
     probe = DeviceIAE(_with_dummy_readout(iae, n_w, data), np, np.float64)
     free = np.asarray(probe.encode(spectra))
     targets = _to_log(data.parameters, data.log_parameters)
-    alignment = None
+    alignment, not_aligned = None, None
     if settings.aligned and n_w == len(data.physical):
         iae.weight_matrix, iae.weight_offset, alignment = _alignment(free[:, tr], targets[:, tr], data)
         free = iae.weight_matrix @ free + iae.weight_offset[:, None]
+    elif settings.aligned:
+        not_aligned = (f"aligned = true needs as many free weights as physical parameters; {n_w} free weights for "
+                       f"{len(data.physical)} parameters: the barycentric weights are the parameters")
+        if log is not None:
+            log(f"iae: {not_aligned}")
     lo, hi = free[:, tr].min(axis=1), free[:, tr].max(axis=1)
     pad = settings.weight_margin * np.maximum(hi - lo, 1e-6)
     default = free[:, tr].mean(axis=1)
@@ -239,7 +244,8 @@ def train_iae(data: TrainingSet, settings: TrainIAESection, log=None, model_opti
         "format": FORMAT, "format_version": FORMAT_VERSION, "xhsi_version": __version__, "additive": True,
         "source": dict(data.source, options=to_dict(model_options) if model_options is not None else {}),
         "parameters": [p.to_dict() for p in weight_params],
-        "weights": {"kind": "barycentric"} if alignment is None else {"kind": "aligned", **alignment},
+        "weights": ({"kind": "aligned", **alignment} if alignment is not None else
+                    {"kind": "barycentric", **({"why": not_aligned} if not_aligned else {})}),
         "physical_parameters": [dict(p.to_dict(), log=bool(f)) for p, f in zip(data.physical, data.log_parameters)],
         "anchors": [{p.name: float(v) for p, v in zip(data.physical, row)} for row in data.anchor_parameters.T],
         "energy_grid": {"n_e": int(data.energy_edges_kev.size - 1), "min_kev": float(data.energy_edges_kev[0]),
@@ -266,7 +272,7 @@ def _alignment(free, targets, data: TrainingSet) -> tuple[np.ndarray, np.ndarray
     design = np.vstack([free, np.ones((1, free.shape[1]))]).T
     coef, *_ = np.linalg.lstsq(design, scaled.T, rcond=None)
     matrix, offset = coef[:-1].T, coef[-1]
-    if not np.all(np.isfinite(matrix)) or np.linalg.cond(matrix) > 1e8:
+    if not np.all(np.isfinite(matrix)) or np.linalg.cond(matrix) > ALIGNMENT_MAX_COND:
         raise ConfigError("iae.aligned: the trained weights do not determine the physical parameters (a singular "
                           "alignment); set aligned = false, or move the anchors apart.")
     residual = matrix @ free + offset[:, None] - scaled

@@ -367,6 +367,13 @@ class Product(SpectralModel):
         return build_spectral_model("absorption * powerlaw").setup(np.linspace(0.5, 8.0, 31), xp, dtype)
 
 
+def latent_factors(model: SpectralModel) -> list[SpectralModel]:
+    """The factors of ``model`` (``model`` itself when it is not a :class:`Product`) whose
+    parameters are latent variables read out as physical ones (``physical_parameters``: an
+    IAE), in order."""
+    return [f for f in getattr(model, "factors", [model]) if hasattr(f, "physical_parameters")]
+
+
 def _options_for(cls: type, table: Any, where: str, base_dir: Path):
     schema = getattr(cls, "Options", NoOptions)
     if table is None:
