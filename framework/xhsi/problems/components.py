@@ -56,6 +56,14 @@ def map_names(components: list[ResolvedComponent], blocks: list[MapBlock]) -> li
     return [f"{c.name}.amplitude" for c in components] + [b.name for b in blocks]
 
 
+def parameter_rows(comp: ResolvedComponent, parameters, maps: dict, blocks: list[MapBlock], shape) -> np.ndarray:
+    """(len(parameters), *shape) host array of a component's ``parameters`` (spectral-model
+    Parameters) on the model grid: each fitted one's map from ``maps`` (named as
+    ``map_names``), each other one its constant."""
+    return np.stack([maps[blocks[comp.slots[p.name]].name] if p.name in comp.slots
+                     else np.full(tuple(shape), comp.constants[p.name]) for p in parameters])
+
+
 def map_units(components: list[ResolvedComponent], blocks: list[MapBlock]) -> dict[str, str]:
     """{map name: unit} of the maps of ``map_names``."""
     units = {f"{c.name}.amplitude": AMPLITUDE_UNIT for c in components}

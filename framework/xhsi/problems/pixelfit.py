@@ -14,14 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
 from ..backend import Backend, to_numpy
 from ..errors import ConfigError
 from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem
-from .components import config_dir, map_metrics, map_units, resolve_components
+from .components import config_dir, map_metrics, map_units, parameter_rows, resolve_components
 from .fitting import DAMPING, GTOL, PixelFitter, spectral_response
 
 
@@ -118,8 +116,7 @@ class PixelFit(Problem):
         """Each component's cube on the model grid from the fitted maps."""
         out = {}
         for comp in self.components:
-            rows = [maps[self.map_blocks[comp.slots[p.name]].name] if p.name in comp.slots
-                    else np.full((self.grid.ny, self.grid.nx), comp.constants[p.name]) for p in comp.model.parameters]
-            spec = to_numpy(comp.model.evaluate(self.backend.asarray(np.stack(rows))))
+            rows = parameter_rows(comp, comp.model.parameters, maps, self.map_blocks, (self.grid.ny, self.grid.nx))
+            spec = to_numpy(comp.model.evaluate(self.backend.asarray(rows)))
             out[comp.name] = maps[f"{comp.name}.amplitude"][None] * spec
         return out

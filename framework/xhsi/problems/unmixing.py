@@ -44,7 +44,7 @@ from ..schema import option
 from ..spectral.models import latent_factors
 from .base import ObservationData, Problem, run_solver
 from .bootstrap import FROM as BOOTSTRAP_FROM
-from .components import config_dir, map_metrics, map_units, resolve_components
+from .components import config_dir, map_metrics, map_units, parameter_rows, resolve_components
 from .fitting import PixelFitter, spectral_response
 from .mixture import DataFit, Mixture
 from .reduction import SpectralReduction, check_reduction
@@ -447,9 +447,8 @@ class Unmixing(SpectralReduction, Problem):
         out, units = {}, {}
         for comp in self.exact_components:
             for model in latent_factors(comp.model):
-                rows = [maps[self.map_blocks[comp.slots[p.name]].name] if p.name in comp.slots
-                        else np.full((self.grid.ny, self.grid.nx), comp.constants[p.name]) for p in model.parameters]
-                theta = self.backend.asarray(np.stack(rows))
+                theta = self.backend.asarray(parameter_rows(comp, model.parameters, maps, self.map_blocks,
+                                                            (self.grid.ny, self.grid.nx)))
                 try:
                     values = model.fit_physical(theta)
                 except ConfigError:
