@@ -28,6 +28,10 @@ with |estimate − truth| ≤ err; the table gives the mean over the seeds (min�
     # what docs/unmixing.md "At convergence" reports (6-10 min per seed on 2 cores)
     .venv/bin/python bench/coverage_unmixing.py --max-iter 3000 --starts rerun --seeds 0 1 2
     .venv/bin/python bench/coverage_unmixing.py --max-iter 3000 --starts --pilot-k 0 --seeds 0
+    # seeds in parallel, then merged (--merge runs nothing)
+    .venv/bin/python bench/coverage_unmixing.py --max-iter 3000 --starts rerun --seeds 0 --out /tmp/s0 &
+    .venv/bin/python bench/coverage_unmixing.py --max-iter 3000 --starts rerun --seeds 1 --out /tmp/s1
+    .venv/bin/python bench/coverage_unmixing.py --merge /tmp/s0.json /tmp/s1.json --out bench/results/coverage_unmixing
 
 Writes bench/results/coverage_unmixing.{json,md} (``--out`` + .json, .md) and prints the
 table. Also measured, with the same script:
@@ -67,6 +71,18 @@ parameter_k = 1.0
 """
 
 
+#: Held-out scenes (``--scenes`` names them; not in the default run), written after the
+#: intervals were chosen on the three above, to check them on scenes that chose nothing: the
+#: sharp kT and z boundary of bench/unmixing_suite.py, and its hotter variant.
+HELD_OUT = {
+    "boundary": ("boundary", {"sigma_v_kms": 1000.0}),
+    "boundary_hot": ("boundary", {"sigma_v_kms": 1000.0, "boundary_angle_deg": 70.0, "boundary_offset": -0.2,
+                                  "kT_a_keV": 3.0, "kT_b_keV": 5.5, "velocity_a_kms": 2500.0,
+                                  "velocity_b_kms": -1000.0, "synchrotron_fraction": 0.35, "index_start": 1.9,
+                                  "index_end": 2.6, "seed": 4, "clumpiness": 0.6}),
+}
+
+
 def scene_config(scene: str, tmp: Path) -> tuple[Path, list[str]]:
     """(config path, --set overrides) of a scene."""
     if scene == "casa_s0":
@@ -82,6 +98,10 @@ def scene_config(scene: str, tmp: Path) -> tuple[Path, list[str]]:
         path.write_text(head + CLUSTER_COMPONENTS + "\n" + tail
                         + '[simulate]\nscene = "cluster_beta"\noptions = { abundance = 0.3 }\n')
         return path, []
+    if scene in HELD_OUT:
+        return CONFIG, [f"simulate.scene={json.dumps(HELD_OUT[scene][0])}",
+                        "simulate.options={" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in HELD_OUT[scene][1].items())
+                        + "}"]
     raise SystemExit(f"unknown scene {scene}")
 
 
@@ -138,6 +158,9 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
         name = _pilot_name(factor)
         pilots[name] = (pmaps, bootstrap_replicates(problem, solver, pmixture, pblocks, pxs, args.samples, iters, seed))
         row["bootstrap_s"][name] = time.perf_counter() - t1
+    # the unregularised pilot of the sure interval (the pilot's own, when --pilot-k 0 drew at it)
+    free = pilots["pilot"][0] if "pilot" in pilots else solved_copy(
+        problem_copy(problem, prior_factor=0.0), plugins.get("solver", cfg.solver.name).from_config(cfg.solver))[3]
     row["roughness"] = {}
     second = None
     if args.second_stage and "rerun" in reps:
@@ -159,7 +182,8 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
                 continue
             errs, centres = {"fisher": fisher[key]}, {}
             for start, r in reps.items():
-                errs.update({f"{start}_{how}": half_width(maps[key], r[key], how, fisher[key]) for how in INTERVALS})
+                errs.update({f"{start}_{how}": half_width(maps[key], r[key], how, fisher[key], free[key])
+                             for how in INTERVALS})
                 # the local shrinkage against the conditional error (the other maps known)
                 errs[f"{start}_shrinkage_conditional"] = half_width(maps[key], r[key], "shrinkage", conditional[key])
                 # the interval centred on the bias-corrected estimate θ̂ − bias*, half-width sd*
@@ -177,6 +201,15 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
                          for name, r in drawn.items()}
                 rough["truth"] = roughness(true_map, fisher[key]) / reference  # a diagnostic only
                 row["roughness"][key] = rough
+            if args.dump is not None:  # every per-pixel array of the cell, to study intervals offline
+                args.dump.mkdir(parents=True, exist_ok=True)
+                extra = {f"pilot_{n}": pm[key] for n, (pm, _) in pilots.items()}
+                extra.update({f"pilot_{n}_replicates": np.asarray(pr[key]) for n, (_, pr) in pilots.items()})
+                extra.update({f"replicates_{st}": np.asarray(r[key]) for st, r in reps.items()})
+                extra["unregularised"] = free[key]
+                np.savez_compressed(args.dump / f"{scene}_{exposure_s:g}_{seed}_{key}.npz", estimate=maps[key],
+                                    truth=true_map, mask=mask, fisher=fisher[key],
+                                    conditional=conditional[key], **extra)
             cov = {m: coverage(maps[key], e, true_map, mask) for m, e in errs.items()}
             cov.update({m: coverage(c, e, true_map, mask) for m, (c, e) in centres.items()})
             row["coverage"][key] = cov
@@ -231,7 +264,8 @@ def bias_corrected_point(problem, mixture, xs, maps: dict, reps: dict, backend) 
     return xt
 
 
-METHODS = [("fisher", "Fisher"), ("rerun_rms", "**bootstrap rms** (written)"), ("rerun_sd", "bootstrap sd"),
+METHODS = [("fisher", "Fisher"), ("rerun_sure", "**bootstrap, Stein's risk** (written)"), ("rerun_rms", "bootstrap rms"),
+           ("rerun_sd", "bootstrap sd"),
            ("rerun_fisher_bias", "√(σ_F² + bias*²)"), ("rerun_shrinkage", "√(sd*² + (bias*/s)²), s = sd*/σ_F"),
            ("rerun_shrinkage_conditional", "the same, s = sd*/σ_cond (σ_cond = 1/√F_ii)"), ("rerun_bias_corrected", "θ̂ − bias* ± sd"),
            ("second_stage_rms", "rms at θ̂ − bias*"), ("pilot_rms", "rms about an undersmoothed pilot"),
@@ -288,10 +322,25 @@ def main(argv=None) -> int:
     ap.add_argument("--pilot-k", type=float, nargs="*", default=[], metavar="F",
                     help="also the bootstrap drawn at a pilot fit with every starlet threshold × F (0: without the "
                          "prior, what bootstrap_from = \"pilot\" writes)")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="a folder: write each cell's maps, truth, mask, errors and replicates there (npz)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "coverage_unmixing")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="run nothing: merge the rows of earlier results (e.g. seeds run in parallel) into --out")
     args = ap.parse_args(argv)
     rows = []
     t0 = time.perf_counter()
+    if args.merge:
+        runs = [json.loads(Path(f).read_text()) for f in args.merge]
+        rows = [r for run in runs for r in run["rows"]]
+        settings = {**{k: v for k, v in runs[0]["settings"].items() if k not in ("out", "dump", "wall_s")},
+                    "seeds": sorted({r["seed"] for r in rows}), "merged": [Path(f).name for f in args.merge],
+                    "wall_s": [run["settings"].get("wall_s") for run in runs]}
+        text = table(rows)
+        Path(f"{args.out}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
+        Path(f"{args.out}.md").write_text(f"Settings: {json.dumps(settings)}\n\n{text}\n")
+        print(text)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for scene in args.scenes:
             for e in args.exposures:

@@ -82,7 +82,7 @@ RUN_KEYS = ("n_iter", "stop_reason", "converged", "pixels_converged", "pixels_st
 # projected L-BFGS, xhsi.solvers.quasi_newton) for --lbfgs-iter iterations instead of PALM
 METHODS = ["unmixing", "pixelfit", "surrogate", "iae", "unmixing_exact", "unmixing_amp_k3", "unmixing_select",
            "unmixing_joint", "unmixing_select_joint", "unmixing_lbfgs", "unmixing_amp_k0.5_lbfgs",
-           "unmixing_select_lbfgs", "iae_amp_k0.5_lbfgs"]
+           "unmixing_select_lbfgs", "iae_amp_k0.5_lbfgs", "iae_lbfgs", "surrogate_lbfgs"]
 THERMAL = {
     "exact": 'model = "thermal"\noptions = { fit_abundance = false, sigma_v_kms = 1000.0 }\n'
              'init = { kT = 2.0, z = 0.0 }\nbounds = { kT = [0.5, 8.0], z = [-0.02, 0.02] }\n',
@@ -267,11 +267,14 @@ CHECKS = [  # (name, label, method, reference, need at the lower levels, need at
     ("select_vs_pixelfit", "selected / pixelfit", "unmixing_select", "pixelfit", 0.85, 1.0),
     ("joint_vs_pixelfit", "joint steps / pixelfit", "unmixing_joint", "pixelfit", 0.85, 1.0),
     ("select_joint_vs_pixelfit", "selected, joint steps / pixelfit", "unmixing_select_joint", "pixelfit", 0.85, 1.0),
-    ("lbfgs_vs_pixelfit", "L-BFGS / pixelfit", "unmixing_lbfgs", "pixelfit", 0.85, 1.0),
+    ("lbfgs_vs_pixelfit", "L-BFGS, no amplitude prior / pixelfit", "unmixing_lbfgs", "pixelfit", 0.85, 1.0),
     ("lbfgs_k05_vs_pixelfit", "L-BFGS, amplitude_k 0.5 (shipped) / pixelfit", "unmixing_amp_k0.5_lbfgs", "pixelfit",
      0.85, 1.0),
+    ("lbfgs_k1_vs_pixelfit", "L-BFGS, amplitude_k 1 / pixelfit", "unmixing_amp_k1_lbfgs", "pixelfit", 0.85, 1.0),
     ("select_lbfgs_vs_pixelfit", "selected, L-BFGS / pixelfit", "unmixing_select_lbfgs", "pixelfit", 0.85, 1.0),
     ("iae_lbfgs_vs_lbfgs", "IAE / unmixing, L-BFGS, amplitude_k 0.5", "iae_amp_k0.5_lbfgs", "unmixing_amp_k0.5_lbfgs",
+     1.5, 1.5),
+    ("iae_lbfgs_vs_exact_lbfgs", "IAE / unmixing, L-BFGS, no amplitude prior", "iae_lbfgs", "unmixing_lbfgs",
      1.5, 1.5),
 ]
 

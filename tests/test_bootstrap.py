@@ -140,6 +140,42 @@ def test_the_shrinkage_interval_recovers_the_bias_of_a_linear_smoother():
     assert bias2[0, 0] == 0.0 and bias2[0, 2] > 0.0  # the first pixel's bias* is within its noise
 
 
+def test_steins_risk_is_the_error_at_the_truth_of_a_linear_smoother():
+    # θ̂ = s θ_p, θ_p = θ + σ ε (the unregularised fit): the error at the truth has mean square
+    # (1 − s)² θ² + s² σ²; the replicates drawn at θ̂ see the bias s (s − 1) θ only (too small)
+    # and the sure interval (θ_p − θ̂)² + (2 s − 1) σ², s = sd*/σ, is that mean square on
+    # average over the noise draws (here the pixels)
+    rng = np.random.default_rng(1)
+    n = 4000
+    for theta, sigma, s in ((4.0, 0.5, 0.5), (3.0, 1.0, 0.3), (2.0, 0.4, 0.9)):  # the floor seldom acts
+        pilot = theta + sigma * rng.standard_normal((1, n))
+        est = s * pilot
+        reps = s * (est[None] + sigma * rng.standard_normal((400, 1, n)))
+        sigmas = np.full((1, n), sigma)
+        mse = (1 - s) ** 2 * theta ** 2 + s ** 2 * sigma ** 2
+        assert np.mean((est - theta) ** 2) == pytest.approx(mse, rel=0.06)
+        sure = half_width(est, reps, "sure", sigmas, pilot)
+        assert np.mean(sure ** 2) == pytest.approx(mse, rel=0.06)
+        if s <= 0.5:  # where the prior shrinks much, the replicates' bias at θ̂ is too small
+            assert np.mean(half_width(est, reps, "rms") ** 2) < 0.75 * mse
+
+
+def test_the_sure_interval_is_its_definition():
+    reps = np.array([[[1.5, 2.0, 1.0, 0.0]], [[0.5, 3.0, 1.2, 1.0]], [[2.5, 2.5, 1.4, 2.0]]])
+    est = np.array([[1.0, 2.0, 0.0, 1.0]])
+    pilot = np.array([[3.0, 2.1, np.nan, 1.0]])
+    sigma = np.array([[0.5, 2.0, 0.2, np.inf]])
+    var = reps.var(axis=0, ddof=1)
+    s = np.clip(np.sqrt(var) / sigma, 0.0, 1.0)
+    risk = (pilot - est) ** 2 + (2 * s - 1) * sigma ** 2
+    got = half_width(est, reps, "sure", sigma, pilot)
+    np.testing.assert_allclose(got[0, :2], np.sqrt(np.maximum(risk, var))[0, :2])
+    assert got[0, 0] > half_width(est, reps, "rms")[0, 0]  # the pilot's departure: a bias the replicates miss
+    assert got[0, 1] == pytest.approx(np.sqrt(var[0, 1]))  # risk below the spread: floored at it
+    # no pilot or no Fisher information in a pixel: the replicates' rms there
+    np.testing.assert_allclose(got[0, 2:], half_width(est, reps, "rms")[0, 2:])
+
+
 def test_intervals_and_coverage_are_their_definitions():
     est = np.array([[1.0, 2.0]])
     reps = np.array([[[1.5, 2.0]], [[0.5, 3.0]], [[2.5, 2.5]]])  # (B, 1, 2)
@@ -213,6 +249,7 @@ def test_replicates_as_dask_tasks_are_the_sequential_ones(tmp_path):
     ("problem.bootstrap_samples=1", "bootstrap_samples`: must be >= 2"),
     ("problem.bootstrap_iter=-1", "bootstrap_iter`: must be >= 0"),
     ('problem.errors="bootstrapped"', "not one of fisher, bootstrap"),
+    ('problem.bootstrap_interval="mad"', "not one of auto, sure, rms"),
 ])
 def test_bootstrap_options_are_checked(tmp_path, setting, words):
     with pytest.raises(ConfigError, match=words):
@@ -274,3 +311,31 @@ def test_the_pilot_is_the_fit_without_the_prior_and_the_errors_are_about_it(tmp_
     assert notes["from"] == "solution"
     with pytest.raises(ConfigError, match="not one of solution, pilot"):
         load_config(cluster(tmp_path), ['problem.bootstrap_from="truth"'])
+
+
+def test_the_sure_errors_take_the_pilots_departure_and_are_the_default(tmp_path):
+    """``bootstrap_interval = "sure"`` (what ``auto`` gives at the solution): replicates
+    drawn at the solution, the unregularised pilot and the Fisher errors at the solution,
+    combined by ``half_width(..., "sure")``; refused with replicates drawn at the pilot."""
+    from xhsi.problems.bootstrap import (
+        bootstrap_errors,
+        unregularised_pilot,
+        written_interval,
+    )
+    from xhsi.runner import check_config
+
+    problem, solver, mixture, blocks, xs, maps, fisher = solved(cluster(tmp_path, k=3.0))
+    errors, notes = bootstrap_errors(problem, solver, mixture, blocks, xs, maps, 4, 3, seed=2, interval="sure")
+    pilot = unregularised_pilot(problem, solver, 3)[3]
+    reps = bootstrap_replicates(problem, solver, mixture, blocks, xs, samples=4, iterations=3, seed=2)
+    for name in ("thermal.kT", "thermal.amplitude"):
+        np.testing.assert_allclose(errors[name], half_width(maps[name], reps[name], "sure", fisher[name], pilot[name]))
+    assert notes["interval_kind"] == "sure" and "Stein" in notes["interval"]
+    options = load_config(cluster(tmp_path), ['problem.errors="bootstrap"']).problem
+    assert options.bootstrap_interval == "auto" and written_interval(options) == "sure"
+    options = load_config(cluster(tmp_path), ['problem.bootstrap_from="pilot"']).problem
+    assert written_interval(options) == "rms"
+    cfg = load_config(cluster(tmp_path), ['problem.errors="bootstrap"', 'problem.bootstrap_from="pilot"',
+                                          'problem.bootstrap_interval="sure"'])
+    with pytest.raises(ConfigError, match="drawn at the solution"):
+        check_config(cfg)

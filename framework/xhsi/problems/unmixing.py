@@ -43,7 +43,7 @@ from ..results import Result
 from ..schema import option
 from ..spectral.models import latent_factors
 from .base import ObservationData, Problem, run_solver
-from .bootstrap import FROM as BOOTSTRAP_FROM
+from .bootstrap import FROM as BOOTSTRAP_FROM, WRITTEN as BOOTSTRAP_WRITTEN
 from .components import config_dir, map_metrics, map_units, parameter_rows, resolve_components
 from .fitting import PixelFitter, spectral_response
 from .mixture import DataFit, Mixture
@@ -95,9 +95,15 @@ class UnmixingOptions:
                                  doc="bootstrap: solver iterations of each replicate's fit (0: the run's [solver] "
                                      "max_iter, the estimator itself)")
     bootstrap_from: str = option("solution", choices=BOOTSTRAP_FROM,
-                                 doc="bootstrap: draw the replicates at the solution and measure their rms "
-                                     "deviation from it (solution), or at an unregularised pilot fit and from it "
-                                     "(pilot: the prior's bias at a map as rough as the data's; wider)")
+                                 doc="bootstrap: draw the replicates at the solution, or at an unregularised "
+                                     "pilot fit and measure their rms deviation from it (pilot: the prior's bias at "
+                                     "a map as rough as the data's; wider)")
+    bootstrap_interval: str = option("auto", choices=("auto",) + BOOTSTRAP_WRITTEN,
+                                     doc="bootstrap: the error written, sure (Stein's unbiased estimate of the error "
+                                         "at the truth from one more, unregularised, fit and replicates drawn at the "
+                                         "solution) or rms (the replicates' rms deviation from where they were drawn: "
+                                         "at the solution, the prior's bias at a sky as smooth as the map); auto: sure "
+                                         "at the solution, rms at the pilot")
 
 
 class Unmixing(SpectralReduction, Problem):
@@ -130,11 +136,10 @@ class Unmixing(SpectralReduction, Problem):
             comps, _ = resolve_components(config.components, model_grid(config), Backend("numpy", config.run.dtype),
                                           str(config.source), config_dir(config))
             check_reduction(config.source, options, comps)
-        if options.errors == "bootstrap":  # each replicate fits at least one iteration
-            from .bootstrap import check_bootstrap
+        if options.errors == "bootstrap":  # each replicate fits at least one iteration; sure at the solution
+            from .bootstrap import check_options
 
-            check_bootstrap(options.bootstrap_samples, options.bootstrap_iter or config.solver.max_iter,
-                            str(config.source))
+            check_options(options, config.solver.max_iter, str(config.source))
         return regularizers
 
     def extra_metrics(self, result: Result, truth) -> dict:
