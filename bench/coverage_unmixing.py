@@ -306,6 +306,15 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write(out: Path, settings: dict, rows: list[dict]) -> None:
+    """``out``.json (settings and rows) and ``out``.md (the table), and the table printed."""
+    text = table(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
+    Path(f"{out}.md").write_text(f"Settings: {json.dumps(settings)}\n\n{text}\n")
+    print(text)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenes", nargs="+", default=["casa_s0", "casa_s3_sync40", "cluster"])
@@ -336,10 +345,7 @@ def main(argv=None) -> int:
         settings = {**{k: v for k, v in runs[0]["settings"].items() if k not in ("out", "dump", "wall_s")},
                     "seeds": sorted({r["seed"] for r in rows}), "merged": [Path(f).name for f in args.merge],
                     "wall_s": [run["settings"].get("wall_s") for run in runs]}
-        text = table(rows)
-        Path(f"{args.out}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
-        Path(f"{args.out}.md").write_text(f"Settings: {json.dumps(settings)}\n\n{text}\n")
-        print(text)
+        write(args.out, settings, rows)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         for scene in args.scenes:
@@ -347,13 +353,9 @@ def main(argv=None) -> int:
                 for seed in args.seeds:
                     rows.append(run_one(scene, e, seed, args, Path(tmp)))
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    text = table(rows)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     settings["wall_s"] = time.perf_counter() - t0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
-    Path(f"{args.out}.md").write_text(f"Settings: {json.dumps(settings)}\n\n{text}\n")
-    print(text)
+    write(args.out, settings, rows)
     return 0
 
 

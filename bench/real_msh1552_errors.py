@@ -60,7 +60,11 @@ def errors_of(counts: Path, samples: int, seed: int) -> tuple[dict, dict]:
     from xhsi import plugins
     from xhsi.config import load_config
     from xhsi.problems.base import run_solver
-    from xhsi.problems.bootstrap import bootstrap_replicates, half_width, unregularised_pilot
+    from xhsi.problems.bootstrap import (
+        bootstrap_replicates,
+        half_width,
+        unregularised_pilot,
+    )
     from xhsi.runner import check_config, prepare
 
     cfg = load_config(CONFIG, [f"observations[0].counts={json.dumps(str(counts))}", 'solver.name="lbfgs"',
