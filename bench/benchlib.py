@@ -224,3 +224,23 @@ def plain_forward(obs, grid, dtype=np.float32):
         @ Diagonal(weight, shape)
     rebin = round(fwd.detector_pixel_arcsec / fwd.model_pixel_arcsec)
     return SpatialRebin(op.shape_out, rebin) @ op if rebin > 1 else op
+
+
+def solved_problem(cfg):
+    """(prepared inputs, problem, solver, solver output, mixture, blocks) of a config's
+    problem built as ``xhsi run`` builds it (its [problem] options) and solved once from its
+    own start: what the bench scripts that look inside a solution (its error maps, its
+    replicates) start from."""
+    from xhsi import plugins
+    from xhsi.problems.base import run_solver
+    from xhsi.runner import check_config, prepare
+
+    regularizers = check_config(cfg)
+    prep = prepare(cfg)
+    problem = plugins.get("problem", cfg.run.problem)(cfg, prep.backend, prep.grid, prep.observations, regularizers,
+                                                       plugins.get("likelihood", cfg.run.likelihood),
+                                                       options=cfg.problem)
+    solver = plugins.get("solver", cfg.solver.name).from_config(cfg.solver)
+    x0, value, blocks, mixture = problem.build()
+    out, _, _ = run_solver(problem.name, solver, (x0, value, blocks))
+    return prep, problem, solver, out, mixture, blocks

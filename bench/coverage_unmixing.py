@@ -108,9 +108,9 @@ def scene_config(scene: str, tmp: Path) -> tuple[Path, list[str]]:
 def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
     """One fit, its Fisher errors and the bootstrap of each of ``args.starts``; the coverage
     of every interval of every map."""
+    from benchlib import solved_problem
     from xhsi import plugins
     from xhsi.config import load_config
-    from xhsi.problems.base import run_solver
     from xhsi.problems.bootstrap import (
         INTERVALS,
         bootstrap_replicates,
@@ -119,20 +119,12 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
         problem_copy,
         solved_copy,
     )
-    from xhsi.runner import check_config, prepare
 
     path, sets = scene_config(scene, tmp)
     cfg = load_config(path, sets + [f"observations.acis.exposure_s={exposure_s}", f"solver.max_iter={args.max_iter}",
                                     "run.quicklook=false", f"run.seed={seed}"] + list(args.set))
-    regularizers = check_config(cfg)
-    prep = prepare(cfg)
-    problem = plugins.get("problem", cfg.run.problem)(cfg, prep.backend, prep.grid, prep.observations, regularizers,
-                                                       plugins.get("likelihood", cfg.run.likelihood),
-                                                       options=cfg.problem)
-    solver = plugins.get("solver", cfg.solver.name).from_config(cfg.solver)
     t0 = time.perf_counter()
-    x0, value, blocks, mixture = problem.build()
-    out, _, _ = run_solver(problem.name, solver, (x0, value, blocks))
+    prep, problem, solver, out, mixture, blocks = solved_problem(cfg)
     maps = problem._maps(mixture, out.x)
     fisher = problem.error_maps(maps)
     conditional = conditional_errors(problem, maps)

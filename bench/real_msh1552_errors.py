@@ -57,26 +57,17 @@ def split(cube: Path, work: Path, seed: int) -> list[Path]:
 
 def errors_of(counts: Path, samples: int, seed: int) -> tuple[dict, dict]:
     """(maps, {error kind: maps}) of one half: the fit, its Fisher errors, and the bootstrap's."""
-    from xhsi import plugins
+    from benchlib import solved_problem
     from xhsi.config import load_config
-    from xhsi.problems.base import run_solver
     from xhsi.problems.bootstrap import (
         bootstrap_replicates,
         half_width,
         unregularised_pilot,
     )
-    from xhsi.runner import check_config, prepare
 
     cfg = load_config(CONFIG, [f"observations[0].counts={json.dumps(str(counts))}", 'solver.name="lbfgs"',
                                "solver.options={}", "solver.max_iter=100", "run.quicklook=false", f"run.seed={seed}"])
-    regularizers = check_config(cfg)
-    prep = prepare(cfg)
-    problem = plugins.get("problem", cfg.run.problem)(cfg, prep.backend, prep.grid, prep.observations, regularizers,
-                                                       plugins.get("likelihood", cfg.run.likelihood),
-                                                       options=cfg.problem)
-    solver = plugins.get("solver", cfg.solver.name).from_config(cfg.solver)
-    x0, value, blocks, mixture = problem.build()
-    out, _, _ = run_solver(problem.name, solver, (x0, value, blocks))
+    _, problem, solver, out, mixture, blocks = solved_problem(cfg)
     maps = problem._maps(mixture, out.x)
     fisher = problem.error_maps(maps)
     pilot = unregularised_pilot(problem, solver, cfg.solver.max_iter)[3]
