@@ -72,15 +72,10 @@ parameter_k = 1.0
 
 
 #: Held-out scenes (``--scenes`` names them; not in the default run), written after the
-#: intervals were chosen on the three above, to check them on scenes that chose nothing: the
-#: sharp kT and z boundary of bench/unmixing_suite.py, and its hotter variant.
-HELD_OUT = {
-    "boundary": ("boundary", {"sigma_v_kms": 1000.0}),
-    "boundary_hot": ("boundary", {"sigma_v_kms": 1000.0, "boundary_angle_deg": 70.0, "boundary_offset": -0.2,
-                                  "kT_a_keV": 3.0, "kT_b_keV": 5.5, "velocity_a_kms": 2500.0,
-                                  "velocity_b_kms": -1000.0, "synchrotron_fraction": 0.35, "index_start": 1.9,
-                                  "index_end": 2.6, "seed": 4, "clumpiness": 0.6}),
-}
+#: intervals were chosen on the three above, to check them on scenes that chose nothing:
+#: bench/unmixing_suite.py's sharp kT and z boundary, its hotter variant, and its cooler,
+#: clumpier, fainter-synchrotron remnant (its SCENES: simulated scene and options).
+HELD_OUT = ("boundary", "boundary_hot", "casa_s9_cool")
 
 
 def scene_config(scene: str, tmp: Path) -> tuple[Path, list[str]]:
@@ -99,9 +94,11 @@ def scene_config(scene: str, tmp: Path) -> tuple[Path, list[str]]:
                         + '[simulate]\nscene = "cluster_beta"\noptions = { abundance = 0.3 }\n')
         return path, []
     if scene in HELD_OUT:
-        return CONFIG, [f"simulate.scene={json.dumps(HELD_OUT[scene][0])}",
-                        "simulate.options={" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in HELD_OUT[scene][1].items())
-                        + "}"]
+        from unmixing_suite import SCENES
+
+        kind, options = SCENES[scene]
+        return CONFIG, [f"simulate.scene={json.dumps(kind)}",
+                        "simulate.options={" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in options.items()) + "}"]
     raise SystemExit(f"unknown scene {scene}")
 
 

@@ -36,8 +36,8 @@ the problem itself (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*,
    θ_p: err² = max(sd*², (θ_p − θ̂)² + (2 s − 1) σ_F²), s = sd*/σ_F (``half_width``). The
    prior's bias enters through the data's own departure from the map, which the smooth θ̂
    cannot show its replicates. On the coverage suite (4 noise draws) its 68 % intervals
-   covered 62–79 % (22 of 24 cells within 60–76 %; the rms 51–75 %, 19 of 24), on two
-   held-out scenes 62–81 % (15 of 20; the rms 60–78 %, 19 of 20): wider where the prior's
+   covered 62–79 % (22 of 24 cells within 60–76 %; the rms 51–75 %, 19 of 24), on three
+   held-out scenes 62–81 % (24 of 30; the rms 60–76 %, 30 of 30): wider where the prior's
    bias is small, but it does not under-cover where the rms does.
 
 Where to draw them (docs/unmixing.md, "Error maps"; bench/coverage_unmixing.py). The pilot
