@@ -278,6 +278,7 @@ def test_a_run_writes_the_bootstrap_error_maps_and_says_so(tmp_path):
     meta = json.loads((tmp_path / "boot" / "run.json").read_text())
     assert meta["errors"]["method"] == "bootstrap"
     assert meta["errors"]["samples"] == 3 and meta["errors"]["iterations"] == 2
+    assert meta["errors"]["interval_kind"] == "sure"  # the default at the solution
     run(load_config(path, ['problem.errors="fisher"']), out=tmp_path / "fisher", quiet=True)
     assert json.loads((tmp_path / "fisher" / "run.json").read_text())["errors"]["method"] == "fisher"
     with fits.open(tmp_path / "boot" / "maps.fits") as boot, fits.open(tmp_path / "fisher" / "maps.fits") as fish:
