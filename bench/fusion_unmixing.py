@@ -118,10 +118,20 @@ def fusion_then_pixelfit(prep, problem, fusion_config=(FUSION, [])):
     return maps, wall + time.perf_counter() - t0
 
 
+def expected_counts(prep, names) -> None:
+    """Replace the counts of the observations named in ``names`` by their expectation
+    A_k Z + B_k at the scene's truth (noise-free counts), in place."""
+    for o in prep.observations:
+        if o.name in names:
+            mu = o.forward.apply(prep.backend.asarray(prep.truth))
+            o.counts = mu if o.background is None else mu + o.background
+
+
 def quality(scale: float, max_iter: int, config=SMALL, fusion_config=(FUSION, []), with_fusion=True,
-            seed: int | None = None, extra=()) -> list[dict]:
+            seed: int | None = None, extra=(), expected=()) -> list[dict]:
     """The rows of one exposure scale (``seed``: the noise draw, ``[run] seed``; ``extra``:
-    more ``--set`` overrides for joint, (a) and (b))."""
+    more ``--set`` overrides for joint, (a) and (b); ``expected``: observations whose counts
+    are their expectation, without noise)."""
     from xhsi.runner import prepare
 
     probe = _load(config, [])
@@ -130,6 +140,7 @@ def quality(scale: float, max_iter: int, config=SMALL, fusion_config=(FUSION, []
     overrides += ([f"run.seed={seed}"] if seed is not None else []) + list(extra)
     cfg = _load(config, overrides)
     prep = prepare(cfg)
+    expected_counts(prep, expected)
     truth = prep.scene_truth
     joint = _problem(cfg, prep, prep.observations)
     result, wall = _solve(joint, cfg)
@@ -228,6 +239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", help="noise draws ([run] seed) to average over")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="an override for the unmixing runs (joint, (a), (b)), e.g. problem.joint_metric=true")
+    ap.add_argument("--expected", nargs="+", default=[], metavar="NAME",
+                    help="observations whose counts are their expected counts (noise-free), e.g. xrism")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_fusion_unmixing")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +252,7 @@ def main(argv=None) -> int:
     where = (PUBLISHED, FUSION_PUBLISHED) if args.published_quality else (SMALL, (FUSION, []))
     seeds = args.seeds or [None]
     rows = [r for s in args.exposure_scales for seed in seeds
-            for r in quality(s, args.max_iter, *where, not args.skip_fusion, seed, args.overrides)]
+            for r in quality(s, args.max_iter, *where, not args.skip_fusion, seed, args.overrides, args.expected)]
     if args.seeds:
         rows += seed_means(rows)
     text = table(rows)
