@@ -37,6 +37,17 @@ CENTER_DEG = (228.481667, -59.135833)  # the same position in degrees
 PSR_REGION = '# Region file format: DS9 version 4.1\nfk5\ncircle(15:13:55.6,-59:08:09,3")\n'
 ANNULI_ARCSEC = [(3, 10), (10, 20), (20, 35), (35, 60), (60, 100), (100, 150)]
 NOTICE_KEV = (1.0, 8.0)  # fitted channels, as the cube's band
+#: The unmixing config of the walkthrough and the 16" cube it reads (``bin_cube`` writes it).
+UNMIXING_CONFIG = ROOT / "configs" / "msh1552_chandra_unmixing.toml"
+UNMIXING_CUBE = ROOT / "runs" / "msh1552" / "msh1552_cube_16arcsec.fits"
+
+
+def unmixing_cube() -> Path:
+    """The binned 16" cube, or SystemExit saying how to make it (the scripts that reuse it)."""
+    if not UNMIXING_CUBE.is_file():
+        raise SystemExit(f"{UNMIXING_CUBE} not found: run `python bench/real_msh1552.py` first (it bins the event "
+                         "list).")
+    return UNMIXING_CUBE
 SOFT_KEV, HARD_KEV = (2.0, 4.0), (4.0, 8.0)  # hardness ratio bands
 
 # Morrison & McCammon 1983, Table 2: sigma E^3 = c0 + c1 E + c2 E^2, 1e-24 cm^2 keV^3 per H atom.

@@ -15,8 +15,8 @@ For each half: configs/msh1552_chandra_unmixing.toml with L-BFGS (100 iterations
 bench/real_msh1552_iae.py), then the error maps as ``errors = "bootstrap"`` makes them
 (``--samples`` replicates drawn at the solution and re-solved, one unregularised pilot):
 the Fisher errors, the replicates' sd, their rms, and Stein's risk (``half_width``).
-Pixels: where both halves' component amplitude is above the median of the full cube's run
-(``pwn`` for N_H and Γ, ``rcw89`` for kT). Needs the binned cube (``python
+Pixels: where the component's amplitude is above its median in both halves (``pwn`` for
+N_H and Γ, ``rcw89`` for kT). Needs the binned cube (``python
 bench/real_msh1552.py``). Writes bench/results/real_msh1552_errors.json.
 
     python bench/real_msh1552_errors.py [--samples 8]     # ~10 min on 2 cores
@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "msh1552_chandra_unmixing.toml"
-CUBE = ROOT / "runs" / "msh1552" / "msh1552_cube_16arcsec.fits"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_msh1552  # the walkthrough: the cube's path and config
+
+CONFIG = real_msh1552.UNMIXING_CONFIG
 MAPS = {"pwn.index": "pwn", "pwn.nh": "pwn", "rcw89.kT": "rcw89"}
 ERRORS = ("fisher", "sd", "rms", "sure")
 
@@ -88,11 +90,10 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "msh1552" / "errors")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "real_msh1552_errors.json")
     args = ap.parse_args(argv)
-    if not CUBE.is_file():
-        raise SystemExit(f"{CUBE} not found: run `python bench/real_msh1552.py` first (it bins the event list).")
+    cube = real_msh1552.unmixing_cube()
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    halves = [errors_of(path, args.samples, args.seed) for path in split(CUBE, args.work, args.seed)]
+    halves = [errors_of(path, args.samples, args.seed) for path in split(cube, args.work, args.seed)]
     (ma, ea), (mb, eb) = halves
     report = {"samples": args.samples, "seed": args.seed, "wall_s": None, "maps": {}}
     for key, comp in MAPS.items():

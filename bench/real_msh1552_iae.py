@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "msh1552_chandra_unmixing.toml"
-CUBE = ROOT / "runs" / "msh1552" / "msh1552_cube_16arcsec.fits"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_msh1552  # the walkthrough: the cube's path and config
+
+CONFIG = real_msh1552.UNMIXING_CONFIG
 RINGS_ARCSEC = ((0, 40), (40, 80), (80, 140), (140, 250))
 PIXEL_ARCSEC, PULSAR_PIXEL = 16.0, (29, 29)
 TRAINING = """[model.energy]
@@ -83,8 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "msh1552" / "iae")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "real_msh1552_iae.json")
     args = ap.parse_args(argv)
-    if not CUBE.is_file():
-        raise SystemExit(f"{CUBE} not found: run `python bench/real_msh1552.py` first (it bins the event list).")
+    real_msh1552.unmixing_cube()  # exits saying how to bin it when it is missing
     args.work.mkdir(parents=True, exist_ok=True)
     from xhsi.config import load_config
 

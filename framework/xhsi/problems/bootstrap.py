@@ -363,8 +363,7 @@ def half_width(estimate, replicates, how: str = "rms", fisher=None, pilot=None) 
         sigma = np.where(known, sigma, 1.0)
         shrink = np.clip(np.sqrt(var) / sigma, 0.0, 1.0)
         risk = np.square(np.where(known, pilot, estimate) - estimate) + (2.0 * shrink - 1.0) * np.square(sigma)
-        rms = np.sqrt(np.mean(np.square(replicates - estimate[None]), axis=0))
-        return np.where(known, np.sqrt(np.maximum(risk, var)), rms)
+        return np.where(known, np.sqrt(np.maximum(risk, var)), half_width(estimate, replicates, "rms"))
     raise ValueError(f"unknown interval {how!r}; one of {INTERVALS}")  # programmer error
 
 
