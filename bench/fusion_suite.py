@@ -143,7 +143,8 @@ def _yes(b: dict) -> str:
 def table(rows: list[dict], skipped: list[str], header: str) -> str:
     lines = [header, "",
              ("Cells: PSNR (dB) / ASAM (°) / relative error per voxel. *config*: the untuned config "
-              "(`none`: no regulariser, no [solver]; `lowrank`, `starlet`: regularisers named without options). "
+              "(`none`: no [[regularizers]], no [solver]; `stop`: `regularizers = []`, no [solver]; "
+              "`lowrank`, `starlet`: regularisers named without options). "
               "*default*: `xhsi run` of it (iterations, wall s; the selection's choice when it selected). "
               "*beats*: the default beats both baselines in PSNR/ASAM/error. *oracle*: the best "
               "candidate@iteration by PSNR on the truth, over the candidates the selection chooses among, "

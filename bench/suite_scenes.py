@@ -339,17 +339,21 @@ def write_scene(spec: SceneSpec, folder: Path, data_dir: Path = SHARED_DATA) -> 
     }
     for kind, regs in UNTUNED.items():
         extra = {"problem": PROBLEM[kind]} if kind in PROBLEM else {}
-        text = dumps_toml({**config, **extra, "regularizers": regs} if regs else {**config, **extra})
+        text = dumps_toml({**config, **extra, "regularizers": regs} if regs is not None else {**config, **extra})
         (folder / config_name(kind)).write_text(f"# fusion suite scene `{spec.name}`: {spec.what}; untuned config "
                                                 f"`{kind}`, written by bench/suite_scenes.py\n" + text)
     return folder / config_name("none"), cube.astype(np.float32)
 
 
 #: The untuned configs of each scene (what a user who tunes nothing writes): no regulariser
-#: and no [solver] at all; regularisers named without options (the low-rank and the 2D-1D
-#: recipes of docs/fusion.md, untuned).
+#: and no [solver] at all (`none`: since 2026-12-07 the run then chooses the regularisers of
+#: `lowrank`, xhsi.selection.candidates.DEFAULT_REGULARIZERS); `regularizers = []` written
+#: (`stop`: no regulariser, the stopping iteration chosen; what `none` was before);
+#: regularisers named without options (the low-rank and the 2D-1D recipes of
+#: docs/fusion.md, untuned).
 UNTUNED: dict[str, list[dict] | None] = {
     "none": None,
+    "stop": [],
     "lowrank": [{"name": "lowrank_pca"}, {"name": "sobolev"}],
     "starlet": [{"name": "starlet2d1d_l1"}],
     "lowrank_absolute": [{"name": "lowrank_pca"}, {"name": "sobolev"}],

@@ -50,11 +50,16 @@ scene = "{scene}"
 XRISM = '[[observations]]\nname = "xrism"\ninstrument = "xrism_resolve"\nspatial_rebin = 3\nexposure_s = 2.0e4\n'
 
 
-def write(tmp_path, problem="fusion", scene="casa_like", regularizers="", solver="", selection="", name="run.toml"):
+def write(tmp_path, problem="fusion", scene="casa_like", regularizers="", solver="", selection="", name="run.toml",
+          top=""):
+    """A small run config; ``top``: top-level keys (e.g. ``regularizers = []``)."""
     path = tmp_path / name
-    path.write_text(FUSION.format(problem=problem, scene=scene, regularizers=regularizers, solver=solver,
-                                  selection=selection, xrism=XRISM if problem == "fusion" else ""))
+    path.write_text(top + FUSION.format(problem=problem, scene=scene, regularizers=regularizers, solver=solver,
+                                        selection=selection, xrism=XRISM if problem == "fusion" else ""))
     return path
+
+
+NO_REGULARIZER = "regularizers = []\n"  # written: fit without one, only the stop chosen
 
 
 def oracle(cfg, prep, cands, iterations):
@@ -95,10 +100,44 @@ def test_the_selection_picks_the_truth_best_candidate_and_a_good_stop(tmp_path, 
     assert result.metrics["result"]["psnr_db"] >= max(best) - 0.5
 
 
-def test_a_run_with_nothing_tuned_selects_its_stop_and_beats_both_baselines(tmp_path, capsys):
-    path = write(tmp_path)  # no [[regularizers]], no max_iter
+def test_a_config_with_no_regularizers_key_chooses_the_default_regularisers(tmp_path):
+    cfg = load_config(write(tmp_path, selection="max_iter = 40"))  # no [[regularizers]] at all, no [solver] max_iter
+    assert "the regularisers (lowrank_pca, sobolev)" in selection_reason(cfg)
+    cands = default_candidates(cfg)
+    assert len(cands) == 9 and all(list(c.overrides) == ["regularizers"] for c in cands)
+    assert cands[0].name == 'lowrank_pca.rank=4, lowrank_pca.basis="nmf", sobolev.weight=0.03'
+    assert cands[0].overrides["regularizers"] == [{"name": "lowrank_pca", "options": {"rank": 4, "basis": "nmf"}},
+                                                  {"name": "sobolev", "weight": 0.03}]
+    run(cfg, tmp_path / "out", quiet=True)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    sel, res = metrics["selection"], metrics["result"]
+    assert len(sel["candidates"]) == 9 and sel["chosen"]["name"].startswith("lowrank_pca.rank=")
+    for name, base in metrics["baselines"].items():
+        assert res["psnr_db"] > base["psnr_db"] + 5 and res["rel_error_voxel"] < base["rel_error_voxel"] / 2, name
+    selected = load_config(tmp_path / "out" / "config.selected.toml")
+    assert [r.name for r in selected.regularizers] == ["lowrank_pca", "sobolev"]
+    assert selected.solver.max_iter == sel["chosen"]["final_max_iter"] and selected.selection.select == "off"
+
+
+@pytest.mark.slow
+def test_the_default_regularisers_beat_the_stop_alone(tmp_path):
+    """Both untuned (the whole default budget): the chosen regularisers against the chosen
+    stop of the unregularised path, on every metric (measured 33.6 against 32.3 dB, 25.6°
+    against 30.6°, 0.167 against 0.180)."""
+    out = {}
+    for top in ("", NO_REGULARIZER):
+        folder = tmp_path / f"out{len(out)}"
+        run(load_config(write(tmp_path, top=top, name=f"run{len(out)}.toml")), folder, quiet=True)
+        out[top] = json.loads((folder / "metrics.json").read_text())["result"]
+    family, alone = out[""], out[NO_REGULARIZER]
+    assert family["psnr_db"] > alone["psnr_db"] + 0.5 and family["asam_deg"] < alone["asam_deg"] - 2
+    assert family["rel_error_voxel"] < alone["rel_error_voxel"]
+
+
+def test_a_run_with_no_regulariser_written_selects_its_stop_and_beats_both_baselines(tmp_path, capsys):
+    path = write(tmp_path, top=NO_REGULARIZER)  # regularizers = [], no max_iter
     cfg = load_config(path)
-    assert "stopping iteration is chosen from the data" in selection_reason(cfg)
+    assert "regularizers = [] and no [solver] max_iter: the stopping iteration" in selection_reason(cfg)
     run(cfg, tmp_path / "out")
     err = capsys.readouterr().err
     assert "selection (holdout" in err and "chose as configured, stopping at iteration" in err
@@ -140,7 +179,7 @@ def test_default_candidates_follow_the_regularisers_left_untuned(tmp_path):
     cands = default_candidates(cfg)
     assert [c.overrides for c in cands] == [{"regularizers[0].options.k": k} for k in (1.0, 2.0, 4.0)]
     assert all(c.name.startswith("starlet2d1d_l1.k=") for c in cands)
-    assert [c.overrides for c in default_candidates(load_config(write(tmp_path)))] == [{}]
+    assert [c.overrides for c in default_candidates(load_config(write(tmp_path, top=NO_REGULARIZER)))] == [{}]
     sobolev = default_candidates(load_config(write(tmp_path, regularizers='[[regularizers]]\nname = "sobolev"\n')))
     assert [c.overrides for c in sobolev] == [{"regularizers[0].weight": w} for w in (0.03, 0.3, 3.0)]
 

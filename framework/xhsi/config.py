@@ -189,7 +189,8 @@ class SelectionSection:
 
     select: str = option("untuned", choices=("untuned", "auto", "off"),
                          doc="untuned: select when the config leaves something to choose (a regulariser with no "
-                             "options, or no [[regularizers]] and no [solver] max_iter); auto: always; off: never")
+                             "options, or no [[regularizers]] and no [solver] max_iter: then the regularisers too, "
+                             "unless regularizers = [] is written); auto: always; off: never")
     rule: str = option("holdout", choices=("holdout", "discrepancy"),
                        doc="holdout: Poisson deviance of thinned counts held out from each fit; discrepancy: "
                            "the full-data deviance against its expected value")
