@@ -68,7 +68,8 @@ def test_written_scene_is_a_valid_untuned_config(tmp_path):
         check_config(cfg)  # instruments, the truth file's grid, the observations
         raw = (tmp_path / suite_scenes.config_name(kind)).read_text()
         assert "max_iter" not in raw and "[solver]" not in raw and "options = { k" not in raw
-        assert (kind == "none") == (not cfg.regularizers)
+        assert (kind in ("none", "stop")) == (not cfg.regularizers)
+        assert (kind == "stop") == ("regularizers = []" in raw)  # written: no regulariser, only the stop chosen
     assert (tmp_path / "suite_imager.toml").exists() and (tmp_path / "suite_calorimeter.toml").exists()
 
 

@@ -38,7 +38,7 @@ def write_outputs(out: Path, cfg, prep, result: Result) -> None:
 
             simulated = {"OBJECT": cards.get("OBJECT"), "HISTORY": [f"simulated by scene {cfg.simulate.scene}"]}
             write_simulated_truth_maps(out / "truth_maps.fits", scene, grid.pixel_arcsec, frame.at(1), simulated)
-    residuals = residual_significance(prep, result.arrays["cube"])
+    residuals, result.metadata["data_fit"] = data_fit(prep, result.arrays["cube"])
     for obs, section in zip(prep.observations, cfg.observations):
         name = obs.name
         write_maps(out / f"residuals_{name}.fits", {f"residual.{name}": residuals[name]},
@@ -52,19 +52,50 @@ def write_outputs(out: Path, cfg, prep, result: Result) -> None:
         write_quicklooks(out, prep, result, tol=cfg.solver.tol)
 
 
-def residual_significance(prep, cube) -> dict[str, np.ndarray]:
-    """Per observation and detector pixel, Σ_c (counts − model) / √(Σ_c model): the
-    signed significance (in σ) of what the result leaves unexplained in that pixel."""
-    out = {}
+#: Energy bands of run.json's ``data_fit`` (``counts_kept`` per band): the observation's
+#: channel range cut into this many bands of equal width in log energy.
+FIT_BANDS = 4
+
+
+def data_fit(prep, cube) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """What the result explains of each observation's counts, from the data alone (real data
+    has no truth): per detector pixel, the signed significance Σ_c (counts − model) / √(Σ_c
+    model) (the residual maps), and for run.json's ``data_fit``: the counts, the result's
+    expected counts (background included) and their ratio ``counts_kept``, overall and in
+    ``FIT_BANDS`` bands of channel energy (a regularised Poisson fit keeps less than the
+    counts where its penalty shrinks the flux, and a ratio that changes with energy is a bias
+    of the spectra), and the Poisson deviance of the field's summed spectrum against the
+    deviance a true model would leave on average (``spectrum_deviance``,
+    ``spectrum_expected_deviance``: channels the model misses by more than the noise raise
+    the first far above the second)."""
+    from .selection.thinning import expected_deviance, poisson_deviance
+
+    maps, stats = {}, {}
     z = prep.backend.asarray(cube)
     for obs in prep.observations:
         model = obs.forward.apply(z)
         if obs.background is not None:
             model = model + obs.background
-        m = to_numpy(model).astype(np.float64).sum(axis=0)
-        y = to_numpy(obs.counts).astype(np.float64).sum(axis=0)
-        out[obs.name] = (y - m) / np.sqrt(np.clip(m, 1.0, None))
-    return out
+        m = to_numpy(model).astype(np.float64)
+        y = to_numpy(obs.counts).astype(np.float64)
+        maps[obs.name] = (y.sum(axis=0) - m.sum(axis=0)) / np.sqrt(np.clip(m.sum(axis=0), 1.0, None))
+        spectrum_y, spectrum_m = y.reshape(len(y), -1).sum(axis=1), m.reshape(len(m), -1).sum(axis=1)
+        row = {"counts": float(y.sum()), "expected_counts": float(m.sum()),
+               "counts_kept": float(m.sum() / y.sum()) if y.sum() > 0 else None,
+               "spectrum_deviance": poisson_deviance(spectrum_y, spectrum_m, np),
+               "spectrum_expected_deviance": expected_deviance(spectrum_m)}
+        edges = getattr(obs, "channel_edges_kev", None)
+        if edges is not None and len(edges) == len(y) + 1 and float(edges[0]) > 0:
+            mid = np.sqrt(np.asarray(edges[:-1], np.float64) * np.asarray(edges[1:], np.float64))
+            cuts = np.geomspace(float(edges[0]), float(edges[-1]), FIT_BANDS + 1)
+            row["counts_kept_by_band"] = {}
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                band = (mid >= a) & (mid < b)
+                if spectrum_y[band].sum() > 0:
+                    row["counts_kept_by_band"][f"{a:.3g}-{b:.3g} keV"] = float(spectrum_m[band].sum()
+                                                                              / spectrum_y[band].sum())
+        stats[obs.name] = row
+    return maps, stats
 
 
 def write_quicklooks(out: Path, prep, result: Result, tol: float | None = None) -> None:
@@ -117,6 +148,14 @@ def summary(result: Result, out: Path) -> str:
             lines.append(f"  data-only `{name}`: PSNR {m['psnr_db']:.2f} dB, ASAM {m['asam_deg']:.2f} deg, "
                          f"relative error per voxel {m['rel_error_voxel']:.3f}")
     lines += ((result.metrics or {}).get("selection") or {}).get("summary", [])
+    for name, fit in (meta.get("data_fit") or {}).items():
+        if fit.get("counts_kept") is None:
+            continue
+        bands = ", ".join(f"{band} {100 * kept:.1f} %" for band, kept in (fit.get("counts_kept_by_band") or {}).items())
+        lines.append(f"  data `{name}`: the result explains {100 * fit['counts_kept']:.1f} % of its "
+                     f"{fit['counts']:.0f} counts" + (f" ({bands})" if bands else "")
+                     + f"; summed spectrum's deviance {fit['spectrum_deviance']:.0f} against "
+                     f"{fit['spectrum_expected_deviance']:.0f} expected of a true model")
     for name, table in (meta.get("spectral_tables") or {}).items():
         if table.get("relative_error", 0.0) > table.get("tolerance", float("inf")):
             lines.append(f"  note: the spectral table of `{name}` is within {table['relative_error']:.1e} of the "
