@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import real_msh1552 as msh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +108,6 @@ def unfolded_fit(sky, counts, e_lo, e_hi):
 
 def check(folder: Path, cfg_path: Path, reference: dict) -> dict:
     from astropy.io import fits
-
     from xhsi.config import load_config
     from xhsi.runner import prepare
 

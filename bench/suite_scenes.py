@@ -357,12 +357,14 @@ UNTUNED: dict[str, list[dict] | None] = {
     "lowrank": [{"name": "lowrank_pca"}, {"name": "sobolev"}],
     "starlet": [{"name": "starlet2d1d_l1"}],
     "lowrank_absolute": [{"name": "lowrank_pca"}, {"name": "sobolev"}],
+    "lowrank_passes2": [{"name": "lowrank_pca"}, {"name": "sobolev"}],
 }
 #: [problem] options of an untuned config, where it sets any: `lowrank_absolute`, the same
 #: regularisers on the cube itself instead of relative to the start's brightness (the default
 #: since 2026-12-07; docs/fusion.md "Relative regularisation"; the suite's `lowrank` rows before
 #: that date are this config).
-PROBLEM: dict[str, dict] = {"lowrank_absolute": {"regularize": "absolute"}}
+PROBLEM: dict[str, dict] = {"lowrank_absolute": {"regularize": "absolute"},
+                            "lowrank_passes2": {"basis_passes": 2}}
 
 
 def config_name(kind: str) -> str:

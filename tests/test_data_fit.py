@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from xhsi.backend import to_numpy
 from xhsi.config import load_config
 from xhsi.outputs import FIT_BANDS, data_fit, summary

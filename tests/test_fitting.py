@@ -82,6 +82,7 @@ def spectrum_and_minimum(seed: int):
     return counts, independent_minimum(counts, components, matrix, STARTS)
 
 
+@pytest.mark.slow  # a whole run or many fits: `pytest -m slow` (CI runs both)
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("start", [dict(init_cold=1.0, init_hot=4.0), dict(init_cold=0.3, init_hot=14.0)])
 def test_two_temperature_fit_reaches_the_independent_minimum(seed, start):

@@ -351,6 +351,7 @@ def test_bad_training_inputs_exit_2(tmp_path, capsys, edit, message):
     assert not (tmp_path / "x.npz").exists()
 
 
+@pytest.mark.slow  # a whole run or many fits: `pytest -m slow` (CI runs both)
 def test_unmixing_with_an_iae_component_writes_its_physical_maps(tmp_path):
     """In unmixing the IAE's weight maps are the fitted (regularised) variables; the physical
     maps (here Γ of the synchrotron) come out beside them, fitted to the decoded spectra."""

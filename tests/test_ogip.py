@@ -45,6 +45,7 @@ def arf_files(responses_dir):
     return sorted(p for p in responses_dir.iterdir() if "arf" in p.name.lower())
 
 
+@pytest.mark.slow  # a whole run or many fits: `pytest -m slow` (CI runs both)
 @pytest.mark.needs_shared
 def test_every_shared_rmf_matches_the_direct_decode(responses_dir):
     files = rmf_files(responses_dir)

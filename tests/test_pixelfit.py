@@ -61,6 +61,7 @@ def test_pixelfit_errors(tmp_path, overrides, fragment):
         run(pixelfit_config(tmp_path, *overrides), quiet=True)
 
 
+@pytest.mark.slow  # a whole run or many fits: `pytest -m slow` (CI runs both)
 def test_damping_is_per_pixel_and_per_variable(tmp_path):
     # The Levenberg–Marquardt ridge is λ·diag(F) of each pixel's own variables. A ridge
     # shared by the field (formerly 1e-12·max F) took its scale from the most curved

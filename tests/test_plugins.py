@@ -252,6 +252,7 @@ def test_run_event_hooks_are_called_during_a_run(tmp_path, monkeypatch):
     assert result.metadata["stop_reason"] == "max_iter"
 
 
+@pytest.mark.slow  # a whole run or many fits: `pytest -m slow` (CI runs both)
 def test_xhsi_iteration_returning_true_stops_the_run(tmp_path, monkeypatch):
     recorder = Recorder(tmp_path / "out", stop_at=4)
     _, result = _run_with(recorder, tmp_path, monkeypatch)

@@ -110,6 +110,7 @@ def test_the_local_bound_is_below_the_uniform_one():
     assert np.allclose(1.0 / metric_dual_steps(np.full(shape, 3.0), 1.0, J, L), 9.0)
 
 
+@pytest.mark.slow  # a whole run or many fits: `pytest -m slow` (CI runs both)
 def test_the_classic_diagonal_preconditioner_is_looser_for_the_starlet():
     """Pock & Chambolle's α = 1 bound, Σ_j |K_ij| Σ_k |K_kj|, is also a majoriser, but with d
     constant it is 10–31·d² in the interior against ‖Φ‖²·d² = 1.34·d² here (the reason

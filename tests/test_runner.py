@@ -368,6 +368,7 @@ def test_em_scaling_is_flux_over_sensitivity():
     np.testing.assert_allclose(d ** 2, np.minimum(expected / expected.mean(), 1.2), rtol=1e-12)
 
 
+@pytest.mark.slow  # a whole run or many fits: `pytest -m slow` (CI runs both)
 def test_em_metric_converges_faster_to_the_same_minimum(tmp_path):
     # A smooth-only, non-negative problem (full cube + Sobolev): auto solves it in the em
     # metric, which is ahead early and ends at least as low (a wrong chain rule through the

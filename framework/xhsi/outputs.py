@@ -5,6 +5,7 @@ observation's residual significance map, ``history.csv``, ``run.json``, ``metric
 the quicklook PNGs; and the summary ``xhsi run`` prints (docs/runs.md)."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def data_fit(prep, cube) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
             mid = np.sqrt(np.asarray(edges[:-1], np.float64) * np.asarray(edges[1:], np.float64))
             cuts = np.geomspace(float(edges[0]), float(edges[-1]), FIT_BANDS + 1)
             row["counts_kept_by_band"] = {}
-            for a, b in zip(cuts[:-1], cuts[1:]):
+            for a, b in itertools.pairwise(cuts):
                 band = (mid >= a) & (mid < b)
                 if spectrum_y[band].sum() > 0:
                     row["counts_kept_by_band"][f"{a:.3g}-{b:.3g} keV"] = float(spectrum_m[band].sum()

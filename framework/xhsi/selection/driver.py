@@ -260,20 +260,26 @@ def _conclude(cfg, sel, cands: list[Candidate], records: list[FitRecord], reason
     # The final fit runs exactly to the chosen iteration (0: the start is the result): the
     # paths were scored at fixed iterations, so no tolerance may end it sooner.
     final_iter = chosen.iteration
-    final = candidate_config(cfg, cands[k].overrides, {"solver.max_iter": final_iter, "solver.tol": 0.0,
-                                                       "selection.select": "off"})
+    fixed = {"solver.max_iter": final_iter, "solver.tol": 0.0, "selection.select": "off"}
+    final = candidate_config(cfg, cands[k].overrides, fixed)
+    more = getattr(plugins.get("problem", cfg.run.problem), "selection_final", None)
+    extra = more(final) if more is not None else {}  # the problem's own settings of a chosen fit
+    if extra:
+        final = candidate_config(cfg, cands[k].overrides, {**fixed, **extra})
     at_end = chosen.iteration >= iterations
     report = {
         "rule": sel.rule, "reason": reason, "fraction": sel.fraction if sel.rule == "holdout" else None,
         "folds": sel.folds if sel.rule == "holdout" else 1, "every": sel.every, "budget": iterations,
         "candidates": rows,
         "chosen": {"name": cands[k].name, "overrides": cands[k].overrides, "iteration": chosen.iteration,
-                   "final_max_iter": final_iter, "score": chosen.score, "at_budget": at_end},
+                   "final_max_iter": final_iter, "final_overrides": extra, "score": chosen.score,
+                   "at_budget": at_end},
         "cost": {"fits": len(records), "seconds": seconds},
     }
     what = "held-out deviance" if sel.rule == "holdout" else "|deviance / expected - 1|"
     lines = [f"  selection ({sel.rule}; {reason}): chose {cands[k].name}, stopping at iteration {chosen.iteration} "
-             f"({what} {chosen.score:.6g}); {len(records)} fits in {seconds:.1f} s"]
+             f"({what} {chosen.score:.6g}); {len(records)} fits in {seconds:.1f} s"
+             + "".join(f"; final fit with {key.split('.')[-1]} = {value}" for key, value in extra.items())]
     for row in rows:
         if "error" in row:
             lines.append(f"    candidate {row['name']}: failed: {row['error'].splitlines()[0]}")
