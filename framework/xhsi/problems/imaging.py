@@ -340,9 +340,9 @@ class ImagingProblem(Problem):
         """Overrides of the final fit of a selection (``xhsi.selection.driver``) beyond the
         chosen candidate and stop: ``SELECTED_BASIS_PASSES`` when the chosen regularisers
         learn a spectral basis and the config does not set ``basis_passes``."""
-        options = config.problem if config.problem is not None else ImagingOptions()
         from .. import plugins
 
+        options = config.problem if config.problem is not None else ImagingOptions()
         learnt = any(issubclass(plugins.get("regularizer", r.name), Parametrisation) for r in config.regularizers)
         return {"problem.basis_passes": SELECTED_BASIS_PASSES} if learnt and options.basis_passes is None else {}
 
