@@ -185,6 +185,15 @@ def test_default_candidates_follow_the_regularisers_left_untuned(tmp_path):
     assert [c.overrides for c in sobolev] == [{"regularizers[0].weight": w} for w in (0.03, 0.3, 3.0)]
 
 
+@pytest.mark.parametrize("bins, ranks", [(32, [4, 8, 16]), (8, [4, 8]), (3, [3])])
+def test_default_ranks_are_those_the_cube_allows(tmp_path, bins, ranks):
+    for regularizers in ("", '[[regularizers]]\nname = "lowrank_pca"\n'):  # left out, or named without options
+        cfg = load_config(write(tmp_path, regularizers=regularizers), [f"model.energy.bins={bins}"])
+        found = sorted({next(v for k, v in c.overrides.items() if k.endswith("options.rank")) if regularizers
+                        else c.overrides["regularizers"][0]["options"]["rank"] for c in default_candidates(cfg)})
+        assert found == ranks
+
+
 def test_a_failing_candidate_is_reported_and_never_replaced(tmp_path, monkeypatch):
     cfg = load_config(write(tmp_path, regularizers='[[regularizers]]\nname = "sobolev"\n',
                             selection="candidates = [{'regularizers[0].weight' = 0.03}, "

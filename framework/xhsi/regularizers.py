@@ -46,6 +46,13 @@ class Regularizer:
     #: meaning from thinned counts to the full ones; empty: nothing to choose.
     selection_grid: dict[str, tuple] = {}
 
+    @classmethod
+    def selection_grid_for(cls, shape: tuple[int, ...]) -> dict[str, tuple]:
+        """``selection_grid`` for a run whose sky cube has ``shape`` (n_e, ny, nx), without the
+        values that cannot run on it (a plugin overrides this to leave them out); by default
+        the whole grid."""
+        return dict(cls.selection_grid)
+
     def __init__(self, options: Any = None, weight: float = 1.0):
         self.options = options if options is not None else self.Options()
         self.weight = float(weight)

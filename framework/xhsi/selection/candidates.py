@@ -74,10 +74,16 @@ def _untuned_regularizers(cfg) -> list[int]:
     return out
 
 
-def _grid_of(name: str) -> dict[str, tuple]:
+def _grid_of(name: str, cfg) -> dict[str, tuple]:
+    """Regulariser ``name``'s selection grid for ``cfg``'s sky cube (``selection_grid_for``;
+    a plugin without it: its ``selection_grid``)."""
     from .. import plugins
+    from ..problems.checks import model_grid
 
-    return dict(getattr(plugins.get("regularizer", name), "selection_grid", None) or {})
+    cls = plugins.get("regularizer", name)
+    if hasattr(cls, "selection_grid_for") and cfg.model is not None:
+        return dict(cls.selection_grid_for(tuple(model_grid(cfg).shape)))
+    return dict(getattr(cls, "selection_grid", None) or {})
 
 
 def _regularizers_left_out(cfg) -> bool:
@@ -122,7 +128,7 @@ def default_candidates(cfg) -> list[Candidate]:
         named = [(i, cfg.regularizers[i].name) for i in untuned]
     axes = []
     for i, name in named:
-        for key, values in _grid_of(name).items():
+        for key, values in _grid_of(name, cfg).items():
             axes.append([(f"regularizers[{i}].{key}", f"{name}.{key.removeprefix('options.')}", v) for v in values])
     if not axes:
         return [Candidate("as configured", {})]

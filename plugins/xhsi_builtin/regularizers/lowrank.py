@@ -43,6 +43,14 @@ class LowRankPCA(Parametrisation):
     name = "lowrank_pca"
     selection_grid = {"options.rank": (4, 8, 16), "options.basis": ("nmf",)}
 
+    @classmethod
+    def selection_grid_for(cls, shape) -> dict[str, tuple]:
+        """The grid's ranks up to min(n_e, ny·nx), the largest the cube allows (that alone
+        when every rank of the grid is above it)."""
+        top = min(int(shape[0]), int(shape[1]) * int(shape[2]))
+        ranks = tuple(r for r in cls.selection_grid["options.rank"] if r <= top) or (top,)
+        return {**cls.selection_grid, "options.rank": ranks}
+
     def spatial_reach(self) -> int:
         """Pixel by pixel, Z = W·H; but W is learnt from the whole cube, so a tile learns its
         own basis: tiles match the untiled run only as far as the two bases agree."""
