@@ -121,4 +121,19 @@ def test_a_run_whose_regularisers_were_chosen_fits_in_two_passes(tmp_path, given
     meta = json.loads((tmp_path / "chosen" / "run.json").read_text())
     assert len(meta.get("basis_passes", [None])) == passes
     chosen = json.loads((tmp_path / "chosen" / "metrics.json").read_text())["selection"]["chosen"]
-    assert chosen["final_overrides"] == ({"problem.basis_passes": 2} if passes == 2 else {})
+    if passes == 1:
+        assert chosen["final_overrides"] == {}
+        return
+    # the held-out fits ran both passes: each pass's stop is chosen, the first one's here
+    first = chosen["final_overrides"]["problem.pass_iter"]
+    assert chosen["final_overrides"]["problem.basis_passes"] == 2 and len(first) == 1 and 0 <= first[0] <= 10
+    assert selected.problem.pass_iter == first and [p["n_iter"] for p in meta["basis_passes"]] == [
+        first[0], chosen["final_max_iter"]]
+
+
+def test_pass_iter_must_match_the_passes(tmp_path):
+    with pytest.raises(ConfigError, match="pass_iter.*1 value"):
+        check_config(load_config(write(tmp_path, "bad", problem="basis_passes = 2\npass_iter = [5, 5]")))
+    run(load_config(write(tmp_path, "ok", problem="basis_passes = 2\npass_iter = [7]", max_iter=4)), quiet=True)
+    passes = json.loads((tmp_path / "ok" / "run.json").read_text())["basis_passes"]
+    assert [p["n_iter"] for p in passes] == [7, 4]

@@ -144,6 +144,9 @@ class ImagingOptions:
                                           "from the result, and fit again from it, this many times in all (same "
                                           "options and iterations each; the first basis is learnt from the start). "
                                           "Default: 2 when the selection chose the regularisers, else 1")
+    pass_iter: list[int] | None = option(None, doc="iterations of each pass before the last (basis_passes - 1 "
+                                                   "values; the last pass runs [solver] max_iter); default: "
+                                                   "max_iter each. The selection sets them from held-out counts")
 
 
 class ImagingProblem(Problem):
@@ -189,6 +192,12 @@ class ImagingProblem(Problem):
         options = config.problem if config.problem is not None else ImagingOptions()
         cls._metric_mode(options, regularizers)
         chosen = "regularizers" not in (getattr(config, "_raw", None) or {"regularizers": []})  # by the selection
+        if options.pass_iter is not None and (len(options.pass_iter) != (options.basis_passes or 1) - 1
+                                              or any(int(n) < 0 for n in options.pass_iter)):
+            raise ConfigError(f"{config.source or '<config>'}: [problem] pass_iter = {list(options.pass_iter)} must "
+                              f"give the iterations (>= 0) of each pass before the last: "
+                              f"{(options.basis_passes or 1) - 1} value(s) for basis_passes = "
+                              f"{options.basis_passes or 1}.")
         if (options.basis_passes or 1) > 1 and not learnt and not chosen:
             raise ConfigError(f"{config.source or '<config>'}: [problem] basis_passes = {options.basis_passes} learns "
                               "the spectral basis of a lowrank_pca regulariser again from each pass's result, and "
@@ -309,14 +318,17 @@ class ImagingProblem(Problem):
     def solve(self, solver, callback: Callable | None = None, checkpoint_path=None, checkpoint_every: int = 0,
               resume_from=None, config_digest: str | None = None) -> Result:
         passes = (self.options.basis_passes or 1) if self.parametrisation is not None else 1
-        earlier = []
-        for _ in range(passes - 1):  # deterministic, so a resume recomputes them and continues the last
+        earlier, last_iter = [], solver.max_iter
+        for i in range(passes - 1):  # deterministic, so a resume recomputes them and continues the last
             x0, smooth, prox, to_cube = self.build()
+            solver.max_iter = self.options.pass_iter[i] if self.options.pass_iter else last_iter
             try:
                 out, _, meta = run_solver(self.name, solver, (x0, smooth, prox), callback)
             except KeyboardInterrupt:
                 solver.state = None  # no checkpoint of an earlier pass: its basis is not the last pass's
                 raise
+            finally:
+                solver.max_iter = last_iter
             earlier.append({"n_iter": meta.get("n_iter"), "stop_reason": meta.get("stop_reason")})
             self.start_cube = to_numpy(to_cube.apply(out.x)).astype(np.float64)  # the next basis is learnt from it
         x0, smooth, prox, to_cube = self.build()
@@ -346,6 +358,19 @@ class ImagingProblem(Problem):
         learnt = any(issubclass(plugins.get("regularizer", r.name), Parametrisation) for r in config.regularizers)
         return {"problem.basis_passes": SELECTED_BASIS_PASSES} if learnt and options.basis_passes is None else {}
 
+    def selection_passes(self) -> int:
+        """Basis passes of each held-out fit of the selection: those of the final fit
+        (``basis_passes``, or ``SELECTED_BASIS_PASSES`` when unset) with a learnt basis, else 1."""
+        if self.parametrisation is None:
+            return 1
+        return self.options.basis_passes or SELECTED_BASIS_PASSES
+
+    def selection_refit(self, start_cube):
+        """``selection_fit``'s set-up for the next basis pass, from ``start_cube`` (the
+        previous pass's best iterate, in the fold's units): the basis is learnt from it."""
+        self.start_cube = start_cube
+        return self._selection_setup()
+
     def selection_fit(self, starts: dict, fraction: float):
         """What one fit of the selection (``xhsi.selection.driver.fit_task``) needs: (the
         solver's ``setup`` arguments, the operators from the scored quantity to each
@@ -358,6 +383,9 @@ class ImagingProblem(Problem):
             start = self.initial_cube()
             starts[kind] = start * fraction if self.options.start_file is not None else start
         self.start_cube = starts[kind]
+        return self._selection_setup()
+
+    def _selection_setup(self):
         x0, smooth, prox, to_cube = self.build()
         operators = [term.operator for term in smooth.terms[:len(self.observations)]]
         return (x0, smooth, prox), operators, (lambda x: x), to_cube.apply

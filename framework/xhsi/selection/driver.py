@@ -152,15 +152,29 @@ def fit_task(cfg_c, prep, fold: Fold, iterations: int, every: int, patience: int
     solver = plugins.get("solver", section.name)(section.options, max_iter=iterations, tol=section.tol,
                                                  report_every=every)
     setup, operators, scored, to_cube = problem.selection_fit(fold.starts, fold.fraction)
+    # Held-out fits run the final fit's basis passes: each pass after the first starts from
+    # the best iterate of the one before (on this fold's held-out score) and learns its
+    # basis there; the path scored is the last pass's, the earlier ones ride along.
+    passes = problem.selection_passes() if fold.fraction < 1.0 and hasattr(problem, "selection_passes") else 1
+    earlier = []
+    for _ in range(passes - 1):
+        solver.setup(*setup)
+        best: dict = {}
+        earlier.append(_scored_run(solver, setup[0], fold, operators, scored, to_cube, patience, best))
+        setup, operators, scored, to_cube = problem.selection_refit(best["cube"])
     solver.setup(*setup)
-    return _scored_run(solver, setup[0], fold, operators, scored, to_cube, patience)
+    path = _scored_run(solver, setup[0], fold, operators, scored, to_cube, patience)
+    path.earlier = earlier
+    return path
 
 
 def _scored_run(solver, x0, fold: Fold, operators: list, scored: Callable, to_cube: Callable | None,
-                patience: int | None) -> rules.Path:
+                patience: int | None, best: dict | None = None) -> rules.Path:
     """Run ``solver`` (set up at ``x0``), scoring ``scored(x)`` (what ``operators`` apply
     to) at the start, at every report and where it stops (``fit_task``). ``to_cube``: the
-    sky cube of ``scored(x)`` for ``fold.watch`` (None: a path that is not watched)."""
+    sky cube of ``scored(x)`` for ``fold.watch`` (None: a path that is not watched).
+    ``best``: filled with the sky cube (``"cube"``, float64 on the host) of the iterate of
+    lowest score."""
     path = rules.Path()
 
     def score(x, iteration: int) -> None:
@@ -168,6 +182,9 @@ def _scored_run(solver, x0, fold: Fold, operators: list, scored: Callable, to_cu
         fold.scorer(operators, y, path, iteration)
         if fold.watch is not None and to_cube is not None:
             fold.watch(iteration, lambda: to_cube(y))
+        total = path.totals()[-1]
+        if best is not None and ("cube" not in best or total < best["score"]):
+            best.update(score=total, cube=np.asarray(to_numpy(to_cube(y)), dtype=np.float64))
 
     score(x0, 0)
 
@@ -250,6 +267,9 @@ def _conclude(cfg, sel, cands: list[Candidate], records: list[FitRecord], reason
             paths = [r.path for r in mine]
             row["path"] = {"iteration": paths[0].iterations, "score": [sum(v.values()) for v in
                                                                       paths[0].by_observation]}
+            if paths[0].earlier:  # the stops of the basis passes before the scored one
+                row["pass_iter"] = [best_of([p.earlier[i] for p in paths]).iteration
+                                    for i in range(len(paths[0].earlier))]
         rows.append(row)
     if all(b is None for b in best):
         detail = "; ".join(f"{r['name']}: {r['error']}" for r in rows)
@@ -264,6 +284,8 @@ def _conclude(cfg, sel, cands: list[Candidate], records: list[FitRecord], reason
     final = candidate_config(cfg, cands[k].overrides, fixed)
     more = getattr(plugins.get("problem", cfg.run.problem), "selection_final", None)
     extra = more(final) if more is not None else {}  # the problem's own settings of a chosen fit
+    if "pass_iter" in rows[k]:  # fitted in basis passes: each earlier pass's stop, from its fold-averaged path
+        extra = {"problem.basis_passes": len(rows[k]["pass_iter"]) + 1, "problem.pass_iter": rows[k]["pass_iter"]}
     if extra:
         final = candidate_config(cfg, cands[k].overrides, {**fixed, **extra})
     at_end = chosen.iteration >= iterations
@@ -279,7 +301,8 @@ def _conclude(cfg, sel, cands: list[Candidate], records: list[FitRecord], reason
     what = "held-out deviance" if sel.rule == "holdout" else "|deviance / expected - 1|"
     lines = [f"  selection ({sel.rule}; {reason}): chose {cands[k].name}, stopping at iteration {chosen.iteration} "
              f"({what} {chosen.score:.6g}); {len(records)} fits in {seconds:.1f} s"
-             + "".join(f"; final fit with {key.split('.')[-1]} = {value}" for key, value in extra.items())]
+             + ("; final fit with " + ", ".join(f"{key.split('.')[-1]} = {value}" for key, value in extra.items())
+                if extra else "")]
     for row in rows:
         if "error" in row:
             lines.append(f"    candidate {row['name']}: failed: {row['error'].splitlines()[0]}")

@@ -29,6 +29,9 @@ class Path:
     iterations: list[int] = field(default_factory=list)
     by_observation: list[dict[str, float]] = field(default_factory=list)
     expected: list[float] = field(default_factory=list)  # discrepancy only: Σ E[D]
+    #: A fit in several basis passes (``ImagingProblem.selection_passes``): the paths of
+    #: the passes before this one, each started from the best iterate of the one before.
+    earlier: list[Path] = field(default_factory=list)
 
     def totals(self) -> list[float]:
         return [sum(row.values()) for row in self.by_observation]
