@@ -137,3 +137,35 @@ def test_pass_iter_must_match_the_passes(tmp_path):
     run(load_config(write(tmp_path, "ok", problem="basis_passes = 2\npass_iter = [7]", max_iter=4)), quiet=True)
     passes = json.loads((tmp_path / "ok" / "run.json").read_text())["basis_passes"]
     assert [p["n_iter"] for p in passes] == [7, 4]
+
+
+def test_a_held_out_fit_starts_its_second_pass_from_the_first_pass_best_iterate(tmp_path, monkeypatch):
+    from xhsi.problems.imaging import ImagingProblem
+    from xhsi.selection import driver, rules
+
+    cfg = load_config(write(tmp_path, "fold", max_iter=40))  # hand-set lowrank: one pass unless asked
+    check_config(cfg)
+    cfg.problem.basis_passes = 2
+    prep = prepare(cfg)
+    fold = driver.make_folds(cfg, prep, "holdout", only=0)[0]
+    held_out = fold.scorer
+
+    def scorer(operators, x, path, iteration):  # held out, with iteration 20 made the best (not the last)
+        held_out(operators, x, path, iteration)
+        if iteration == 20:
+            path.by_observation[-1] = {name: -1.0 for name in path.by_observation[-1]}
+
+    scorer.done = held_out.done
+    fold.scorer = scorer
+    first: dict[int, np.ndarray] = {}  # the first pass's cubes, by iteration (the second pass repeats them)
+    fold.watch = lambda k, cube: first.setdefault(k, np.asarray(cube(), dtype=np.float64)) if not starts else None
+    starts: list[np.ndarray] = []
+    real = ImagingProblem.selection_refit
+    monkeypatch.setattr(ImagingProblem, "selection_refit",
+                        lambda self, cube: (starts.append(np.array(cube)), real(self, cube))[1])
+    path = driver.fit_task(cfg, prep, fold, 40, 5, patience=None)
+    (earlier,) = path.earlier
+    best = rules.best_holdout([earlier]).iteration
+    assert best == 20 and earlier.iterations[-1] == 40
+    assert len(starts) == 1 and path.iterations[0] == 0 and len(path.iterations) > 1
+    np.testing.assert_allclose(starts[0], first[best], rtol=1e-6)
