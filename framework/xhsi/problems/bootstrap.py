@@ -336,35 +336,34 @@ def half_width(estimate, replicates, how: str = "rms", fisher=None, pilot=None) 
     own noise (E bias*² = bias² + sd*²/B), which the division would amplify. Where the prior
     hardly acts (s = 1) the interval is close to ``rms``."""
     estimate = np.asarray(estimate, dtype=np.float64)
+    replicates = np.asarray(replicates, dtype=np.float64)
     if how == "sd":
         return np.std(replicates, axis=0, ddof=1)
-    bias = np.mean(replicates, axis=0) - estimate
+    rms = np.sqrt(np.mean(np.square(replicates - estimate[None]), axis=0))
     if how == "rms":
-        return np.sqrt(np.mean(np.square(replicates - estimate[None]), axis=0))
+        return rms
+    bias = np.mean(replicates, axis=0) - estimate
     if how == "fisher_bias":
         sigma = np.nan_to_num(np.asarray(fisher, dtype=np.float64), nan=np.inf)
         return np.sqrt(np.square(sigma) + np.square(bias))
-    if how == "shrinkage":
-        replicates = np.asarray(replicates, dtype=np.float64)
-        b = replicates.shape[0]
-        var = np.var(replicates, axis=0, ddof=1)
-        sigma = np.asarray(fisher, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):  # no spread or no information: no correction
-            shrink = np.where(np.isfinite(sigma) & (sigma > 0) & (var > 0), np.sqrt(var) / sigma, 1.0)
-        shrink = np.clip(np.nan_to_num(shrink, nan=1.0), SHRINKAGE_FLOOR, 1.0)
-        bias2 = np.maximum(np.square(bias) - var / b, 0.0)  # E[bias*²] = bias² + var/B
-        return np.sqrt(var + bias2 / np.square(shrink))
+    if how not in ("shrinkage", "sure"):
+        raise ValueError(f"unknown interval {how!r}; one of {INTERVALS}")  # programmer error
+    # the local shrinkage s = sd*/σ_F, where σ_F (and, for sure, the pilot) carries information
+    var = np.var(replicates, axis=0, ddof=1)
+    sigma = np.asarray(fisher, dtype=np.float64)
+    known = np.isfinite(sigma) & (sigma > 0)
     if how == "sure":
-        replicates = np.asarray(replicates, dtype=np.float64)
-        var = np.var(replicates, axis=0, ddof=1)
-        sigma = np.asarray(fisher, dtype=np.float64)
-        pilot = np.asarray(pilot, dtype=np.float64)
-        known = np.isfinite(sigma) & (sigma > 0) & np.isfinite(pilot)
-        sigma = np.where(known, sigma, 1.0)
-        shrink = np.clip(np.sqrt(var) / sigma, 0.0, 1.0)
-        risk = np.square(np.where(known, pilot, estimate) - estimate) + (2.0 * shrink - 1.0) * np.square(sigma)
-        return np.where(known, np.sqrt(np.maximum(risk, var)), half_width(estimate, replicates, "rms"))
-    raise ValueError(f"unknown interval {how!r}; one of {INTERVALS}")  # programmer error
+        known &= np.isfinite(np.asarray(pilot, dtype=np.float64))
+    sigma = np.where(known, sigma, 1.0)
+    shrink = np.sqrt(var) / sigma
+    if how == "shrinkage":  # no spread or no information: no correction
+        shrink = np.clip(np.where(known & (var > 0), shrink, 1.0), SHRINKAGE_FLOOR, 1.0)
+        bias2 = np.maximum(np.square(bias) - var / replicates.shape[0], 0.0)  # E[bias*²] = bias² + var/B
+        return np.sqrt(var + bias2 / np.square(shrink))
+    shrink = np.clip(shrink, 0.0, 1.0)
+    departure = np.where(known, np.asarray(pilot, dtype=np.float64), estimate) - estimate
+    risk = np.square(departure) + (2.0 * shrink - 1.0) * np.square(sigma)
+    return np.where(known, np.sqrt(np.maximum(risk, var)), rms)
 
 
 def bootstrap_replicates(problem, solver, mixture, blocks, xs, samples: int, iterations: int, seed: int,

@@ -348,12 +348,16 @@ class ImagingProblem(Problem):
         return Result(arrays=arrays, history=history, metadata=meta)
 
     @classmethod
-    def selection_final(cls, config) -> dict:
+    def selection_final(cls, config, pass_iter: list[int] | None = None) -> dict:
         """Overrides of the final fit of a selection (``xhsi.selection.driver``) beyond the
-        chosen candidate and stop: ``SELECTED_BASIS_PASSES`` when the chosen regularisers
-        learn a spectral basis and the config does not set ``basis_passes``."""
+        chosen candidate and stop: the basis passes of its held-out fits, ``pass_iter`` the
+        fold-averaged stops of their earlier passes; without held-out fits in passes (the
+        discrepancy rule), ``SELECTED_BASIS_PASSES`` of the chosen stop each when the chosen
+        regularisers learn a spectral basis and the config does not set ``basis_passes``."""
         from .. import plugins
 
+        if pass_iter:
+            return {"problem.basis_passes": len(pass_iter) + 1, "problem.pass_iter": list(pass_iter)}
         options = config.problem if config.problem is not None else ImagingOptions()
         learnt = any(issubclass(plugins.get("regularizer", r.name), Parametrisation) for r in config.regularizers)
         return {"problem.basis_passes": SELECTED_BASIS_PASSES} if learnt and options.basis_passes is None else {}

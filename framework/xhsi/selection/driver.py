@@ -174,7 +174,8 @@ def _scored_run(solver, x0, fold: Fold, operators: list, scored: Callable, to_cu
     to) at the start, at every report and where it stops (``fit_task``). ``to_cube``: the
     sky cube of ``scored(x)`` for ``fold.watch`` (None: a path that is not watched).
     ``best``: filled with the sky cube (``"cube"``, float64 on the host) of the iterate of
-    lowest score."""
+    lowest score, formed once at the end (a solver's state arrays are never modified in
+    place: ``xhsi.solvers.base``, so the iterate itself is kept until then)."""
     path = rules.Path()
 
     def score(x, iteration: int) -> None:
@@ -183,8 +184,8 @@ def _scored_run(solver, x0, fold: Fold, operators: list, scored: Callable, to_cu
         if fold.watch is not None and to_cube is not None:
             fold.watch(iteration, lambda: to_cube(y))
         total = path.totals()[-1]
-        if best is not None and ("cube" not in best or total < best["score"]):
-            best.update(score=total, cube=np.asarray(to_numpy(to_cube(y)), dtype=np.float64))
+        if best is not None and ("x" not in best or total < best["score"]):
+            best.update(score=total, x=y)
 
     score(x0, 0)
 
@@ -195,6 +196,8 @@ def _scored_run(solver, x0, fold: Fold, operators: list, scored: Callable, to_cu
     out = solver.run(callback)
     if path.iterations[-1] != out.n_iter:  # stopped by its tolerance between two scores
         score(solver.x, out.n_iter)
+    if best is not None:
+        best["cube"] = np.asarray(to_numpy(to_cube(best.pop("x"))), dtype=np.float64)
     return path
 
 
@@ -282,10 +285,9 @@ def _conclude(cfg, sel, cands: list[Candidate], records: list[FitRecord], reason
     final_iter = chosen.iteration
     fixed = {"solver.max_iter": final_iter, "solver.tol": 0.0, "selection.select": "off"}
     final = candidate_config(cfg, cands[k].overrides, fixed)
+    # the problem's own settings of a chosen fit, given the stops of the held-out fits' earlier passes
     more = getattr(plugins.get("problem", cfg.run.problem), "selection_final", None)
-    extra = more(final) if more is not None else {}  # the problem's own settings of a chosen fit
-    if "pass_iter" in rows[k]:  # fitted in basis passes: each earlier pass's stop, from its fold-averaged path
-        extra = {"problem.basis_passes": len(rows[k]["pass_iter"]) + 1, "problem.pass_iter": rows[k]["pass_iter"]}
+    extra = more(final, rows[k].get("pass_iter")) if more is not None else {}
     if extra:
         final = candidate_config(cfg, cands[k].overrides, {**fixed, **extra})
     at_end = chosen.iteration >= iterations
