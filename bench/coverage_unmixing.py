@@ -110,6 +110,7 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
     from xhsi.config import load_config
     from xhsi.problems.bootstrap import (
         INTERVALS,
+        PILOT,
         bootstrap_replicates,
         coverage,
         half_width,
@@ -133,7 +134,7 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
         t1 = time.perf_counter()
         iters = args.boot_iter or args.max_iter
         reps[start] = bootstrap_replicates(problem, solver, mixture, blocks, out.x, args.samples, iters, seed,
-                                           start=start)
+                                           start=start, pilots=True)
         row["bootstrap_s"][start] = time.perf_counter() - t1
     pilots = {}
     for factor in args.pilot_k:
@@ -150,6 +151,7 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
     # the unregularised pilot of the sure interval (the pilot's own, when --pilot-k 0 drew at it)
     free = pilots["pilot"][0] if "pilot" in pilots else solved_copy(
         problem_copy(problem, prior_factor=0.0), plugins.get("solver", cfg.solver.name).from_config(cfg.solver))[3]
+    pixelfit = problem.baseline_maps()  # the per-pixel fits of the covariance interval
     row["roughness"] = {}
     second = None
     if args.second_stage and "rerun" in reps:
@@ -172,7 +174,10 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
             errs, centres = {"fisher": fisher[key]}, {}
             for start, r in reps.items():
                 errs.update({f"{start}_{how}": half_width(maps[key], r[key], how, fisher[key], free[key])
-                             for how in INTERVALS})
+                             for how in INTERVALS if how != "covariance"})
+                # Efron's covariance penalty: the data's and the replicates' per-pixel fits
+                errs[f"{start}_covariance"] = half_width(maps[key], r[key], "covariance",
+                                                         pilot=pixelfit[key], pilot_replicates=r[PILOT + key])
                 # the local shrinkage against the conditional error (the other maps known)
                 errs[f"{start}_shrinkage_conditional"] = half_width(maps[key], r[key], "shrinkage", conditional[key])
                 # the interval centred on the bias-corrected estimate θ̂ − bias*, half-width sd*
@@ -195,7 +200,9 @@ def run_one(scene: str, exposure_s: float, seed: int, args, tmp: Path) -> dict:
                 extra = {f"pilot_{n}": pm[key] for n, (pm, _) in pilots.items()}
                 extra.update({f"pilot_{n}_replicates": np.asarray(pr[key]) for n, (_, pr) in pilots.items()})
                 extra.update({f"replicates_{st}": np.asarray(r[key]) for st, r in reps.items()})
+                extra.update({f"pixelfit_replicates_{st}": np.asarray(r[PILOT + key]) for st, r in reps.items()})
                 extra["unregularised"] = free[key]
+                extra["pixelfit"] = pixelfit[key]
                 np.savez_compressed(args.dump / f"{scene}_{exposure_s:g}_{seed}_{key}.npz", estimate=maps[key],
                                     truth=true_map, mask=mask, fisher=fisher[key],
                                     conditional=conditional[key], **extra)
@@ -253,7 +260,8 @@ def bias_corrected_point(problem, mixture, xs, maps: dict, reps: dict, backend) 
     return xt
 
 
-METHODS = [("fisher", "Fisher"), ("rerun_sure", "**bootstrap, Stein's risk** (written)"), ("rerun_rms", "bootstrap rms"),
+METHODS = [("fisher", "Fisher"), ("rerun_sure", "**bootstrap, Stein's risk** (written)"),
+           ("rerun_covariance", "Stein's risk, Efron's covariance penalty"), ("rerun_rms", "bootstrap rms"),
            ("rerun_sd", "bootstrap sd"),
            ("rerun_fisher_bias", "√(σ_F² + bias*²)"), ("rerun_shrinkage", "√(sd*² + (bias*/s)²), s = sd*/σ_F"),
            ("rerun_shrinkage_conditional", "the same, s = sd*/σ_cond (σ_cond = 1/√F_ii)"), ("rerun_bias_corrected", "θ̂ − bias* ± sd"),

@@ -160,6 +160,44 @@ def test_steins_risk_is_the_error_at_the_truth_of_a_linear_smoother():
             assert np.mean(half_width(est, reps, "rms") ** 2) < 0.75 * mse
 
 
+def test_the_covariance_penalty_is_the_error_of_a_smoother_that_averages_neighbours():
+    # θ̂ = mean of the pilot over 3 neighbours (periodic), θ_p = θ + σ ε: the map at a pixel
+    # moves by 1/3 of its own pilot (the divergence), while sd*/σ_F = 1/√3. With the
+    # divergence measured as cov*(θ*, θ_p*)/var*(θ_p*) on replicates that refit both, Stein's
+    # risk is the mean squared error at the truth; with s = sd*/σ_F (``sure``) it is too wide
+    rng = np.random.default_rng(2)
+    n, sigma, b = 3000, 0.3, 200
+    theta = 3.0 + 2.0 * np.sin(np.arange(n))[None]  # structure the average smooths away
+
+    def smooth(x):
+        return (np.roll(x, 1, axis=-1) + x + np.roll(x, -1, axis=-1)) / 3.0
+
+    pilot = theta + sigma * rng.standard_normal((1, n))
+    est = smooth(pilot)
+    pilots = est[None] + sigma * rng.standard_normal((b, 1, n))  # replicates drawn at θ̂
+    reps = smooth(pilots)
+    mse = np.mean((est - theta) ** 2)
+    cov = half_width(est, reps, "covariance", pilot=pilot, pilot_replicates=pilots)
+    assert np.mean(cov ** 2) == pytest.approx(mse, rel=0.1)  # 1.07: the floor at sd*² adds a little
+    sure = half_width(est, reps, "sure", np.full((1, n), sigma), pilot)
+    assert np.mean(sure ** 2) > 1.15 * mse  # 1.22
+
+
+def test_the_covariance_interval_is_its_definition():
+    reps = np.array([[[1.5, 2.0, 1.0]], [[0.5, 3.0, 1.2]], [[2.5, 2.5, 1.4]]])
+    pilots = np.array([[[2.0, 1.0, 1.0]], [[0.0, 5.0, 1.0]], [[4.0, 3.0, 1.0]]])
+    est = np.array([[1.0, 2.0, 0.0]])
+    pilot = np.array([[3.0, 2.1, 0.5]])
+    var = reps.var(axis=0, ddof=1)
+    cov = np.mean((reps - reps.mean(axis=0)) * (pilots - pilots.mean(axis=0)), axis=0) * 3 / 2
+    risk = (pilot - est) ** 2 + 2 * cov - pilots.var(axis=0, ddof=1)
+    got = half_width(est, reps, "covariance", pilot=pilot, pilot_replicates=pilots)
+    np.testing.assert_allclose(got[0, :2], np.sqrt(np.maximum(risk, var))[0, :2])
+    assert got[0, 0] > np.sqrt(var[0, 0])  # risk above the spread
+    # a pilot that does not vary carries no information: the replicates' rms there
+    np.testing.assert_allclose(got[0, 2], half_width(est, reps, "rms")[0, 2])
+
+
 def test_the_sure_interval_is_its_definition():
     reps = np.array([[[1.5, 2.0, 1.0, 0.0]], [[0.5, 3.0, 1.2, 1.0]], [[2.5, 2.5, 1.4, 2.0]]])
     est = np.array([[1.0, 2.0, 0.0, 1.0]])

@@ -83,8 +83,14 @@ from ..errors import ConfigError
 #: √(σ_F² + bias*²) (Fisher spread, bootstrap bias), ``shrinkage``
 #: √(sd*² + (bias*² − sd*²/B)₊/s²) with the local shrinkage s = sd*/σ_F, ``sure`` Stein's
 #: unbiased estimate of the error at the truth from the unregularised pilot θ_p,
-#: √max(sd*², (θ_p − θ̂)² + (2s − 1) σ_F²) (``half_width``).
-INTERVALS = ("sd", "rms", "fisher_bias", "shrinkage", "sure")
+#: √max(sd*², (θ_p − θ̂)² + (2s − 1) σ_F²), ``covariance`` the same with Efron's bootstrap
+#: covariance penalty 2 cov*(θ*, θ_p*) − var*(θ_p*) in place of (2s − 1) σ_F²
+#: (``half_width``).
+INTERVALS = ("sd", "rms", "fisher_bias", "shrinkage", "sure", "covariance")
+#: Key prefix of a replicate's per-pixel fit maps (``ReplicateFit`` with ``pilots``): the
+#: unregularised estimator θ_p* on the replicate counts, which the ``covariance`` interval
+#: pairs with the replicate's map θ*.
+PILOT = "pixelfit:"
 #: How ``errors = "bootstrap"`` turns the replicates into an error (``[problem]
 #: bootstrap_interval``): ``sure`` (``half_width``; needs one more fit, the unregularised
 #: pilot) or ``rms``, their root-mean-square deviation from where they were drawn.
@@ -156,10 +162,11 @@ class ReplicateFit:
     backend, ``_maps``); ``solver`` the run's solver (its class and options are reused);
     ``mixture`` the run's (its ``n_amp`` and flux ``scale``)."""
 
-    def __init__(self, problem, solver, mixture, blocks, xs, iterations: int, start: str = "rerun"):
+    def __init__(self, problem, solver, mixture, blocks, xs, iterations: int, start: str = "rerun",
+                 pilots: bool = False):
         if start not in STARTS:
             raise ValueError(f"unknown replicate start {start!r}; one of {STARTS}")  # programmer error
-        self.problem, self.iterations, self.start = problem, int(iterations), start
+        self.problem, self.iterations, self.start, self.pilots = problem, int(iterations), start, bool(pilots)
         self.solver_cls, self.solver_options, self.tol = type(solver), solver.options, float(solver.tol)
         self.report_every = int(solver.report_every)
         # A fresh mixture and the operators from its cube to the counts (a problem with
@@ -172,11 +179,20 @@ class ReplicateFit:
                          for op, b in zip(self.operators, backgrounds)]
 
     def fit(self, index: int, seed: int) -> dict[str, np.ndarray]:
-        """The maps (host, physical units) of replicate ``index`` re-solved."""
+        """The maps (host, physical units) of replicate ``index`` re-solved; with ``pilots``
+        also its per-pixel fits (the problem's ``baseline_maps`` on the replicate), keyed
+        ``PILOT + name``."""
         problem = self.problem
         counts = [problem.backend.asarray(c) for c in replicate_counts(self.expected, seed, index)]
-        if self.start == "rerun":
-            return self._rerun(counts)
+        copied = problem_copy(problem, counts=counts)
+        maps = self._rerun(copied) if self.start == "rerun" else self._from_solution(counts)
+        if self.pilots:  # after the rerun: its start is these fits when init_bin = 1 (cached)
+            maps.update({PILOT + name: m for name, m in copied.baseline_maps().items()})
+        return maps
+
+    def _from_solution(self, counts: list) -> dict[str, np.ndarray]:
+        """PALM on the replicate ``counts`` from the solution, with the run's blocks."""
+        problem = self.problem
         from ..likelihoods import DataTerm
         from .mixture import DataFit
 
@@ -188,15 +204,16 @@ class ReplicateFit:
         solver = self.solver_cls(self.solver_options, max_iter=self.iterations, tol=0.0, report_every=self.iterations)
         solver.setup(list(self.xs), data.value, blocks)
         out = solver.run()
-        return problem._maps(self.mixture, out.x)
+        return dict(problem._maps(self.mixture, out.x))
 
-    def _rerun(self, counts: list) -> dict[str, np.ndarray]:
-        """The whole estimator on the replicate counts: the problem's own start (per-pixel
-        fits of the replicate), metrics and thresholds, then ``iterations`` iterations of
-        the run's solver with the run's tolerance."""
+    def _rerun(self, copied) -> dict[str, np.ndarray]:
+        """The whole estimator on the replicate counts (``copied``: a ``problem_copy`` on
+        them): the problem's own start (per-pixel fits of the replicate), metrics and
+        thresholds, then ``iterations`` iterations of the run's solver with the run's
+        tolerance."""
         solver = self.solver_cls(self.solver_options, max_iter=self.iterations, tol=self.tol,
                                  report_every=self.report_every)
-        return solved_copy(problem_copy(self.problem, counts=counts), solver)[3]
+        return dict(solved_copy(copied, solver)[3])
 
 
 def problem_copy(problem, counts: list | None = None, prior_factor: float | None = None):
@@ -310,10 +327,25 @@ def stack(replicates: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.stack([np.asarray(r[name], dtype=np.float64) for r in replicates]) for name in replicates[0]}
 
 
-def half_width(estimate, replicates, how: str = "rms", fisher=None, pilot=None) -> np.ndarray:
+def half_width(estimate, replicates, how: str = "rms", fisher=None, pilot=None, pilot_replicates=None) -> np.ndarray:
     """Half-width of the 68 % interval about ``estimate`` (ny, nx) from ``replicates``
     (B, ny, nx): ``INTERVALS`` (``fisher``: σ_F, needed by ``fisher_bias``, ``shrinkage``
-    and ``sure``; ``pilot``: the unregularised fit θ_p, needed by ``sure``).
+    and ``sure``; ``pilot``: the unregularised fit θ_p, needed by ``sure`` and
+    ``covariance``; ``pilot_replicates``: (B, ny, nx) the same unregularised estimator on
+    each replicate, θ_p*_b, needed by ``covariance``).
+
+    ``covariance`` is Stein's risk with Efron's covariance penalty (Efron 2004, "The
+    estimation of prediction error: covariance penalties and cross-validation", JASA 99,
+    619): σ_F² ∂g/∂θ_p = cov(θ̂, θ_p), and var θ_p, measured on the replicates, where the
+    map and the pilot are both refitted:
+
+        err² = max(sd*², (θ_p − θ̂)² + 2 cov*(θ*, θ_p*) − var*(θ_p*)).
+
+    It needs no Fisher error and no model of the smoother: s = sd*/σ_F (``sure``) is the
+    divergence only where the map at a pixel moves with that pixel's pilot alone; a prior
+    that averages a pixel with its neighbours spreads it (a mean of n pixels: sd*/σ_F =
+    1/√n, the divergence 1/n) and ``sure`` over-covers there. Where the pilot carries no
+    information (NaN) or does not vary it is ``rms``.
 
     ``sure`` is Stein's unbiased risk estimate (Stein 1981, Ann. Statist. 9, 1135) of the
     mean squared error at the truth, pixel by pixel. Take the unregularised pilot as the
@@ -346,6 +378,8 @@ def half_width(estimate, replicates, how: str = "rms", fisher=None, pilot=None) 
     if how == "fisher_bias":
         sigma = np.nan_to_num(np.asarray(fisher, dtype=np.float64), nan=np.inf)
         return np.sqrt(np.square(sigma) + np.square(bias))
+    if how == "covariance":
+        return _covariance_risk(estimate, replicates, pilot, pilot_replicates, rms)
     if how not in ("shrinkage", "sure"):
         raise ValueError(f"unknown interval {how!r}; one of {INTERVALS}")  # programmer error
     # the local shrinkage s = sd*/σ_F, where σ_F (and, for sure, the pilot) carries information
@@ -366,14 +400,27 @@ def half_width(estimate, replicates, how: str = "rms", fisher=None, pilot=None) 
     return np.where(known, np.sqrt(np.maximum(risk, var)), rms)
 
 
+def _covariance_risk(estimate, replicates, pilot, pilot_replicates, rms) -> np.ndarray:
+    """``half_width(..., "covariance")``: √max(sd*², (θ_p − θ̂)² + 2 cov* − var*θ_p*)."""
+    pilot = np.asarray(pilot, dtype=np.float64)
+    pilots = np.asarray(pilot_replicates, dtype=np.float64)
+    var = np.var(replicates, axis=0, ddof=1)
+    pvar = np.var(pilots, axis=0, ddof=1)
+    known = np.isfinite(pilot) & np.all(np.isfinite(pilots), axis=0) & (pvar > 0)
+    cov = np.sum((replicates - replicates.mean(axis=0)) * (pilots - pilots.mean(axis=0)), axis=0) / (
+        replicates.shape[0] - 1)
+    risk = np.square(np.where(known, pilot, estimate) - estimate) + 2.0 * cov - pvar
+    return np.where(known, np.sqrt(np.maximum(risk, var)), rms)
+
+
 def bootstrap_replicates(problem, solver, mixture, blocks, xs, samples: int, iterations: int, seed: int,
                          start: str = "rerun", tasks: Tasks | None = None,
-                         say: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+                         say: Callable[[str], None] | None = None, pilots: bool = False) -> dict[str, np.ndarray]:
     """The maps of ``samples`` replicates re-solved for ``iterations`` solver iterations each
     (``stack``): here one after the other, or by ``tasks`` (e.g. as Dask tasks:
     ``xhsi.distributed.bootstrap_tasks.DaskReplicates(client)``); ``say``: progress lines
-    (``fit_replicates``)."""
-    fit = ReplicateFit(problem, solver, mixture, blocks, xs, iterations, start)
+    (``fit_replicates``); ``pilots``: also each replicate's per-pixel fits (``PILOT``)."""
+    fit = ReplicateFit(problem, solver, mixture, blocks, xs, iterations, start, pilots=pilots)
     return stack(fit_replicates(fit, samples, seed, tasks, say))
 
 
