@@ -223,3 +223,59 @@ def test_every_builtin_regulariser_declares_its_reach_and_grid():
         reach = cls().spatial_reach()
         assert isinstance(reach, int) and reach >= 0, name
         assert isinstance(cls.selection_grid, dict), name
+
+
+SELECTING = "\n[selection]\nmax_iter = 10\nevery = 5\n"  # no [[regularizers]], no max_iter: the defaults chosen
+
+
+def test_the_tiles_of_a_config_that_selects_select_as_it_does(tmp_path):
+    from xhsi.distributed.tiles import prepare_tiles
+    from xhsi.selection.candidates import budget, candidates, selection_reason
+
+    path = field(tmp_path, extra=SELECTING)
+    path.write_text(path.read_text().replace("max_iter = 15\n", ""))
+    given = load_config(path)
+    assert selection_reason(given) is not None
+    plan = plan_tiles(path, tile=18, out=tmp_path / "tiled")
+    assert plan.selects == selection_reason(given)
+    assert plan.reach == plan.psf_reach + 1  # sobolev, one of the candidates' regularisers
+    for config in prepare_tiles(plan):
+        tile = load_config(config)
+        assert selection_reason(tile) == selection_reason(given)  # not the unregularised 500 iterations
+        assert budget(tile) == budget(given)
+        assert [c.overrides for c in candidates(tile)] == [c.overrides for c in candidates(given)]
+    # a config that chose by hand writes tiles that do not select
+    plan = plan_tiles(field(tmp_path, extra=STARLET), tile=24, out=tmp_path / "hand")
+    assert plan.selects is None
+    assert all(selection_reason(load_config(c)) is None for c in prepare_tiles(plan))
+
+
+@pytest.mark.slow
+def test_a_tiled_run_that_selects_chooses_once_on_the_tile_with_the_most_counts(tmp_path):
+    pytest.importorskip("distributed")
+    from xhsi.distributed import connect
+    from xhsi.distributed.tiles import lead_tile
+
+    path = field(tmp_path, pixels=24, extra=SELECTING)
+    path.write_text(path.read_text().replace("max_iter = 15\n", ""))
+    plan = plan_tiles(path, tile=12, out=tmp_path / "tiled")
+    with connect(workers=2, processes=False) as client:
+        report = run_tiles(plan, client, quiet=True)
+    assert not report.failed and len(plan.tiles) == 4
+    lead = lead_tile(plan)
+    runs = {t.name: plan.folder(t) / "run" for t in plan.tiles}
+    chosen = json.loads((runs[lead.name] / "run.json").read_text())["selection"]
+    assert (runs[lead.name] / "config.selected.toml").is_file()
+    tiles = json.loads((tmp_path / "tiled" / "mosaic" / "tiles.json").read_text())
+    assert tiles["selection"] == {"tile": lead.name, "chosen": chosen["name"], "iteration": chosen["iteration"],
+                                  "run_overrides": chosen["run_overrides"]}
+    selected = load_config(runs[lead.name] / "config.selected.toml")
+    for name, run_folder in runs.items():
+        if name == lead.name:
+            continue
+        meta = json.loads((run_folder / "run.json").read_text())
+        assert "selection" not in meta  # ran the choice, chose nothing
+        resolved = load_config(run_folder / "config.resolved.toml")
+        assert resolved.to_dict()["regularizers"] == selected.to_dict()["regularizers"]
+        assert resolved.solver.max_iter == selected.solver.max_iter == chosen["iteration"]
+    assert "ran the choice of tile " + lead.name in report.summary()

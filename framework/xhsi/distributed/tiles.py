@@ -18,6 +18,16 @@ and a raised-cosine ramp in between (half-width ``overlap − reach``, centred o
 edge), so the weights of neighbouring tiles sum to 1 and no pixel within the reach of a
 tile's edge counts.
 
+**Selection.** A config that leaves its options to the data (``selection_reason``: no
+[[regularizers]], regularisers named without options, ``select = "auto"``) chooses once for
+the whole field: its tiles' configs select as it does (``untuned_table``), the tile with the
+most counts runs the selection and its final fit first, and every other tile then runs that
+choice (the candidate, the stopping iteration, the final fit's settings: run.json
+``selection`` ``run_overrides``), recorded in the mosaic's ``tiles.json``. Tiles that each
+chose would blend estimates made with different options; tiles that did not select at all
+would run the unregularised defaults. The overlap covers the largest reach among the
+candidates' regularisers.
+
 **Data.** Counts (simulated once for the whole field when the config has no counts files,
 ``xhsi.runner.simulate``), backgrounds and the truth are cut to each tile's footprint with
 their sky WCS; each tile is a normal run (``xhsi.runner.run``: all-or-nothing folder,
@@ -78,6 +88,11 @@ class TilePlan:
     tiles: list[Tile] = field(default_factory=list)
     #: (counts, backgrounds, truth) of the whole field, once :func:`prepare_tiles` found them
     inputs: tuple | None = None
+    #: Why the config selects (``selection_reason``), or None: then one tile runs the
+    #: selection and every other tile the choice (:func:`run_tiles`)
+    selects: str | None = None
+    #: What :func:`run_tiles` chose: {"tile", "chosen", "run_overrides"} (tiles.json)
+    selection: dict | None = None
 
     @property
     def ramp(self) -> int:
@@ -166,10 +181,15 @@ def plan_tiles(config: str | Path, tile: int, overlap: int | None = None, overri
     from ..config import load_config
     from ..problems.checks import model_grid
     from ..runner import check_config
+    from ..selection.candidates import candidate_config, candidates, selection_reason
 
     overrides = list(overrides)
     cfg = load_config(config, overrides)
     regularizers = check_config(cfg)
+    selects = selection_reason(cfg)
+    if selects is not None:  # the overlap must hold whichever candidate the selection chooses
+        regularizers = regularizers + [reg for cand in candidates(cfg)
+                                       for reg in check_config(candidate_config(cfg, cand.overrides))]
     for i, obs in enumerate(cfg.observations):
         if obs.spectrum is not None:
             raise ConfigError(f"{config}: observations[{i}] (`{obs.name}`) is an OGIP spectrum, which has no sky "
@@ -214,7 +234,8 @@ def plan_tiles(config: str | Path, tile: int, overlap: int | None = None, overri
         raise ConfigError(f"the {grid.ny} x {grid.nx} pixel field fits in one tile of {tile} px: run it with "
                           "`xhsi run` instead, or give a smaller --tile.")
     out = Path(out) if out is not None else Path(str(cfg.run.output) + "_tiles")
-    plan = TilePlan(Path(config), overrides, out, (grid.ny, grid.nx), tile, overlap, reach, unit, psf)
+    plan = TilePlan(Path(config), overrides, out, (grid.ny, grid.nx), tile, overlap, reach, unit, psf,
+                    selects=selects)
     for (y, cy) in _spans(grid.ny, tile, overlap):
         for (x, cx) in _spans(grid.nx, tile, overlap):
             plan.tiles.append(Tile(len(plan.tiles), y, x, cy, cx))
@@ -297,12 +318,13 @@ def full_field_inputs(plan: TilePlan, cfg) -> tuple[dict[str, Path], dict[str, P
 def write_tile_inputs(plan: TilePlan, cfg, tile: Tile, counts, background, truth) -> Path:
     """Cut the field's files to ``tile`` and write its config; returns the config's path."""
     from ..results import atomic_write_text
+    from ..selection.candidates import untuned_table
     from ..tomlio import dumps_toml
 
     folder = plan.folder(tile)
     inputs = folder / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
-    data = copy.deepcopy(cfg.to_dict())
+    data = copy.deepcopy(untuned_table(cfg))  # a config that selects writes tiles that select
     data["model"]["pixels"] = list(tile.shape)
     data["model"].pop("center_deg", None)  # the cut counts carry the sky position
     data.pop("simulate", None)
@@ -354,6 +376,10 @@ class TileReport:
                          "tiles (completed ones are skipped).")
         else:
             lines.append(f"  mosaic in {self.plan.out / MOSAIC}")
+            if self.plan.selection is not None:
+                lines.append(f"  every tile ran the choice of tile {self.plan.selection['tile']}'s selection: "
+                             f"{self.plan.selection['chosen']}, stopping at iteration "
+                             f"{self.plan.selection['iteration']}")
             res = (self.metrics or {}).get("result")
             if res:
                 lines.append(f"  result: PSNR {res['psnr_db']:.2f} dB, ASAM {res['asam_deg']:.2f} deg, relative "
@@ -372,29 +398,75 @@ def prepare_tiles(plan: TilePlan) -> list[Path]:
     return [write_tile_inputs(plan, cfg, tile, counts, background, truth) for tile in plan.tiles]
 
 
+def lead_tile(plan: TilePlan) -> Tile:
+    """The tile that runs the selection for all (:func:`run_tiles`): the one whose inputs
+    hold the most counts, all observations together (the first of equals)."""
+    from ..io.cubes import read_cube
+
+    def counts(tile: Tile) -> float:
+        return sum(float(np.sum(read_cube(path).data)) for path in sorted((plan.folder(tile) / "inputs").glob("*_counts.fits")))
+
+    totals = [counts(t) for t in plan.tiles]
+    return plan.tiles[int(np.argmax(totals))]
+
+
 def run_tiles(plan: TilePlan, client, quiet: bool = False, retries: int = 1) -> TileReport:
     """Run every tile as a Dask task on ``client`` (the task of ``xhsi sweep``), then blend
-    and publish the mosaic when all succeeded."""
+    and publish the mosaic when all succeeded. A config that selects (``plan.selects``)
+    chooses once: the tile with the most counts (``lead_tile``) runs the selection and its
+    final fit first, and every other tile runs its choice (run.json ``selection``
+    ``run_overrides``: the candidate, the stopping iteration and the final fit's settings),
+    so that the mosaic is one estimator, not tiles fitted with different options."""
+    import json
+
+    from ..selection.candidates import assignments
     from .sweep import _as_completed, _task_error, run_point
 
     start = time.perf_counter()
-    configs = prepare_tiles(plan)
-    futures = {}
-    for tile, config in zip(plan.tiles, configs):
-        record = {"index": tile.index, "name": tile.name, "overrides": {"rows": list(tile.y), "columns": list(tile.x)}}
-        futures[client.submit(run_point, str(config.resolve()), [], str((plan.folder(tile) / "run").resolve()), record,
-                              True, key=f"xhsi-tile-{tile.name}-{time.time_ns()}", retries=retries, pure=False)] = tile
-    outcomes = {}
-    for future in _as_completed(futures):
-        tile = futures[future]
-        try:
-            outcomes[tile.name] = future.result()
-        except Exception as exc:  # raised after its retries, or KilledWorker
-            outcomes[tile.name] = {"status": "failed", "error": _task_error(exc)}
+    configs = dict(zip((t.name for t in plan.tiles), prepare_tiles(plan)))
+    outcomes: dict[str, dict] = {}
+
+    def say(line: str) -> None:
         if not quiet:
+            print(line, flush=True)
+
+    def run_all(tiles: list[Tile], overrides: list[str]) -> None:
+        futures = {}
+        for tile in tiles:
+            record = {"index": tile.index, "name": tile.name,
+                      "overrides": {"rows": list(tile.y), "columns": list(tile.x)}}
+            futures[client.submit(run_point, str(configs[tile.name].resolve()), overrides,
+                                  str((plan.folder(tile) / "run").resolve()), record, True,
+                                  key=f"xhsi-tile-{tile.name}-{time.time_ns()}", retries=retries, pure=False)] = tile
+        for future in _as_completed(futures):
+            tile = futures[future]
+            try:
+                outcomes[tile.name] = future.result()
+            except Exception as exc:  # raised after its retries, or KilledWorker
+                outcomes[tile.name] = {"status": "failed", "error": _task_error(exc)}
             o = outcomes[tile.name]
             what = "FAILED: " + str(o["error"]) if o["status"] == "failed" else f"{o['status']} ({o.get('wall_s', 0):.1f} s)"
-            print(f"xhsi tiles: {len(outcomes)}/{len(plan.tiles)} tile {tile.name}: {what}", flush=True)
+            say(f"xhsi tiles: {len(outcomes)}/{len(plan.tiles)} tile {tile.name}: {what}")
+
+    rest, overrides = list(plan.tiles), []
+    if plan.selects is not None:
+        lead = lead_tile(plan)
+        say(f"xhsi tiles: the config selects ({plan.selects}); tile {lead.name}, the one with the most counts, "
+            "runs the selection, and every other tile its choice")
+        run_all([lead], [])
+        rest.remove(lead)
+        if outcomes[lead.name]["status"] == "failed":
+            for tile in rest:
+                outcomes[tile.name] = {"status": "failed", "error": f"not run: tile {lead.name}, whose selection "
+                                       "every tile uses, failed"}
+            rest = []
+        else:
+            chosen = json.loads((plan.folder(lead) / "run" / "run.json").read_text())["selection"]
+            plan.selection = {"tile": lead.name, "chosen": chosen["name"], "iteration": chosen["iteration"],
+                              "run_overrides": chosen["run_overrides"]}
+            overrides = assignments(chosen["run_overrides"])
+            say(f"xhsi tiles: tile {lead.name} chose {chosen['name']}, stopping at iteration {chosen['iteration']}")
+    run_all(rest, overrides)
     report = TileReport(plan, {t.name: outcomes[t.name] for t in plan.tiles})
     if not report.failed:
         report.metrics = write_mosaic(plan)
@@ -467,7 +539,8 @@ def write_mosaic(plan: TilePlan) -> dict | None:
         tiles = [{"name": t.name, "rows": list(t.y), "columns": list(t.x), "core_rows": list(t.core_y),
                   "core_columns": list(t.core_x)} for t in plan.tiles]
         write_json(folder.staging / "tiles.json", {"tile": plan.tile, "overlap": plan.overlap, "reach": plan.reach,
-                                                   "field": list(plan.field), "tiles": tiles})
+                                                   "field": list(plan.field), "tiles": tiles,
+                                                   "selection": plan.selection})
         (folder.staging / "config.resolved.toml").write_text(cfg.to_toml(), encoding="utf-8")
         folder.publish()
     finally:

@@ -182,6 +182,27 @@ def selection_reason(cfg) -> str | None:
     return None
 
 
+def untuned_table(cfg) -> dict:
+    """The config's full table (``to_dict``: every default written, paths absolute) without
+    the keys whose absence makes it select (``selection_reason``, ``budget``): the
+    [[regularizers]] key, a regulariser's options or weight, [solver] max_iter, where the
+    user gave none. A config written from it (e.g. a tile's, ``xhsi tiles``) selects as the
+    given one does, with the same candidates and budget."""
+    data = cfg.to_dict()
+    raw = getattr(cfg, "_raw", None)
+    if raw is None:
+        return data
+    if "regularizers" not in raw:
+        data.pop("regularizers", None)
+    for given, table in zip(raw.get("regularizers") or [], data.get("regularizers") or []):
+        for key in ("options", "weight"):
+            if key not in given:
+                table.pop(key, None)
+    if "max_iter" not in (raw.get("solver") or {}):
+        data.get("solver", {}).pop("max_iter", None)
+    return data
+
+
 def budget(cfg) -> int:
     """Iterations of each candidate fit: [selection] max_iter, else a [solver] max_iter the
     user gave, else ``DEFAULT_BUDGET``."""

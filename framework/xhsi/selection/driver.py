@@ -297,7 +297,9 @@ def _conclude(cfg, sel, cands: list[Candidate], records: list[FitRecord], reason
         "candidates": rows,
         "chosen": {"name": cands[k].name, "overrides": cands[k].overrides, "iteration": chosen.iteration,
                    "final_max_iter": final_iter, "final_overrides": extra, "score": chosen.score,
-                   "at_budget": at_end},
+                   "at_budget": at_end,
+                   # what turns the given config into the final fit's (``xhsi tiles`` applies it to every tile)
+                   "run_overrides": {**cands[k].overrides, **fixed, **extra}},
         "cost": {"fits": len(records), "seconds": seconds},
     }
     what = "held-out deviance" if sel.rule == "holdout" else "|deviance / expected - 1|"
