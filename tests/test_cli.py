@@ -37,6 +37,18 @@ def test_validate_ok(toy, capsys):
     assert "valid" in capsys.readouterr().out
 
 
+def test_validate_says_when_a_run_selects_its_options(capsys):
+    from pathlib import Path
+
+    default = Path(__file__).resolve().parents[1] / "configs" / "fusion_xmm_xrism_default.toml"
+    assert main(["validate", str(default)]) == 0
+    assert "selects its options from the data first" in capsys.readouterr().out
+    assert main(["validate", str(default), "--show-defaults"]) == 0
+    assert capsys.readouterr().out.startswith("# The given config selects")
+    assert main(["validate", str(default), "--set", 'selection.select="off"']) == 0
+    assert "selects" not in capsys.readouterr().out
+
+
 def test_validate_show_defaults_prints_resolved_toml(toy, capsys):
     assert main(["validate", str(toy), "--show-defaults", "--set", "solver.max_iter=7"]) == 0
     out = capsys.readouterr().out

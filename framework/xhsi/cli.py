@@ -203,11 +203,21 @@ def cmd_validate(args) -> int:
     cfg = load_config(args.config, args.overrides)
     check_config(cfg)
     if args.show_defaults:
+        from .selection.candidates import selection_reason
+
+        if selection_reason(cfg) is not None:  # every default written: a run of this table chooses nothing
+            print("# The given config selects its options from the data; this table, with every default\n"
+                  "# written, would not: run the given config, or its run's config.selected.toml.")
         print(cfg.to_toml(), end="")
     else:
+        from .selection.candidates import selection_reason
+
         n_obs, n_reg = len(cfg.observations), len(cfg.regularizers)
         print(f"{args.config}: valid ({cfg.run.problem}; {n_obs} observation{'s' * (n_obs != 1)}, "
               f"{n_reg} regulariser{'s' * (n_reg != 1)}, solver {cfg.solver.name}).")
+        reason = selection_reason(cfg)
+        if reason is not None:  # what the run will choose before its fit
+            print(f"  the run selects its options from the data first: {reason}.")
     return 0
 
 
