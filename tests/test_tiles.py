@@ -279,3 +279,14 @@ def test_a_tiled_run_that_selects_chooses_once_on_the_tile_with_the_most_counts(
         assert resolved.to_dict()["regularizers"] == selected.to_dict()["regularizers"]
         assert resolved.solver.max_iter == selected.solver.max_iter == chosen["iteration"]
     assert "ran the choice of tile " + lead.name in report.summary()
+
+
+def test_run_overrides_are_recorded_or_rebuilt_from_an_older_run_json():
+    from xhsi.selection.driver import final_fixed, run_overrides
+
+    chosen = {"overrides": {"sobolev.weight": 0.3}, "final_max_iter": 40,
+              "final_overrides": {"problem.basis_passes": 2, "problem.pass_iter": [30]}}
+    rebuilt = run_overrides(chosen)  # run.json written before run_overrides was recorded
+    assert rebuilt == {"sobolev.weight": 0.3, **final_fixed(40), "problem.basis_passes": 2, "problem.pass_iter": [30]}
+    assert rebuilt["solver.max_iter"] == 40 and rebuilt["selection.select"] == "off"
+    assert run_overrides({**chosen, "run_overrides": {"x.y": 1}}) == {"x.y": 1}

@@ -420,6 +420,7 @@ def run_tiles(plan: TilePlan, client, quiet: bool = False, retries: int = 1) -> 
     import json
 
     from ..selection.candidates import assignments
+    from ..selection.driver import run_overrides
     from .sweep import _as_completed, _task_error, run_point
 
     start = time.perf_counter()
@@ -463,8 +464,8 @@ def run_tiles(plan: TilePlan, client, quiet: bool = False, retries: int = 1) -> 
         else:
             chosen = json.loads((plan.folder(lead) / "run" / "run.json").read_text())["selection"]
             plan.selection = {"tile": lead.name, "chosen": chosen["name"], "iteration": chosen["iteration"],
-                              "run_overrides": chosen["run_overrides"]}
-            overrides = assignments(chosen["run_overrides"])
+                              "run_overrides": run_overrides(chosen)}
+            overrides = assignments(plan.selection["run_overrides"])
             say(f"xhsi tiles: tile {lead.name} chose {chosen['name']}, stopping at iteration {chosen['iteration']}")
     run_all(rest, overrides)
     report = TileReport(plan, {t.name: outcomes[t.name] for t in plan.tiles})

@@ -283,7 +283,7 @@ def _conclude(cfg, sel, cands: list[Candidate], records: list[FitRecord], reason
     # The final fit runs exactly to the chosen iteration (0: the start is the result): the
     # paths were scored at fixed iterations, so no tolerance may end it sooner.
     final_iter = chosen.iteration
-    fixed = {"solver.max_iter": final_iter, "solver.tol": 0.0, "selection.select": "off"}
+    fixed = final_fixed(final_iter)
     final = candidate_config(cfg, cands[k].overrides, fixed)
     # the problem's own settings of a chosen fit, given the stops of the held-out fits' earlier passes
     more = getattr(plugins.get("problem", cfg.run.problem), "selection_final", None)
@@ -317,6 +317,22 @@ def _conclude(cfg, sel, cands: list[Candidate], records: list[FitRecord], reason
                      "[selection] max_iter for a later stop")
     report["summary"] = lines
     return Selection(final, report, lines)
+
+
+def final_fixed(iterations: int) -> dict[str, Any]:
+    """What the final fit of a selection fixes besides the candidate's overrides: it runs
+    exactly to the chosen iteration (the paths were scored at fixed iterations, so no
+    tolerance may end it sooner) and selects nothing."""
+    return {"solver.max_iter": int(iterations), "solver.tol": 0.0, "selection.select": "off"}
+
+
+def run_overrides(chosen: dict) -> dict[str, Any]:
+    """The overrides that turn a selecting config into its final fit's, from run.json's
+    ``selection`` (``chosen``): its ``run_overrides``, or, for a run that did not record
+    them, the candidate's overrides, ``final_fixed`` and the final fit's settings."""
+    if "run_overrides" in chosen:
+        return dict(chosen["run_overrides"])
+    return {**chosen["overrides"], **final_fixed(chosen["final_max_iter"]), **(chosen.get("final_overrides") or {})}
 
 
 def select_for_run(cfg, prep, regularizers: list, solver, resume_from=None, quiet: bool = False,
