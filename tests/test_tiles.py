@@ -13,8 +13,9 @@ import pytest
 
 from xhsi.cli import main
 from xhsi.config import load_config
-from xhsi.distributed.tiles import (axis_weights, blend, enclosed_radius, plan_tiles, regulariser_reach, run_tiles,
+from xhsi.distributed.tiles import (axis_weights, blend, enclosed_radius, plan_tiles, regulariser_reach,
                                     tile_weights)
+from xhsi.distributed.tiles_run import run_tiles
 from xhsi.errors import ConfigError
 from xhsi.io.cubes import read_cube
 from xhsi.runner import check_config, run
@@ -254,7 +255,7 @@ def test_the_tiles_of_a_config_that_selects_select_as_it_does(tmp_path):
 def test_a_tiled_run_that_selects_chooses_once_on_the_tile_with_the_most_counts(tmp_path):
     pytest.importorskip("distributed")
     from xhsi.distributed import connect
-    from xhsi.distributed.tiles import lead_tile
+    from xhsi.distributed.tiles_run import lead_tile
 
     path = field(tmp_path, pixels=24, extra=SELECTING)
     path.write_text(path.read_text().replace("max_iter = 15\n", ""))

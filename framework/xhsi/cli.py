@@ -182,42 +182,27 @@ def _add_cluster(p, task: str, selection: bool = False) -> None:
 def cmd_validate(args) -> int:
     from .config import load_config
     from .runner import check_config
-    from .tomlio import load_toml
+    from .selection.candidates import selection_reason
+    from .spectral.iae_data import training_config_summary
 
-    from .spectral.iae_data import is_iae_config, load_iae_training_config, training_set_from_config
-
-    if is_iae_config(args.config):  # a train-model config of an IAE: checked up to its training set
-        training = load_iae_training_config(args.config)
-        data = training_set_from_config(training)
-        print(f"{args.config}: valid training config for `xhsi train-model` (IAE of "
-              f"{training.iae.model or training.iae.library}, {data.spectra.shape[1]} spectra, "
-              f"{data.anchors.shape[1]} anchors).")
-        return 0
-    if Path(args.config).is_file() and "surrogate" in load_toml(args.config):  # a train-model config
-        from .spectral.training import load_training_config
-
-        training = load_training_config(args.config)
-        print(f"{args.config}: valid training config for `xhsi train-model` (surrogate of "
-              f"{training.surrogate.model}).")
+    summary = training_config_summary(args.config)  # a train-model config: checked up to its training set
+    if summary is not None:
+        print(f"{args.config}: {summary}")
         return 0
     cfg = load_config(args.config, args.overrides)
     check_config(cfg)
+    reason = selection_reason(cfg)
     if args.show_defaults:
-        from .selection.candidates import selection_reason
-
-        if selection_reason(cfg) is not None:  # every default written: a run of this table chooses nothing
+        if reason is not None:  # every default written: a run of this table chooses nothing
             print("# The given config selects its options from the data; this table, with every default\n"
                   "# written, would not: run the given config, or its run's config.selected.toml.")
         print(cfg.to_toml(), end="")
-    else:
-        from .selection.candidates import selection_reason
-
-        n_obs, n_reg = len(cfg.observations), len(cfg.regularizers)
-        print(f"{args.config}: valid ({cfg.run.problem}; {n_obs} observation{'s' * (n_obs != 1)}, "
-              f"{n_reg} regulariser{'s' * (n_reg != 1)}, solver {cfg.solver.name}).")
-        reason = selection_reason(cfg)
-        if reason is not None:  # what the run will choose before its fit
-            print(f"  the run selects its options from the data first: {reason}.")
+        return 0
+    n_obs, n_reg = len(cfg.observations), len(cfg.regularizers)
+    print(f"{args.config}: valid ({cfg.run.problem}; {n_obs} observation{'s' * (n_obs != 1)}, "
+          f"{n_reg} regulariser{'s' * (n_reg != 1)}, solver {cfg.solver.name}).")
+    if reason is not None:  # what the run will choose before its fit
+        print(f"  the run selects its options from the data first: {reason}.")
     return 0
 
 
@@ -424,7 +409,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_tiles(args) -> int:
-    from .distributed.tiles import plan_tiles, run_tiles
+    from .distributed.tiles import plan_tiles
+    from .distributed.tiles_run import run_tiles
 
     plan = plan_tiles(args.config, args.tile, args.overlap, args.overrides, out=args.out)
     print(plan.describe(), file=sys.stderr)

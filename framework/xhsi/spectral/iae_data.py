@@ -21,7 +21,8 @@ from ..errors import ConfigError, DataError, did_you_mean
 from ..schema import Context, from_dict, option
 from .iae import ACTIVATIONS, check_anchors
 from .models import Parameter, build_spectral_model
-from .training import TrainResponseSection, _evaluate_batched, _folding, _sample, _training_bounds
+from .training import (TrainResponseSection, _evaluate_batched, _folding, _sample, _training_bounds,
+                       load_training_config)
 
 __all__ = ["TrainIAESection", "IAEModelSection", "IAETrainingConfig", "TrainingSet", "is_iae_config",
            "load_iae_training_config", "training_set_from_config", "sample_model", "library_set", "simplex_vertices",
@@ -287,3 +288,18 @@ def training_set_from_config(cfg: IAETrainingConfig) -> TrainingSet:
     model.setup(edges, "numpy", "float64")
     fold, channels, identity = _folding(cfg.response, edges)
     return sample_model(model, s, fold, channels, identity)
+
+
+def training_config_summary(path) -> str | None:
+    """``xhsi validate``'s line for a ``xhsi train-model`` config (an IAE's, checked up to
+    its training set, or a surrogate's), or None when ``path`` is not one."""
+    from ..tomlio import load_toml
+
+    if is_iae_config(path):
+        training = load_iae_training_config(path)
+        data = training_set_from_config(training)
+        return (f"valid training config for `xhsi train-model` (IAE of {training.iae.model or training.iae.library}, "
+                f"{data.spectra.shape[1]} spectra, {data.anchors.shape[1]} anchors).")
+    if Path(path).is_file() and "surrogate" in load_toml(path):
+        return f"valid training config for `xhsi train-model` (surrogate of {load_training_config(path).surrogate.model})."
+    return None
