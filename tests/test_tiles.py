@@ -238,7 +238,7 @@ def test_the_tiles_of_a_config_that_selects_select_as_it_does(tmp_path):
     given = load_config(path)
     assert selection_reason(given) is not None
     plan = plan_tiles(path, tile=18, out=tmp_path / "tiled")
-    assert plan.selects == selection_reason(given)
+    assert plan.selects == selection_reason(given) and "chooses, once, for every tile" in plan.describe()
     assert plan.reach == plan.psf_reach + 1  # sobolev, one of the candidates' regularisers
     for config in prepare_tiles(plan):
         tile = load_config(config)

@@ -88,9 +88,9 @@ class TilePlan:
     #: (counts, backgrounds, truth) of the whole field, once :func:`prepare_tiles` found them
     inputs: tuple | None = None
     #: Why the config selects (``selection_reason``), or None: then one tile runs the
-    #: selection and every other tile the choice (:func:`run_tiles`)
+    #: selection and every other tile the choice (``tiles_run.run_tiles``)
     selects: str | None = None
-    #: What :func:`run_tiles` chose: {"tile", "chosen", "run_overrides"} (tiles.json)
+    #: What ``tiles_run.run_tiles`` chose: {"tile", "chosen", "run_overrides"} (tiles.json)
     selection: dict | None = None
 
     @property
@@ -106,7 +106,9 @@ class TilePlan:
         sizes = sorted({t.shape for t in self.tiles})
         return (f"xhsi tiles: {len(self.tiles)} tiles over {ny} x {nx} pixels: cores of {self.tile} px, overlap "
                 f"{self.overlap} px (edge reach {self.reach} px: PSF {self.psf_reach} + regulariser {self.reach - self.psf_reach}; blending ramp ±{self.ramp} px), "
-                f"tile sizes {', '.join(f'{a}x{b}' for a, b in sizes)}; outputs in {self.out / MOSAIC}")
+                f"tile sizes {', '.join(f'{a}x{b}' for a, b in sizes)}; outputs in {self.out / MOSAIC}"
+                + (f"\n  the config selects ({self.selects}): the tile with the most counts chooses, once, for "
+                   "every tile" if self.selects else ""))
 
 
 # -- the plan ------------------------------------------------------------------------------

@@ -184,7 +184,7 @@ class ReplicateFit:
         ``PILOT + name``."""
         problem = self.problem
         counts = [problem.backend.asarray(c) for c in replicate_counts(self.expected, seed, index)]
-        copied = problem_copy(problem, counts=counts)
+        copied = problem_copy(problem, counts=counts) if self.start == "rerun" or self.pilots else None
         maps = self._rerun(copied) if self.start == "rerun" else self._from_solution(counts)
         if self.pilots:  # after the rerun: its start is these fits when init_bin = 1 (cached)
             maps.update({PILOT + name: m for name, m in copied.baseline_maps().items()})

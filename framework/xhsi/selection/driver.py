@@ -280,9 +280,7 @@ def _conclude(cfg, sel, cands: list[Candidate], records: list[FitRecord], reason
                          "candidates' options, or set [selection] select = \"off\" and choose them by hand.")
     k = rules.choose(best)
     chosen = best[k]
-    # The final fit runs exactly to the chosen iteration (0: the start is the result): the
-    # paths were scored at fixed iterations, so no tolerance may end it sooner.
-    final_iter = chosen.iteration
+    final_iter = chosen.iteration  # exactly (0: the start is the result; ``final_fixed``)
     fixed = final_fixed(final_iter)
     final = candidate_config(cfg, cands[k].overrides, fixed)
     # the problem's own settings of a chosen fit, given the stops of the held-out fits' earlier passes
