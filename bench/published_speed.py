@@ -116,6 +116,13 @@ SETUPS: dict[str, tuple[list, dict, dict]] = {
         {"regularize": "relative"}, _STEP),
 }
 
+#: The same set-ups with FISTA's ``grow_every = 10``: after a failed backtracking trial the
+#: step grows again only 10 iterations later, instead of at every iteration (a failed growth
+#: costs one more prox).
+for _name in ("starlet2d1d_exact", "starlet2d1d_approximate", "starlet2d1d_published_objective"):
+    _regs, _problem, _opts = SETUPS[_name]
+    SETUPS[_name + "_grow10"] = (_regs, _problem, {**_opts, "grow_every": 10})
+
 
 #: Attributes set on the built regularisers of a set-up (by name), before its first step.
 ATTRIBUTES: dict[str, dict[str, dict]] = {"starlet2d1d_exact_uniform": {"starlet2d1d_l1": {"metric_steps": "uniform"}}}

@@ -184,6 +184,60 @@ def test_step_grows_back_after_shrinking(xp):
     assert any(b > a for a, b in zip(steps[1:], steps[2:]))
 
 
+class CountingProx:
+    """A prox that counts its calls."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def prox(self, x, step):
+        self.calls += 1
+        return self.inner.prox(x, step)
+
+    def value(self, x):
+        return self.inner.value(x)
+
+
+def test_grow_every_spares_the_proxes_of_failed_growths(xp):
+    """A step held at its limit (a quadratic, L = 1, started at 1/L): growing at every
+    iteration fails about every other time and pays a second prox; growing again only 10
+    iterations after a failure pays about 1.1 proxes per iteration. Both reach the same
+    minimiser; from a step far below its limit both grow at every iteration."""
+    q, x0, a = quadratic(xp, decades=1.0)
+    per_iteration, solutions = {}, {}
+    for n in (1, 10):
+        prox = CountingProx(NonNegative())
+        solver = FISTA(FISTA.Options(grow=1.5, grow_every=n), max_iter=400, tol=0.0, report_every=400)
+        solver.setup(x0, q, prox)
+        out = solver.run()
+        per_iteration[n], solutions[n] = prox.calls / out.n_iter, to_numpy(out.x)
+        np.testing.assert_allclose(solutions[n], np.maximum(a, 0.0), atol=1e-6)
+    assert per_iteration[1] > 1.4 and per_iteration[10] < 1.15, per_iteration
+    ramps = {}
+    for n in (1, 10):
+        solver = FISTA(FISTA.Options(step=1e-3, grow=1.5, grow_every=n), max_iter=12, tol=0.0, report_every=1)
+        solver.setup(x0, q, NonNegative())
+        ramps[n] = [row[2] for row in solver.run().history]
+    assert ramps[1] == ramps[10] and ramps[10][-1] > 0.1  # 1e-3 × 1.5^12 ≈ 0.13: no trial failed yet
+
+
+def test_a_checkpoint_written_before_a_state_field_existed_loads_with_its_default(xp):
+    from xhsi.solvers.base import state_from_dict, state_to_dict
+    from xhsi.solvers.fista import FistaState
+
+    q, x0, _ = quadratic(xp)
+    solver = FISTA(FISTA.Options(grow_every=3), max_iter=5)
+    solver.setup(x0, q)
+    solver.run()
+    values = {k: (to_numpy(v) if hasattr(v, "shape") else v) for k, v in state_to_dict(solver.state).items()}
+    assert state_from_dict(FistaState, values, xp).since_shrink == solver.state.since_shrink
+    del values["since_shrink"]  # a checkpoint of an earlier version
+    assert state_from_dict(FistaState, values, xp).since_shrink is None
+    del values["step"]
+    with pytest.raises(ConfigError, match="lacks state field"):
+        state_from_dict(FistaState, values, xp)
+
+
 def test_options_from_dict_are_validated():
     solver = FISTA({"restart": "none", "eta": 0.3}, max_iter=3)
     assert solver.options.restart == "none" and solver.options.eta == 0.3

@@ -167,7 +167,9 @@ def state_from_dict(cls, values: dict, xp, like=None):
     numpy or cupy."""
     xp = compat_namespace(xp)
     names = {f.name for f in dataclasses.fields(cls)}
-    missing = names - set(values)
+    # a field with a default (added to a state after its checkpoints were written) may be absent
+    missing = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING} - set(values)
     if missing:
         raise ConfigError(f"the checkpoint lacks state field(s) {', '.join(sorted(missing))}: it was "
                           "written by another solver or version. Start afresh with --overwrite.")
@@ -182,7 +184,7 @@ def state_from_dict(cls, values: dict, xp, like=None):
             return xp.asarray(v)
         return v
 
-    return cls(**{k: convert(values[k]) for k in names})
+    return cls(**{k: convert(values[k]) for k in names if k in values})
 
 
 # -- the solver base ---------------------------------------------------------------------

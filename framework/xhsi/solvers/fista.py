@@ -15,7 +15,13 @@ shrinkage-thresholding algorithm for linear inverse problems").
   f(z) ≤ f(y) + ⟨∇f(y), z − y⟩ + ‖z − y‖²/(2τ) + s, with z the prox step and s a slack of
   10·eps·(|f(y)| + |f(z)|) that absorbs float rounding in the two costs (without it the
   test fails at random near the optimum in float32 and the step collapses). The Poisson
-  NLL has no Lipschitz constant, so backtracking is required with it.
+  NLL has no Lipschitz constant, so backtracking is required with it. Growing at every
+  iteration costs a prox per failed growth (a step held near its limit fails about every
+  other time: 1.5–3.3 proxes per iteration measured with the 2D-1D starlet,
+  bench/published_speed.py); with ``grow_every = n`` the step grows at every iteration until
+  a trial first fails, and after a failed trial only once n iterations have passed without
+  one (the state's ``since_shrink``), so that a step at its limit costs about 1 + 1/n proxes
+  per iteration, where the prox is the costly part (an exact starlet prox).
 * ``restart = "adaptive"``: the gradient scheme of O'Donoghue & Candès 2015 (Found. Comput.
   Math. 15, 715, "Adaptive restart for accelerated gradient schemes"): when
   ⟨y_k − x_{k+1}, x_{k+1} − x_k⟩ > 0 the momentum is reset (t_k = 1). It is evaluated
@@ -77,6 +83,7 @@ class FistaState:
     step: float       # last accepted step size τ
     cost_x: float | None = None   # F(x_k) when known (monotone variant), else None
     z: Any = None     # monotone variant: the prox-gradient point z_k (x_k may equal x_{k−1})
+    since_shrink: int | None = None   # iterations since a trial last failed (None: none has yet; ``grow_every``)
 
 
 def _common_options():
@@ -86,6 +93,9 @@ def _common_options():
         backtracking=option(True, doc="adapt the step by backtracking (needed for Poisson likelihoods)"),
         eta=option(0.5, min=0.01, max=0.99, doc="step shrink factor of a failed backtracking trial"),
         grow=option(1.1, min=1.0, max=10.0, doc="step growth factor at the start of each iteration (1 = never grow)"),
+        grow_every=option(1, min=1, unit="iterations",
+                          doc="after a failed trial, grow the step again only once that many iterations have passed "
+                              "without one (1: at every iteration); each growth that fails costs one more prox"),
         max_backtracks=option(60, min=1, doc="trials per iteration before the run stops"),
     )
 
@@ -125,10 +135,11 @@ class _ProximalGradient(Solver):
             z, f_z, step = self._backtrack(s, k, s.y, opts.max_backtracks if not self.accelerated else
                                            min(opts.restart_after, opts.max_backtracks))
             if z is None:  # the extrapolated point is bad: reset the momentum (see the module)
-                s = FistaState(s.iteration, s.x, s.x, self.xp.ones_like(s.t), s.step, s.cost_x, s.z)
+                s = FistaState(s.iteration, s.x, s.x, self.xp.ones_like(s.t), s.step, s.cost_x, s.z, 0)
                 z, f_z, step = self._backtrack(s, k, s.x, opts.max_backtracks)
+            since = 0 if step < self._first_trial(s) else (None if s.since_shrink is None else s.since_shrink + 1)
         else:
-            step = s.step
+            step, since = s.step, None
             g = self.smooth.gradient(s.y)
             z = self.prox.prox(self._gradient_step(s.y, g, step), step)
             del g  # not needed by the momentum: one cube less at its peak
@@ -145,7 +156,7 @@ class _ProximalGradient(Solver):
         else:
             x_new = z
         if not self.accelerated:
-            self.state = FistaState(k, x_new, x_new, s.t, step, None)
+            self.state = FistaState(k, x_new, x_new, s.t, step, None, since_shrink=since)
             return
         t = s.t
         if getattr(opts, "restart", "none") == "adaptive":
@@ -156,7 +167,13 @@ class _ProximalGradient(Solver):
         y = self._extrapolate(x_new, (t - 1.0) / t_next, x_new, s.x)
         if monotone:
             y = self._extrapolate(y, t / t_next, z, x_new, owned=True)
-        self.state = FistaState(k, x_new, y, t_next, step, cost_x, z if monotone else None)
+        self.state = FistaState(k, x_new, y, t_next, step, cost_x, z if monotone else None, since)
+
+    def _first_trial(self, s: FistaState) -> float:
+        """The step an iteration tries first: the last one × ``grow``, unless a trial failed
+        fewer than ``grow_every`` iterations ago."""
+        grow = s.since_shrink is None or s.since_shrink + 1 >= self.options.grow_every
+        return s.step * self.options.grow if grow else s.step
 
     def _backtrack(self, s: FistaState, k: int, y, trials: int):
         """(z, f(z), step) of an accepted step from ``y`` within ``trials`` shrinks; when the
@@ -168,7 +185,7 @@ class _ProximalGradient(Solver):
             if trials < opts.max_backtracks:
                 return None, None, None
             raise RunStopped(f"{self.name}: the smooth cost is {f_y} at the point of iteration {k}.")
-        step = s.step * opts.grow
+        step = self._first_trial(s)
         for _ in range(trials):
             z = self.prox.prox(self._gradient_step(y, g, step), step)
             # The model gap first, so that its scratch arrays are gone while f(z) runs.
@@ -272,7 +289,7 @@ def _machine_eps(dtype) -> float:
 
 class ISTA(_ProximalGradient):
     """Proximal gradient descent (ISTA; Beck & Teboulle 2009), O(1/k) in cost. Options:
-    ``step``, ``backtracking``, ``eta``, ``grow``, ``max_backtracks`` (see the module)."""
+    ``step``, ``backtracking``, ``eta``, ``grow``, ``grow_every``, ``max_backtracks`` (see the module)."""
 
     name = "ista"
     accelerated = False
@@ -283,6 +300,7 @@ class ISTA(_ProximalGradient):
         backtracking: bool = _common_options()["backtracking"]
         eta: float = _common_options()["eta"]
         grow: float = _common_options()["grow"]
+        grow_every: int = _common_options()["grow_every"]
         max_backtracks: int = _common_options()["max_backtracks"]
 
 
