@@ -129,3 +129,14 @@ def test_choice_of_iteration_and_candidate():
     a, b = best_holdout([path([0, 10], [5, 3])]), best_holdout([path([0, 10, 20], [5, 4, 3])])
     assert choose([None, b, a]) == 2
     assert choose([b, None]) == 0
+
+
+def test_a_scored_path_comes_back_from_its_dict_with_its_earlier_passes():
+    import dataclasses
+
+    from xhsi.selection.rules import Path as ScoredPath
+
+    first = ScoredPath([0, 10], [{"a": 3.0}, {"a": 2.0}])
+    path = ScoredPath([0, 10, 20], [{"a": 2.0}, {"a": 1.5}, {"a": 1.6}], earlier=[first])
+    back = ScoredPath.from_dict(dataclasses.asdict(path))  # what a Dask task returns
+    assert back == path and isinstance(back.earlier[0], ScoredPath)

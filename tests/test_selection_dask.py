@@ -67,6 +67,23 @@ def test_a_selection_on_dask_chooses_and_scores_as_the_sequential_one(tmp_path, 
         (tmp_path / "here" / "config.selected.toml").read_text()
 
 
+LOWRANK = ('[[regularizers]]\nname = "lowrank_pca"\noptions = { rank = 4, basis = "nmf" }\n\n'
+           '[[regularizers]]\nname = "sobolev"\n')
+
+
+@pytest.mark.slow
+def test_held_out_fits_in_basis_passes_come_back_from_dask_with_their_earlier_passes(tmp_path, client):
+    """A selected low-rank run fits each fold in two basis passes; the path of a Dask task
+    carries the first pass's (it came back as a dict, and the selection crashed)."""
+    path = test_selection_run.write(tmp_path, regularizers=LOWRANK, selection="max_iter = 20\nevery = 5\npatience = 2")
+    here = run(load_config(path), tmp_path / "here", quiet=True).metrics["selection"]
+    there = run(load_config(path), tmp_path / "there", quiet=True,
+                selection_fits=dask_fits(client, path)).metrics["selection"]
+    assert here["chosen"]["final_overrides"]["problem.basis_passes"] == 2
+    assert there["chosen"] == here["chosen"]
+    assert [c["pass_iter"] for c in there["candidates"]] == [c["pass_iter"] for c in here["candidates"]]
+
+
 def test_a_worker_prepares_the_same_counts_and_thinning_as_the_run(tmp_path):
     from xhsi.distributed import selection_tasks
 

@@ -144,7 +144,7 @@ class DaskFits:
                     raise XhsiError(f"{where} prepared other counts for selection fold {f + 1} than this process "
                                     f"from {self.config}: every worker must read the same data files at the same "
                                     "paths (a shared filesystem).")
-                path = ScoredPath(**out["path"]) if out["path"] is not None else None
+                path = ScoredPath.from_dict(out["path"]) if out["path"] is not None else None
                 yield FitRecord(c, f, path, out["seconds"], out["error"])
         finally:
             self.client.cancel([fut for fut in futures if not fut.done()])

@@ -254,11 +254,13 @@ def _previous_folder(folders: Path, point: SweepPoint, taken: set[str]) -> Path 
 
 # -- the task ------------------------------------------------------------------------------
 def run_point(config: str, overrides: list[str], folder: str, point: dict, overwrite: bool = False,
-              disabled_plugins: Sequence[str] = ()) -> dict:
+              disabled_plugins: Sequence[str] = (), selection_fits=None) -> dict:
     """Run one point in a Dask worker: ``config`` (an absolute path) with ``overrides``
     (``--set`` strings) into ``folder``, as ``xhsi run`` would: resumed when the folder
     holds this point's interrupted run (a worker lost mid-run), skipped when it holds its
     complete run. ``point`` ({"index", "name", "overrides"}) is recorded in the folder.
+    ``selection_fits``: where a selecting config's candidate fits run (``runner.run``'s; a
+    caller that runs the point itself, not as a task, may hand them to the cluster).
     Returns {"status": "done" | "complete" | "failed", "error", "wall_s", "worker"}; a user
     error (XhsiError) is a "failed" point, any other exception is raised (Dask retries it)."""
     from ..plugins import disabling
@@ -267,6 +269,7 @@ def run_point(config: str, overrides: list[str], folder: str, point: dict, overw
 
     start, out = time.perf_counter(), Path(folder)
     outcome = {"status": "done", "error": None, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    how = {"out": out, "quiet": True, "exclusive": True, "selection_fits": selection_fits}
     with disabling(disabled_plugins):
         try:
             state = folder_state(out)
@@ -278,17 +281,17 @@ def run_point(config: str, overrides: list[str], folder: str, point: dict, overw
                 elif not overwrite:
                     raise XhsiError(f"{out} holds the run of another config: pass --overwrite to replace it.")
                 else:
-                    run(point_config(config, overrides), out=out, overwrite=True, quiet=True, exclusive=True)
+                    run(point_config(config, overrides), overwrite=True, **how)
             elif state == "interrupted":
                 try:
-                    run(cfg, out=out, resume=True, quiet=True, exclusive=True)
+                    run(cfg, resume=True, **how)
                     outcome["resumed"] = True
                 except XhsiError:
                     if not overwrite:
                         raise
-                    run(point_config(config, overrides), out=out, overwrite=True, quiet=True, exclusive=True)
+                    run(point_config(config, overrides), overwrite=True, **how)
             else:
-                run(cfg, out=out, quiet=True, exclusive=True)
+                run(cfg, **how)
             write_record(out, point, config, overrides)
         except XhsiError as exc:
             outcome.update(status="failed", error=str(exc))

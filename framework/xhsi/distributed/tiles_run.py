@@ -72,6 +72,7 @@ def run_tiles(plan: TilePlan, client, quiet: bool = False, retries: int = 1) -> 
 
     from ..selection.candidates import assignments
     from ..selection.driver import run_overrides
+    from .selection_tasks import DaskFits
     from .sweep import _as_completed, _task_error, run_point
 
     start = time.perf_counter()
@@ -105,7 +106,15 @@ def run_tiles(plan: TilePlan, client, quiet: bool = False, retries: int = 1) -> 
         lead = lead_tile(plan)
         say(f"xhsi tiles: the config selects ({plan.selects}); tile {lead.name}, the one with the most counts, "
             "runs the selection, and every other tile its choice")
-        run_all([lead], [])
+        t0 = time.perf_counter()  # here, with the selection's fits as tasks on the cluster
+        outcomes[lead.name] = run_point(str(configs[lead.name].resolve()), [], str((plan.folder(lead) / "run").resolve()),
+                                        {"index": lead.index, "name": lead.name,
+                                         "overrides": {"rows": list(lead.y), "columns": list(lead.x)}}, True,
+                                        selection_fits=DaskFits(client, str(configs[lead.name].resolve()), []))
+        outcomes[lead.name].setdefault("wall_s", time.perf_counter() - t0)
+        o = outcomes[lead.name]
+        say(f"xhsi tiles: 1/{len(plan.tiles)} tile {lead.name}: "
+            + ("FAILED: " + str(o["error"]) if o["status"] == "failed" else f"{o['status']} ({o['wall_s']:.1f} s)"))
         rest.remove(lead)
         if outcomes[lead.name]["status"] == "failed":
             for tile in rest:

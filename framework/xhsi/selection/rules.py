@@ -36,6 +36,14 @@ class Path:
     def totals(self) -> list[float]:
         return [sum(row.values()) for row in self.by_observation]
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Path:
+        """The Path whose ``dataclasses.asdict`` is ``data`` (a Dask task's result), the
+        paths of its earlier passes included."""
+        data = dict(data)
+        data["earlier"] = [cls.from_dict(e) for e in data.get("earlier") or []]
+        return cls(**data)
+
 
 class HoldoutScore:
     """Scores a fit of Y₁ (counts ``fit_counts``, background p·B) on Y₂. The fit's operators
