@@ -83,38 +83,40 @@ def run_tiles(plan: TilePlan, client, quiet: bool = False, retries: int = 1) -> 
         if not quiet:
             print(line, flush=True)
 
+    def task(tile: Tile) -> tuple:
+        """run_point's arguments for ``tile``, before its overrides: config, folder, record."""
+        return (str(configs[tile.name].resolve()), str((plan.folder(tile) / "run").resolve()),
+                {"index": tile.index, "name": tile.name, "overrides": {"rows": list(tile.y), "columns": list(tile.x)}})
+
+    def done(tile: Tile, outcome: dict) -> None:
+        outcomes[tile.name] = outcome
+        what = ("FAILED: " + str(outcome["error"]) if outcome["status"] == "failed"
+                else f"{outcome['status']} ({outcome.get('wall_s', 0):.1f} s)")
+        say(f"xhsi tiles: {len(outcomes)}/{len(plan.tiles)} tile {tile.name}: {what}")
+
     def run_all(tiles: list[Tile], overrides: list[str]) -> None:
         futures = {}
         for tile in tiles:
-            record = {"index": tile.index, "name": tile.name,
-                      "overrides": {"rows": list(tile.y), "columns": list(tile.x)}}
-            futures[client.submit(run_point, str(configs[tile.name].resolve()), overrides,
-                                  str((plan.folder(tile) / "run").resolve()), record, True,
+            config, folder, record = task(tile)
+            futures[client.submit(run_point, config, overrides, folder, record, True,
                                   key=f"xhsi-tile-{tile.name}-{time.time_ns()}", retries=retries, pure=False)] = tile
         for future in _as_completed(futures):
-            tile = futures[future]
             try:
-                outcomes[tile.name] = future.result()
+                outcome = future.result()
             except Exception as exc:  # raised after its retries, or KilledWorker
-                outcomes[tile.name] = {"status": "failed", "error": _task_error(exc)}
-            o = outcomes[tile.name]
-            what = "FAILED: " + str(o["error"]) if o["status"] == "failed" else f"{o['status']} ({o.get('wall_s', 0):.1f} s)"
-            say(f"xhsi tiles: {len(outcomes)}/{len(plan.tiles)} tile {tile.name}: {what}")
+                outcome = {"status": "failed", "error": _task_error(exc)}
+            done(futures[future], outcome)
 
     rest, overrides = list(plan.tiles), []
     if plan.selects is not None:
         lead = lead_tile(plan)
         say(f"xhsi tiles: the config selects ({plan.selects}); tile {lead.name}, the one with the most counts, "
             "runs the selection, and every other tile its choice")
-        t0 = time.perf_counter()  # here, with the selection's fits as tasks on the cluster
-        outcomes[lead.name] = run_point(str(configs[lead.name].resolve()), [], str((plan.folder(lead) / "run").resolve()),
-                                        {"index": lead.index, "name": lead.name,
-                                         "overrides": {"rows": list(lead.y), "columns": list(lead.x)}}, True,
-                                        selection_fits=DaskFits(client, str(configs[lead.name].resolve()), []))
-        outcomes[lead.name].setdefault("wall_s", time.perf_counter() - t0)
-        o = outcomes[lead.name]
-        say(f"xhsi tiles: 1/{len(plan.tiles)} tile {lead.name}: "
-            + ("FAILED: " + str(o["error"]) if o["status"] == "failed" else f"{o['status']} ({o['wall_s']:.1f} s)"))
+        config, folder, record = task(lead)
+        try:  # here, with the selection's candidate fits as tasks on the cluster
+            done(lead, run_point(config, [], folder, record, True, selection_fits=DaskFits(client, config, [])))
+        except Exception as exc:  # not a user error (those are failed outcomes): say it as a task's would be
+            done(lead, {"status": "failed", "error": _task_error(exc)})
         rest.remove(lead)
         if outcomes[lead.name]["status"] == "failed":
             for tile in rest:
