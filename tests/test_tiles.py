@@ -291,3 +291,29 @@ def test_run_overrides_are_recorded_or_rebuilt_from_an_older_run_json():
     assert rebuilt == {"sobolev.weight": 0.3, **final_fixed(40), "problem.basis_passes": 2, "problem.pass_iter": [30]}
     assert rebuilt["solver.max_iter"] == 40 and rebuilt["selection.select"] == "off"
     assert run_overrides({**chosen, "run_overrides": {"x.y": 1}}) == {"x.y": 1}
+
+
+@pytest.mark.slow
+def test_when_the_lead_tile_fails_no_other_tile_runs_and_the_report_says_why(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import xhsi.distributed.sweep as sweep
+    from xhsi.distributed import connect
+    from xhsi.distributed.tiles_run import lead_tile
+
+    path = field(tmp_path, pixels=24, extra=SELECTING)
+    path.write_text(path.read_text().replace("max_iter = 15\n", ""))
+    plan = plan_tiles(path, tile=12, out=tmp_path / "tiled")
+    calls = []
+
+    def failing(config, overrides, folder, point, *args, **kwargs):
+        calls.append(point["name"])
+        return {"status": "failed", "error": "every candidate failed", "wall_s": 0.0}
+
+    monkeypatch.setattr(sweep, "run_point", failing)
+    with connect(workers=1, processes=False) as client:
+        report = run_tiles(plan, client, quiet=True)
+    lead = lead_tile(plan).name
+    assert calls == [lead] and len(report.failed) == len(plan.tiles) == 4
+    assert report.outcomes[lead]["error"] == "every candidate failed"
+    assert all(f"not run: tile {lead}" in o["error"] for name, o in report.outcomes.items() if name != lead)
+    assert not (tmp_path / "tiled" / "mosaic").exists() and "was not written" in report.summary()
