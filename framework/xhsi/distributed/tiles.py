@@ -21,7 +21,8 @@ tile's edge counts.
 **Selection.** A config that leaves its options to the data (``selection_reason``: no
 [[regularizers]], regularisers named without options, ``select = "auto"``) chooses once for
 the whole field: its tiles' configs select as it does (``untuned_table``), the tile with the
-most counts runs the selection and its final fit first, and every other tile then runs that
+most counts runs the selection (its candidate fits as tasks on the cluster) and its final
+fit first, and every other tile then runs that
 choice (the candidate, the stopping iteration, the final fit's settings: run.json
 ``selection`` ``run_overrides``), recorded in the mosaic's ``tiles.json``. Tiles that each
 chose would blend estimates made with different options; tiles that did not select at all
