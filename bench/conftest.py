@@ -13,6 +13,17 @@ import pytest
 from benchlib import RESULTS, _SESSION, fusion_config, gpu_name, record
 
 
+# -- one process ------------------------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Benchmarks run in one process: the project's ``addopts`` ask pytest-xdist for a worker
+    per core (the unit suite), which would time each benchmark beside others and makes
+    pytest-benchmark switch itself off. (Called for this conftest when ``bench/`` is on the
+    command line, before xdist reads ``-n``.)"""
+    if getattr(config.option, "numprocesses", None):
+        config.option.numprocesses = 0
+
+
 # -- fixtures --------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def published():
