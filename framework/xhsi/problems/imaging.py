@@ -42,7 +42,8 @@ from ..results import Result
 from ..schema import option
 from .base import ObservationData, Problem, run_solver
 from .metric import em_scaling, metric_mode, relative_scaling
-from .starts import backprojection, check_start_cube, host_observation, ratio_fusion, read_start_cube
+from .starts import (backprojection, check_start_cube, host_observation, ratio_channels, ratio_fusion,
+                     read_start_cube)
 
 #: ``basis_passes`` of a run whose regularisers the selection chose (the untuned configs),
 #: when they learn a spectral basis. On bench/fusion_suite.py's 9 scenes (2026-12-07,
@@ -115,9 +116,10 @@ def gradient_noise(data_terms, backend: Backend, seed: int = 0):
 
 @dataclass
 class ImagingOptions:
-    start: str = option("auto", choices=("auto", "backprojection", "ratio_fusion"),
+    start: str = option("auto", choices=("auto", "backprojection", "ratio_fusion", "ratio_channels"),
                         doc="initial cube: auto (ratio_fusion for fusion, backprojection for deconvolution), the "
-                            "joint back-projection, or the spectrometer's spectra scaled to the imager's image")
+                            "joint back-projection, the spectrometer's spectra scaled to the imager's image, or "
+                            "scaled per imager channel (xhsi.problems.starts.ratio_channels)")
     start_file: Path | None = option(None, doc="start from this sky cube FITS instead (e.g. the result.fits of an "
                                                "earlier run on the same [model] grid); relative to the config file")
     precondition: str = option("auto", choices=("auto", "em", "none"),
@@ -227,7 +229,7 @@ class ImagingProblem(Problem):
         start = self.options.start
         if start == "auto":
             start = self.default_start
-        make = ratio_fusion if start == "ratio_fusion" else backprojection
+        make = {"ratio_fusion": ratio_fusion, "ratio_channels": ratio_channels}.get(start, backprojection)
         return np.asarray(make([host_observation(obs) for obs in self.observations], np), dtype=np.float64)
 
     default_start = "backprojection"
