@@ -276,7 +276,8 @@ def table(rows: list[dict]) -> str:
     known = dict(METHODS)
     extra = sorted({m for r in rows for c in r["coverage"].values() for m in c if m.startswith("pilot") and m not in known})
     listed = METHODS + [(m, f"rms about a pilot with thresholds × {m[5:-4]}") for m in extra]
-    methods = [(m, label) for m, label in listed if any(m in c for r in rows for c in r["coverage"].values())]
+    # the intervals every run has: runs of different versions merged (--merge) are compared on those
+    methods = [(m, label) for m, label in listed if all(m in c for r in rows for c in r["coverage"].values())]
     seeds = sorted({r["seed"] for r in rows})
     head = "| scene | exposure (s) | errors | " + " | ".join(LABELS[k] for k in keys) + " |"
     lines = [head, "|" + "---|" * (len(keys) + 3)]
