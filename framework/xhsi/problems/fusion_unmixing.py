@@ -32,6 +32,7 @@ from ..results import Result
 from ..schema import option
 from .components import map_metrics
 from .fusion_unmixing_comparisons import check_comparisons, comparison_metrics
+from .starts import imager_and_spectrometer
 from .unmixing import Unmixing, UnmixingOptions
 
 
@@ -45,15 +46,6 @@ class FusionUnmixingOptions(UnmixingOptions):
                                             "(xhsi.problems.fusion_unmixing_comparisons)")
     comparison_fusion: str | None = option(None, doc="fusion config (path relative to this config) whose "
                                                      "[[regularizers]] and [solver] fusion_pixelfit runs")
-
-
-def imager_and_spectrometer(observations) -> tuple[int, int]:
-    """Indices of the observation with the most detector pixels and of the one with the
-    most channels (ties: the first in config order)."""
-    shapes = [tuple(o.counts.shape) for o in observations]
-    imager = max(range(len(shapes)), key=lambda i: (shapes[i][1] * shapes[i][2], -i))
-    spectrometer = max(range(len(shapes)), key=lambda i: (shapes[i][0], -i))
-    return imager, spectrometer
 
 
 class FusionUnmixing(Unmixing):

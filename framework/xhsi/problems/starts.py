@@ -13,6 +13,20 @@ from ..errors import DataError
 from .base import ObservationData
 
 
+def imager_and_spectrometer(observations) -> tuple[int, int]:
+    """Indices of the observation with the most detector pixels (the imager) and of the one
+    with the most channels (the spectrometer); ties go to the first in config order."""
+    shapes = [tuple(o.counts.shape) for o in observations]
+    imager = max(range(len(shapes)), key=lambda i: (shapes[i][-2] * shapes[i][-1], -i))
+    spectrometer = max(range(len(shapes)), key=lambda i: (shapes[i][0], -i))
+    return imager, spectrometer
+
+
+def _tiny(x, xp) -> float:
+    """A positive floor for dividing by ``x`` (≥ 0): 1e-12 of its largest value."""
+    return float(xp.max(x)) * 1e-12 + 1e-30
+
+
 def backprojection(observations: list[ObservationData], xp, floor: float = 0.0):
     """One Richardson–Lucy step from a flat sky: Σ_k A_kᵀ(E_k / A_k 1) / Σ_k A_kᵀ 1, with
     E_k = max(Y_k − B_k, 0) the excess counts. For a diagonal response this is E/a, the
@@ -23,13 +37,12 @@ def backprojection(observations: list[ObservationData], xp, floor: float = 0.0):
     for obs in observations:
         excess = obs.counts if obs.background is None else xp.clip(obs.counts - obs.background, min=0.0)
         response = obs.forward.apply(xp.ones(obs.forward.shape_in, dtype=obs.counts.dtype))
-        tiny = float(xp.max(response)) * 1e-12 + 1e-30
+        tiny = _tiny(response, xp)
         ratio = xp.where(response > tiny, excess / xp.clip(response, min=tiny), xp.zeros_like(excess))
         n = obs.forward.adjoint(ratio)
         d = obs.forward.adjoint(xp.ones_like(obs.counts))
         num, den = (n, d) if num is None else (num + n, den + d)
-    tiny = float(xp.max(den)) * 1e-12 + 1e-30
-    return xp.clip(num / xp.clip(den, min=tiny), min=floor)
+    return xp.clip(num / xp.clip(den, min=_tiny(den, xp)), min=floor)
 
 
 def ratio_fusion(observations: list[ObservationData], xp):
@@ -42,10 +55,10 @@ def ratio_fusion(observations: list[ObservationData], xp):
     Sens. Environ. 22, 343). Pixels where the spectrometer's band flux is below 1e-6 of its
     maximum keep the joint back-projection. When one observation is finest in both, this
     is its own back-projection."""
-    spectral = max(observations, key=lambda o: o.counts.shape[0])
-    spatial = max(observations, key=lambda o: o.counts.shape[-2] * o.counts.shape[-1])
+    i, s = imager_and_spectrometer(observations)
+    spatial, spectral = observations[i], observations[s]
     b_spec = backprojection([spectral], xp)
-    if spatial is spectral:
+    if i == s:
         return b_spec
     image = xp.sum(backprojection([spatial], xp), axis=0)
     band = xp.sum(b_spec, axis=0)
@@ -74,15 +87,15 @@ def ratio_channels(observations: list[ObservationData], xp, alpha: float | None 
     high counts each pixel's spectrum follows the imager's channels (the spectrometer's
     shape only within them), at low counts it follows the spectrometer's whole spectrum.
     When one observation is finest in both, this is its own back-projection."""
-    spectral = max(observations, key=lambda o: o.counts.shape[0])
-    spatial = max(observations, key=lambda o: o.counts.shape[-2] * o.counts.shape[-1])
+    i, s = imager_and_spectrometer(observations)
+    spatial, spectral = observations[i], observations[s]
     b_spec = backprojection([spectral], xp)
-    if spatial is spectral:
+    if i == s:
         return b_spec
     forward, counts = spatial.forward, spatial.counts
     m = forward.apply(b_spec)
     m = m if spatial.background is None else m + spatial.background
-    tiny = float(xp.max(m)) * 1e-12 + 1e-30
+    tiny = _tiny(m, xp)
     band = xp.sum(counts, axis=0) / xp.clip(xp.sum(m, axis=0), min=tiny)  # r_p per detector pixel
     alpha = channel_ratio_shape(counts, m * band[None, ...]) if alpha is None else float(alpha)
     if alpha == float("inf"):
@@ -91,7 +104,7 @@ def ratio_channels(observations: list[ObservationData], xp, alpha: float | None 
         ratio = (counts + alpha) / xp.clip(m + alpha / xp.clip(band, min=tiny)[None, ...], min=tiny)
     den = forward.adjoint(xp.ones_like(counts))
     # clipped: a PSF applied by FFT leaves rounding-level negatives in the adjoint
-    return xp.clip(b_spec * forward.adjoint(ratio) / xp.clip(den, min=float(xp.max(den)) * 1e-12 + 1e-30), min=0.0)
+    return xp.clip(b_spec * forward.adjoint(ratio) / xp.clip(den, min=_tiny(den, xp)), min=0.0)
 
 
 def channel_ratio_shape(counts, expected) -> float:
