@@ -61,3 +61,24 @@ def test_spectral_basis_forward_declines_unknown_parts():
     assert spectral_basis_forward(blur @ full_weight, w) is None
     ok = spectral_basis_forward(SpectralResponse(np.ones((4, 3)), blur.shape_out) @ blur, w)
     assert ok is not None and ok.shape_in == (2, 6, 6) and ok.shape_out == (3, 3, 3)
+
+
+def test_spectral_basis_forward_folds_the_response_of_a_blur_with_one_psf(backend):
+    """A BlurRebin with one PSF for every energy and a response of its own (energies summed
+    into channels): the response folds into the spectral matrix and the PSF blurs the rank
+    maps (it used to be taken for per-energy kernels, and failed on their shape)."""
+    shape, rng = (6, 8, 8), np.random.default_rng(10)
+    response = np.kron(np.eye(3), np.ones((2, 1)))  # (6 energies, 3 channels)
+    yy, xx = np.mgrid[-1:2, -1:2]
+    psf = np.exp(-(yy ** 2 + xx ** 2) / 0.5)
+    forward = BlurRebin(backend.asarray(psf / psf.sum()), shape, 2, response=backend.asarray(response))
+    w = rng.random((6, 2))
+    basis_op, wb = _basis_op(backend, w, shape)
+    fast = spectral_basis_forward(forward, wb)
+    assert fast is not None and fast.shape_in == (2, 8, 8) and fast.shape_out == forward.shape_out
+    plain = forward @ basis_op
+    h = backend.asarray(rng.random((2, 8, 8)))
+    y = backend.asarray(rng.standard_normal(forward.shape_out))
+    for got, want in ((fast.apply(h), plain.apply(h)), (fast.adjoint(y), plain.adjoint(y))):
+        scale = float(np.max(np.abs(to_numpy(want))))
+        assert_close(got, want, atol=20 * rtol_for(backend.dtype_name) * scale, xp=backend.xp)

@@ -107,9 +107,12 @@ def spectral_basis_forward(forward, basis) -> LinearOperator | None:
             spectral = xp.reshape(xp.astype(op.weight, dtype), (-1, 1)) * spectral
         elif isinstance(op, SpectralResponse):
             spectral = xp.matmul(xp.matrix_transpose(_matrix(op, xp, dtype)), spectral)
-        elif isinstance(op, BlurRebin) and len(op.psf_shape) == 2 and op._response is None:
+        elif isinstance(op, BlurRebin) and len(op.psf_shape) == 2:
+            # one PSF for every energy: it blurs the rank maps; its response folds into W
             spatial.append(BlurRebin(op.psf, shape, op.factor, op.boundary))
             shape = spatial[-1].shape_out
+            if op._response is not None:
+                spectral = xp.matmul(xp.matrix_transpose(_response_dense(op, xp, dtype)), spectral)
         elif isinstance(op, SpatialRebin):
             spatial.append(SpatialRebin(shape, op.factor))
             shape = spatial[-1].shape_out
