@@ -13,19 +13,23 @@ from xhsi.backend import Backend, to_numpy
 from xhsi.operators.fused import BlurRebin
 from xhsi.problems.base import ObservationData
 from xhsi.problems.imaging import Fusion, ImagingOptions
+from xhsi.schema import Context, from_dict
 from xhsi.solvers import FISTA
 
 SHAPE = (6, 8, 8)
 
 
-def _observations(backend: Backend):
+def _observations(backend: Backend, dark: bool = False):
     """An imager (2×2 rebin, sharp PSF, energies summed in pairs) and a spectrometer (4×4
-    rebin, broad PSF), with Poisson counts of a smooth positive sky."""
+    rebin, broad PSF), with Poisson counts of a smooth positive sky (``dark``: one with no
+    flux in its upper left 4 × 4 pixels)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[-1:2, -1:2]
     sharp, broad = np.exp(-(yy ** 2 + xx ** 2) / 0.5), np.exp(-(yy ** 2 + xx ** 2) / 4.0)
     pairs = np.kron(np.eye(3), np.ones((2, 1)))  # (6 energies, 3 channels)
     sky = 50.0 * (1.0 + rng.random(SHAPE))
+    if dark:
+        sky[:, :4, :4] = 0.0
     out = []
     for name, psf, factor, response in (("imager", sharp, 2, pairs), ("spectrometer", broad, 4, None)):
         def make(be, psf=psf, factor=factor, response=response):
@@ -162,3 +166,39 @@ def test_regularisers_act_relative_to_the_start_brightness_by_default_and_only_w
     assert built([xhsi.get("regularizer", "sobolev")(weight=0.1)]).relative is not None
     assert built([]).relative is None
     assert built([xhsi.get("regularizer", "sobolev")(weight=0.1)], regularize="absolute").relative is None
+
+
+def _dark_fit(backend, regs, **options):
+    """(solver variable at the start, at the end, the cube, the costs at the start and the
+    end) of 100 FISTA iterations of a fusion whose sky has a dark corner."""
+    problem = Fusion(SimpleNamespace(run=SimpleNamespace(seed=0)), backend, SimpleNamespace(shape=SHAPE),
+                     _observations(backend, dark=True), regs, xhsi.get("likelihood", "poisson"),
+                     options=ImagingOptions(**options))
+    x0, smooth, prox, to_cube = problem.build()
+    solver = FISTA(max_iter=100, tol=0.0, report_every=50)
+    solver.setup(x0, smooth, prox)
+    out = solver.run()
+    return to_numpy(x0), to_numpy(out.x), to_numpy(to_cube.apply(out.x)), (out.history[0][1], out.history[-1][1])
+
+
+@pytest.mark.parametrize("regs", ["none", "lowrank"])
+def test_the_fit_keeps_the_start_s_spectra_where_the_data_hold_no_counts(backend, regs):
+    """[problem] start_floor (default 1e-6): every unknown stays at or above that fraction of
+    its start (of 1e-3 of the start's mean where the start is zero), so pixels without
+    counts, which the Poisson fit drives to exactly zero (a spectrum with no direction: 90°
+    of spectral angle), keep a spectrum; with 0 the bound is x >= 0 again and they are zero;
+    the objective reached is the same to 1e-3 of its fall."""
+    def make():
+        if regs == "none":
+            return []
+        cls = xhsi.get("regularizer", "lowrank_pca")
+        return [cls(from_dict(cls.Options, {"rank": 2, "basis": "nmf"}, Context(file="<test>")))]
+
+    assert ImagingOptions().start_floor == 1e-6
+    x0, x, cube, (cost0, cost) = _dark_fit(backend, make())
+    floor = 1e-6 * np.maximum(x0, 1e-3 * x0.mean(axis=(1, 2), keepdims=True))
+    assert np.all(x >= floor * (1 - 1e-6)) and np.any(x <= floor * (1 + 1e-5))  # the bound is met, and holds
+    assert np.all(cube.sum(axis=0) > 0)
+    _, _, zero_floor, (_, zero_cost) = _dark_fit(backend, make(), start_floor=0.0)
+    assert np.any(zero_floor.sum(axis=0) == 0)
+    assert abs(cost - zero_cost) <= 1e-3 * (cost0 - zero_cost)

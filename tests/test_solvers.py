@@ -9,7 +9,7 @@ from xhsi.backend import to_numpy
 from xhsi.errors import ConfigError, RunStopped
 from xhsi.likelihoods import DataTerm, Poisson
 from xhsi.operators import Identity
-from xhsi.solvers import FISTA, ISTA, PALM, Block, Composite, NonNegative, ProxChain, Zero
+from xhsi.solvers import FISTA, ISTA, PALM, Block, Composite, LowerBound, NonNegative, ProxChain, Zero
 from xhsi.testing import assert_close
 
 
@@ -288,6 +288,22 @@ def test_prox_chain_l1_then_nonnegative_is_exact(xp):
     assert_close(chain.prox(x, 0.5), xp.clip(x - 0.5, min=0.0), xp=xp)
     assert chain.value(x) == pytest.approx(float(xp.sum(xp.abs(x))))
     assert_close(Zero().prox(x, 1.0), x, xp=xp)
+
+
+def test_lower_bound_prox_is_the_projection_of_its_definition(xp):
+    """LowerBound(lo): prox = argmin_{u >= lo} ½‖u − x‖², whatever the step: feasible, x
+    itself where x is feasible, and no feasible point sampled is closer to x; a number as lo
+    is NonNegative's projection shifted."""
+    rng = np.random.default_rng(3)
+    x_np, lo_np = rng.standard_normal(50), 0.5 * rng.standard_normal(50)
+    x, lo = xp.asarray(x_np), xp.asarray(lo_np)
+    u = to_numpy(LowerBound(lo).prox(x, 0.7))
+    assert np.all(u >= lo_np) and np.array_equal(u[x_np >= lo_np], x_np[x_np >= lo_np])
+    for _ in range(200):
+        v = lo_np + np.abs(rng.standard_normal(50))  # a feasible point
+        assert np.sum((u - x_np) ** 2) <= np.sum((v - x_np) ** 2)
+    assert_close(LowerBound(0.0).prox(x, 1.0), NonNegative().prox(x, 1.0), xp=xp)
+    assert LowerBound(lo).value(xp.asarray(u)) == 0.0 and LowerBound(lo).bounds[1] is None
 
 
 def test_palm_rejects_missing_lipschitz_without_backtracking(xp):

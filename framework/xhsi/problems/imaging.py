@@ -90,6 +90,23 @@ def data_noise_std(likelihood, data):
     return xp.sqrt(xp.clip(data, min=1.0))
 
 
+#: Where the start is (nearly) zero, ``start_floor`` is taken of this fraction of the
+#: start's mean over the pixels instead (per energy plane or rank map): a start of exactly
+#: zero (no counts anywhere in any instrument's PSF footprint) would leave no floor.
+ZERO_START = 1e-3
+
+
+def start_floor(x0, fraction: float):
+    """The lower bound ``[problem] start_floor`` puts on the solver's variable: ``fraction``
+    of its start x0, and at least of ZERO_START times x0's mean over the pixels of each
+    plane (energy or rank map), so that every pixel keeps a spectrum with the start's
+    direction, or the start's mean one where the start is zero."""
+    xp = array_namespace(x0)
+    x0 = xp.clip(x0, min=0.0)
+    mean = xp.mean(xp.reshape(x0, (x0.shape[0], -1)), axis=1)
+    return fraction * xp.maximum(x0, ZERO_START * xp.reshape(mean, (-1,) + (1,) * (x0.ndim - 1)))
+
+
 def gradient_noise(data_terms, backend: Backend, seed: int = 0):
     """One seeded realisation of the counting-noise part of the data term's gradient,
     Σ_k A_kᵀ(ε_k / σ_k), with ε_k standard normal and σ_k the noise standard deviation of
@@ -141,6 +158,12 @@ class ImagingOptions:
                                  "(the default: docs/fusion.md \"The scene suite\"); absolute: on the cube itself")
     relative_floor: float = option(0.1, min=0.0, exclusive_min=True, max=1.0,
                                    doc="floor of b with regularize = relative, as a fraction of its mean")
+    start_floor: float = option(1e-6, min=0.0, max=0.5,
+                                doc="lower bound of every unknown (voxel, or rank-map pixel) as a fraction of its value "
+                                    "at the start, instead of 0: where the data hold no counts the Poisson fit goes to "
+                                    "exactly zero, a spectrum with no direction; the floor keeps the start's there, "
+                                    "far below what counts constrain (1e-6 of the start; of 1e-3 of its mean where "
+                                    "the start is zero). 0: x >= 0")
     basis_passes: int | None = option(None, min=1, max=5, unit="passes",
                                       doc="with a learnt spectral basis (lowrank_pca): fit, learn the basis again "
                                           "from the result, and fit again from it, this many times in all (same "
@@ -241,7 +264,7 @@ class ImagingProblem(Problem):
         """(x0, smooth term, prox term, variable → cube map)."""
         from ..likelihoods import DataTerm
         from ..operators import Diagonal
-        from ..solvers import Composite, NonNegative, Precomposed, ProxChain, Zero
+        from ..solvers import Composite, LowerBound, NonNegative, Precomposed, ProxChain, Zero
 
         xp, dtype = self.backend.xp, self.backend.dtype
         z0 = self.initial_cube()
@@ -295,7 +318,8 @@ class ImagingProblem(Problem):
             for reg in prox_terms:
                 reg.calibrate_noise(noise)
         if nonnegative:
-            prox_terms.append(NonNegative())
+            floor = self.options.start_floor
+            prox_terms.append(LowerBound(start_floor(x0, floor)) if floor > 0 else NonNegative())
         prox = ProxChain(prox_terms) if prox_terms else Zero()
         return x0, Composite(data_terms + smooth_regs), prox, to_cube
 

@@ -9,10 +9,10 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .fista import FISTA, ISTA, FistaState
 from .palm import PALM, Block, PalmState
 from .quasi_newton import BlockLBFGS, LbfgsState
-from .prox import Box, NonNegative, ProxChain, ProxTerm, Zero
+from .prox import Box, LowerBound, NonNegative, ProxChain, ProxTerm, Zero
 
 __all__ = [
-    "Solver", "SolverResult", "SmoothTerm", "ProxTerm", "Composite", "Precomposed", "ProxChain", "NonNegative", "Box", "Zero",
+    "Solver", "SolverResult", "SmoothTerm", "ProxTerm", "Composite", "Precomposed", "ProxChain", "NonNegative", "LowerBound", "Box", "Zero",
     "value_and_gradient", "lipschitz_of", "ISTA", "FISTA", "FistaState", "PALM", "Block", "PalmState", "BlockLBFGS", "LbfgsState",
     "Checkpoint", "save_checkpoint", "load_checkpoint",
 ]

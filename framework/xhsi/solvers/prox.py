@@ -1,6 +1,6 @@
 """Proximable terms g a problem hands a solver (``ProxTerm``: ``prox(x, step)`` =
-argmin_u ½‖u − x‖² + step·g(u), and ``value(x)``): :class:`NonNegative` and :class:`Box`
-(projections), :class:`Zero` (g = 0) and :class:`ProxChain` (several proxes in turn).
+argmin_u ½‖u − x‖² + step·g(u), and ``value(x)``): :class:`NonNegative`, :class:`LowerBound`
+and :class:`Box` (projections), :class:`Zero` (g = 0) and :class:`ProxChain` (several proxes in turn).
 Regularisers (``xhsi.regularizers``) are prox terms too."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 from ..backend import array_namespace
 
-__all__ = ["ProxTerm", "ProxChain", "NonNegative", "Box", "Zero"]
+__all__ = ["ProxTerm", "ProxChain", "NonNegative", "LowerBound", "Box", "Zero"]
 
 
 @runtime_checkable
@@ -54,6 +54,25 @@ class NonNegative:
     def prox(self, x, step: float):
         xp = array_namespace(x)
         return xp.clip(x, min=0.0)
+
+    def value(self, x) -> float:
+        return 0.0
+
+
+class LowerBound:
+    """Indicator of x ≥ lo, with ``lo`` an array of x's shape (each entry its own bound) or
+    a number: prox is the projection max(x, lo); value is 0 on feasible points, which are
+    all the solver visits. ``NonNegative`` is the case lo = 0."""
+
+    name = "lower_bound"
+
+    def __init__(self, lo):
+        self.lo = lo
+        self.bounds = (lo, None)  # what a solver that takes bounds reads
+
+    def prox(self, x, step: float):
+        xp = array_namespace(x)
+        return xp.maximum(x, self.lo) if hasattr(self.lo, "shape") else xp.clip(x, min=float(self.lo))
 
     def value(self, x) -> float:
         return 0.0
