@@ -12,7 +12,7 @@ import xhsi
 from xhsi.backend import Backend, to_numpy
 from xhsi.operators.fused import BlurRebin
 from xhsi.problems.base import ObservationData
-from xhsi.problems.imaging import Fusion, ImagingOptions
+from xhsi.problems.imaging import Fusion, ImagingOptions, floor_pixels
 from xhsi.schema import Context, from_dict
 from xhsi.solvers import FISTA
 
@@ -170,7 +170,7 @@ def test_regularisers_act_relative_to_the_start_brightness_by_default_and_only_w
 
 def _dark_fit(backend, regs, **options):
     """(solver variable at the start, at the end, the cube, the costs at the start and the
-    end) of 100 FISTA iterations of a fusion whose sky has a dark corner."""
+    end, ``floor_pixels``) of 100 FISTA iterations of a fusion whose sky has a dark corner."""
     problem = Fusion(SimpleNamespace(run=SimpleNamespace(seed=0)), backend, SimpleNamespace(shape=SHAPE),
                      _observations(backend, dark=True), regs, xhsi.get("likelihood", "poisson"),
                      options=ImagingOptions(**options))
@@ -178,7 +178,8 @@ def _dark_fit(backend, regs, **options):
     solver = FISTA(max_iter=100, tol=0.0, report_every=50)
     solver.setup(x0, smooth, prox)
     out = solver.run()
-    return to_numpy(x0), to_numpy(out.x), to_numpy(to_cube.apply(out.x)), (out.history[0][1], out.history[-1][1])
+    held = floor_pixels(out.x, prox)
+    return to_numpy(x0), to_numpy(out.x), to_numpy(to_cube.apply(out.x)), (out.history[0][1], out.history[-1][1]), held
 
 
 @pytest.mark.parametrize("regs", ["none", "lowrank"])
@@ -195,10 +196,23 @@ def test_the_fit_keeps_the_start_s_spectra_where_the_data_hold_no_counts(backend
         return [cls(from_dict(cls.Options, {"rank": 2, "basis": "nmf"}, Context(file="<test>")))]
 
     assert ImagingOptions().start_floor == 1e-6
-    x0, x, cube, (cost0, cost) = _dark_fit(backend, make())
+    x0, x, cube, (cost0, cost), held = _dark_fit(backend, make())
     floor = 1e-6 * np.maximum(x0, 1e-3 * x0.mean(axis=(1, 2), keepdims=True))
     assert np.all(x >= floor * (1 - 1e-6)) and np.any(x <= floor * (1 + 1e-5))  # the bound is met, and holds
     assert np.all(cube.sum(axis=0) > 0)
-    _, _, zero_floor, (_, zero_cost) = _dark_fit(backend, make(), start_floor=0.0)
-    assert np.any(zero_floor.sum(axis=0) == 0)
+    at_floor = np.all(x <= floor * (1 + 1e-4), axis=0)
+    assert held == {"pixels": int(at_floor.sum()), "of": 64} and 0 < held["pixels"] <= 16  # in the dark corner
+    _, _, zero_floor, (_, zero_cost), zero_held = _dark_fit(backend, make(), start_floor=0.0)
+    assert np.any(zero_floor.sum(axis=0) == 0) and zero_held is None
     assert abs(cost - zero_cost) <= 1e-3 * (cost0 - zero_cost)
+
+
+def test_the_run_summary_says_how_many_pixels_sit_at_the_floor(tmp_path):
+    from xhsi.outputs import summary
+    from xhsi.results import Result
+
+    def text(held):
+        return summary(Result(arrays={}, metadata={"problem": "fusion", "floor_pixels": held}), tmp_path)
+
+    assert "7 of 64 sky pixels hold no counts the fit could use" in text({"pixels": 7, "of": 64})
+    assert "no counts" not in text({"pixels": 0, "of": 64})

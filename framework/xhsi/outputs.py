@@ -149,6 +149,9 @@ def summary(result: Result, out: Path) -> str:
             lines.append(f"  data-only `{name}`: PSNR {m['psnr_db']:.2f} dB, ASAM {m['asam_deg']:.2f} deg, "
                          f"relative error per voxel {m['rel_error_voxel']:.3f}")
     lines += ((result.metrics or {}).get("selection") or {}).get("summary", [])
+    if (held := meta.get("floor_pixels") or {}).get("pixels"):
+        lines.append(f"  {held['pixels']} of {held['of']} sky pixels hold no counts the fit could use: their spectra "
+                     "are the start's, at [problem] start_floor of its flux")
     for name, fit in (meta.get("data_fit") or {}).items():
         if fit.get("counts_kept") is None:
             continue

@@ -107,6 +107,20 @@ def start_floor(x0, fraction: float):
     return fraction * xp.maximum(x0, ZERO_START * xp.reshape(mean, (-1,) + (1,) * (x0.ndim - 1)))
 
 
+def floor_pixels(x, prox) -> dict | None:
+    """How many sky pixels of the solver's variable ``x`` (planes × pixels) sit at the
+    ``start_floor`` bound in every plane, i.e. hold no counts the fit could use (their
+    spectra are the start's): {"pixels": n, "of": all}; None without that bound."""
+    from ..solvers import LowerBound
+
+    bound = next((t for t in getattr(prox, "terms", [prox]) if isinstance(t, LowerBound)), None)
+    if bound is None or not hasattr(bound.lo, "shape"):
+        return None
+    xp = array_namespace(x)
+    held = xp.all(x <= bound.lo * (1.0 + 1e-4), axis=0)
+    return {"pixels": int(xp.sum(xp.astype(held, xp.int64))), "of": int(held.size)}
+
+
 def gradient_noise(data_terms, backend: Backend, seed: int = 0):
     """One seeded realisation of the counting-noise part of the data term's gradient,
     Σ_k A_kᵀ(ε_k / σ_k), with ε_k standard normal and σ_k the noise standard deviation of
@@ -364,6 +378,8 @@ class ImagingProblem(Problem):
         meta["metric"] = {"voxels": "em (per voxel)", "slices": "em (per slice)"}.get(self.metric_mode, "euclidean")
         if earlier:
             meta["basis_passes"] = earlier + [{"n_iter": meta.get("n_iter"), "stop_reason": meta.get("stop_reason")}]
+        if (held := floor_pixels(out.x, prox)) is not None:
+            meta["floor_pixels"] = held
         arrays = {"cube": to_numpy(to_cube.apply(out.x))}
         if self.parametrisation is not None:
             h = out.x
