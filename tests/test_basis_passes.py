@@ -80,11 +80,14 @@ def test_the_second_pass_fits_better_spectra_here(tmp_path):
     on this small pn + Resolve remnant ASAM 19.8° → 16.5° (rank 4; 22.7° → 20.9° at rank
     16, 23.2° → 16.0° at rank 8 with weight 0.3), PSNR within 0.25 dB (−2.8 dB at rank 8,
     weight 0.3); on a fresh install of 2026-12-07 (another machine) 17.6° → 16.2° at rank 4:
-    a float32 run of a non-convex fit, whose one-pass result moves by 2° between machines."""
+    a float32 run of a non-convex fit, whose one-pass result moves by 2° between machines.
+    Since [problem] start_floor (late 2026-12-07) the pixels without counts keep the start's
+    spectra, which did much of what the second pass did: 12.85° → 12.14° (seed 0; seeds 1
+    and 2: 13.29° → 12.92°, 13.17° → 12.71°), PSNR −0.2 dB (−0.1, −0.4)."""
     one = run(load_config(write(tmp_path, "one", max_iter=300)), quiet=True).metrics["result"]
     two = run(load_config(write(tmp_path, "two", problem="basis_passes = 2", max_iter=300)), quiet=True)
     two = two.metrics["result"]
-    assert two["asam_deg"] < one["asam_deg"] - 1.0 and two["psnr_db"] > one["psnr_db"] - 0.5
+    assert two["asam_deg"] < one["asam_deg"] - 0.3 and two["psnr_db"] > one["psnr_db"] - 0.5
 
 
 def test_basis_passes_need_a_learnt_basis(tmp_path):

@@ -97,8 +97,8 @@ class Problem:
     #: precomputed transforms, counts-sized temporaries, the float32 simulation): the memory
     #: estimate of ``check_config``. Rough; the defaults are deconvolution's and fusion's
     #: (the published fusion, 2400 × 45 × 45 with two observations, peaks ~24 cubes above
-    #: the libraries: bench/memory.py).
-    memory_cubes: float = 8.0
+    #: the libraries: bench/memory.py, before the ``start_floor`` bound added one cube).
+    memory_cubes: float = 9.0
     memory_cubes_per_observation: float = 8.0
     #: True when each pixel (or block of ``[problem] bin`` pixels) is solved alone, with no
     #: PSF or prior coupling it to its neighbours: ``xhsi tiles`` then cuts the field with no
