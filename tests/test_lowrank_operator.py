@@ -26,6 +26,15 @@ def _basis_op(be, w, shape):
     return _B((w.shape[1],) + tuple(shape[1:]), shape), wb
 
 
+def _assert_same_operator(backend, fast, plain, rng):
+    """``fast`` and ``plain`` agree forward and adjoint on random inputs (to float rounding)."""
+    h = backend.asarray(rng.random(plain.shape_in))
+    y = backend.asarray(rng.standard_normal(plain.shape_out))
+    for got, want in ((fast.apply(h), plain.apply(h)), (fast.adjoint(y), plain.adjoint(y))):
+        scale = float(np.max(np.abs(to_numpy(want))))
+        assert_close(got, want, atol=20 * rtol_for(backend.dtype_name) * scale, xp=backend.xp)
+
+
 @pytest.mark.parametrize("instrument, spatial_rebin, spectral_rebin, mixing", [
     ("xmm_epic_pn", 1, 20, True),        # energy-dependent PSF: per-(channel, rank) kernels
     ("xrism_resolve", 3, None, False),   # one PSF: blur the rank maps, then a matrix
@@ -45,12 +54,7 @@ def test_spectral_basis_forward_equals_composition(backend, instrument, spatial_
     parts = getattr(fast, "ops", [fast])
     assert any(isinstance(p, MixingBlurRebin) for p in parts) == mixing
     assert all(p.shape_in[0] in (3,) for p in parts if isinstance(p, BlurRebin))  # never the 80 slices
-    plain = forward @ basis_op
-    h = backend.asarray(rng.random((3, 12, 12)))
-    y = backend.asarray(rng.standard_normal(forward.shape_out))
-    for got, want in ((fast.apply(h), plain.apply(h)), (fast.adjoint(y), plain.adjoint(y))):
-        scale = float(np.max(np.abs(to_numpy(want))))
-        assert_close(got, want, atol=20 * rtol_for(backend.dtype_name) * scale, xp=backend.xp)
+    _assert_same_operator(backend, fast, forward @ basis_op, rng)
 
 
 def test_spectral_basis_forward_declines_unknown_parts():
@@ -76,9 +80,4 @@ def test_spectral_basis_forward_folds_the_response_of_a_blur_with_one_psf(backen
     basis_op, wb = _basis_op(backend, w, shape)
     fast = spectral_basis_forward(forward, wb)
     assert fast is not None and fast.shape_in == (2, 8, 8) and fast.shape_out == forward.shape_out
-    plain = forward @ basis_op
-    h = backend.asarray(rng.random((2, 8, 8)))
-    y = backend.asarray(rng.standard_normal(forward.shape_out))
-    for got, want in ((fast.apply(h), plain.apply(h)), (fast.adjoint(y), plain.adjoint(y))):
-        scale = float(np.max(np.abs(to_numpy(want))))
-        assert_close(got, want, atol=20 * rtol_for(backend.dtype_name) * scale, xp=backend.xp)
+    _assert_same_operator(backend, fast, forward @ basis_op, rng)
