@@ -175,7 +175,7 @@ def test_memory_estimate_against_the_available_memory(tmp_path, capsys, monkeypa
     cfg = load_config(fusion(tmp_path))
     cube = 40 * 12 * 12 * 8  # float64
     estimate = Deconvolution.memory_estimate(cfg)
-    assert estimate == checks.BASE_BYTES + (8 + 8 * 2) * cube
+    assert estimate == checks.BASE_BYTES + (9 + 8 * 2) * cube  # 9: the start_floor bound is one cube
     assert type(cfg).__name__ == "Config" and plugins.get("problem", "fusion").memory_estimate(cfg) == estimate
     monkeypatch.setattr(checks, "available_memory_bytes", lambda backend: estimate - 1)
     assert main(["validate", str(fusion(tmp_path))]) == 2
