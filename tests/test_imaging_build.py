@@ -178,7 +178,7 @@ def _dark_fit(backend, regs, **options):
     solver = FISTA(max_iter=100, tol=0.0, report_every=50)
     solver.setup(x0, smooth, prox)
     out = solver.run()
-    held = floor_pixels(out.x, prox)
+    held = None if problem.floor is None else floor_pixels(out.x, problem.floor)
     return to_numpy(x0), to_numpy(out.x), to_numpy(to_cube.apply(out.x)), (out.history[0][1], out.history[-1][1]), held
 
 

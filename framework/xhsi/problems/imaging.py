@@ -107,17 +107,12 @@ def start_floor(x0, fraction: float):
     return fraction * xp.maximum(x0, ZERO_START * xp.reshape(mean, (-1,) + (1,) * (x0.ndim - 1)))
 
 
-def floor_pixels(x, prox) -> dict | None:
-    """How many sky pixels of the solver's variable ``x`` (planes × pixels) sit at the
-    ``start_floor`` bound in every plane, i.e. hold no counts the fit could use (their
-    spectra are the start's): {"pixels": n, "of": all}; None without that bound."""
-    from ..solvers import LowerBound
-
-    bound = next((t for t in getattr(prox, "terms", [prox]) if isinstance(t, LowerBound)), None)
-    if bound is None or not hasattr(bound.lo, "shape"):
-        return None
+def floor_pixels(x, floor) -> dict:
+    """How many sky pixels of the solver's variable ``x`` (planes × pixels) sit at their
+    ``start_floor`` bound ``floor`` (``start_floor``'s array) in every plane, i.e. hold no
+    counts the fit could use (their spectra are the start's): {"pixels": n, "of": all}."""
     xp = array_namespace(x)
-    held = xp.all(x <= bound.lo * (1.0 + 1e-4), axis=0)
+    held = xp.all(x <= floor * (1.0 + 1e-4), axis=0)
     return {"pixels": int(xp.sum(xp.astype(held, xp.int64))), "of": int(held.size)}
 
 
@@ -331,9 +326,11 @@ class ImagingProblem(Problem):
             noise = self.gradient_noise(data_terms)
             for reg in prox_terms:
                 reg.calibrate_noise(noise)
+        self.floor = None  # the start_floor bound on the solver's variable, when there is one
         if nonnegative:
-            floor = self.options.start_floor
-            prox_terms.append(LowerBound(start_floor(x0, floor)) if floor > 0 else NonNegative())
+            if self.options.start_floor > 0:
+                self.floor = start_floor(x0, self.options.start_floor)
+            prox_terms.append(NonNegative() if self.floor is None else LowerBound(self.floor))
         prox = ProxChain(prox_terms) if prox_terms else Zero()
         return x0, Composite(data_terms + smooth_regs), prox, to_cube
 
@@ -378,8 +375,8 @@ class ImagingProblem(Problem):
         meta["metric"] = {"voxels": "em (per voxel)", "slices": "em (per slice)"}.get(self.metric_mode, "euclidean")
         if earlier:
             meta["basis_passes"] = earlier + [{"n_iter": meta.get("n_iter"), "stop_reason": meta.get("stop_reason")}]
-        if (held := floor_pixels(out.x, prox)) is not None:
-            meta["floor_pixels"] = held
+        if self.floor is not None:
+            meta["floor_pixels"] = floor_pixels(out.x, self.floor)
         arrays = {"cube": to_numpy(to_cube.apply(out.x))}
         if self.parametrisation is not None:
             h = out.x

@@ -44,31 +44,16 @@ class ProxChain:
         return sum(float(t.value(x)) for t in self.terms)
 
 
-class NonNegative:
-    """Indicator of x ≥ 0: prox is the projection max(x, 0); value is 0 (iterates are
-    feasible after every prox, so the indicator's +inf is never met)."""
-
-    name = "nonnegative"
-    bounds = (0.0, None)  # (lower, upper): what a solver that takes bounds reads
-
-    def prox(self, x, step: float):
-        xp = array_namespace(x)
-        return xp.clip(x, min=0.0)
-
-    def value(self, x) -> float:
-        return 0.0
-
-
 class LowerBound:
     """Indicator of x ≥ lo, with ``lo`` an array of x's shape (each entry its own bound) or
-    a number: prox is the projection max(x, lo); value is 0 on feasible points, which are
-    all the solver visits. ``NonNegative`` is the case lo = 0."""
+    a number: prox is the projection max(x, lo); value is 0 (iterates are feasible after
+    every prox, so the indicator's +inf is never met)."""
 
     name = "lower_bound"
 
     def __init__(self, lo):
         self.lo = lo
-        self.bounds = (lo, None)  # what a solver that takes bounds reads
+        self.bounds = (lo, None)  # (lower, upper): what a solver that takes bounds reads
 
     def prox(self, x, step: float):
         xp = array_namespace(x)
@@ -76,6 +61,15 @@ class LowerBound:
 
     def value(self, x) -> float:
         return 0.0
+
+
+class NonNegative(LowerBound):
+    """Indicator of x ≥ 0: prox is the projection max(x, 0)."""
+
+    name = "nonnegative"
+
+    def __init__(self):
+        super().__init__(0.0)
 
 
 class Zero:
