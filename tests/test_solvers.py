@@ -221,6 +221,31 @@ def test_grow_every_spares_the_proxes_of_failed_growths(xp):
     assert ramps[1] == ramps[10] and ramps[10][-1] > 0.1  # 1e-3 × 1.5^12 ≈ 0.13: no trial failed yet
 
 
+@pytest.mark.parametrize("solver_cls", [ISTA, FISTA])
+def test_the_accelerating_shrink_finds_a_collapsed_step_in_fewer_trials(xp, solver_cls):
+    """A first step 2^20 times too large (a quadratic, L = 1): halving at every failed trial
+    takes ~20 trials, shrinking by eta^n at the n-th takes ~6 (1 + 2 + … + 6 ≥ 20), and the
+    step it accepts passes the same sufficient-decrease test. (With halving, FISTA's momentum
+    safeguard first gives up on the extrapolated point after 10 trials and starts again from
+    x: 10 + 21 trials.) Both reach the minimiser."""
+    q, x0, a = quadratic(xp, decades=1.0)
+    first, solutions = {}, {}
+    for shrink in ("constant", "accelerating"):
+        prox = CountingProx(NonNegative())
+        solver = solver_cls(solver_cls.Options(step=2.0 ** 20, shrink=shrink), max_iter=1, tol=0.0, report_every=1)
+        solver.setup(x0, q, prox)
+        step = solver.run().history[-1][2]
+        first[shrink] = (prox.calls, step)
+        solver = solver_cls(solver_cls.Options(step=2.0 ** 20, shrink=shrink), max_iter=3000, tol=0.0,
+                            report_every=3000)
+        solver.setup(x0, q, NonNegative())
+        solutions[shrink] = to_numpy(solver.run().x)
+        np.testing.assert_allclose(solutions[shrink], np.maximum(a, 0.0), atol=1e-5)
+    (n_const, step_const), (n_acc, step_acc) = first["constant"], first["accelerating"]
+    assert n_const >= 20 and n_acc <= 0.4 * n_const, first
+    assert step_acc <= step_const <= 2.2  # accepted: no larger than halving accepts, within 2 of 1/L (grow 1.1)
+
+
 def test_a_checkpoint_written_before_a_state_field_existed_loads_with_its_default(xp):
     from xhsi.solvers.base import state_from_dict, state_to_dict
     from xhsi.solvers.fista import FistaState
