@@ -105,6 +105,14 @@ def _lognormal(n: int, rng, scale_px: float, efolds: float) -> np.ndarray:
     return np.exp(efolds * g / (g.std() + 1e-12))
 
 
+def _rank(values: np.ndarray) -> np.ndarray:
+    """Each pixel's rank among ``values`` as a fraction in [0, 1], equal values sharing the
+    lowest rank of their group: equal pixels (e.g. a real image's empty sky) get equal
+    parameters, not ones set by the order a sort leaves ties in."""
+    flat = values.ravel()
+    return (np.searchsorted(np.sort(flat), flat, side="left") / (flat.size - 1)).reshape(values.shape)
+
+
 def _real_image(data_dir: Path, name: str, crop: int, n: int) -> np.ndarray:
     """The central ``crop`` × ``crop`` pixels of a shared Chandra image, summed into n × n."""
     from astropy.io import fits
@@ -216,7 +224,7 @@ def casa_real(edges, n, data_dir):
     r, _, x, y = _coords(n)
     total = soft + hard + 1e-3 * (soft + hard).mean()
     hardness = hard / total
-    rank = np.argsort(np.argsort(hardness.ravel())).reshape(n, n) / (n * n - 1)
+    rank = _rank(hardness)
     kT, sync = 1.0 + 2.0 * rank, 0.4 * rank ** 3
     z = redshift_from_velocity(2500.0 * (0.7 * x + 0.7 * y))
     nh = np.full_like(r, 1.3)
@@ -228,7 +236,7 @@ def crab_real(edges, n, data_dir):
     """The Crab (Chandra 0.3–10 keV image, 2001): continuum only, a power law whose index goes
     from 1.9 at the brightest pixels to 2.6 in the faintest (by brightness rank), N_H 0.35e22."""
     img = _real_image(data_dir, "crab_0p3_10p0_keV.fits.gz", 1024, n) + 1e-4
-    rank = np.argsort(np.argsort(img.ravel())).reshape(n, n) / (n * n - 1)
+    rank = _rank(img)
     return absorption(edges, np.full((n, n), 0.35)) * _mix((_norm(img), powerlaw(edges, 2.6 - 0.7 * rank)))
 
 
