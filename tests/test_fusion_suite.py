@@ -87,3 +87,11 @@ def test_oracle_helpers_pick_the_best_point():
     assert suite_oracle.beats(q[0], bases) == {"psnr_db": True, "asam_deg": False, "rel_error_voxel": True}
     assert suite_oracle.as_set({"solver.max_iter": 50, "regularizers[0].options.k": 1.5}) == [
         "solver.max_iter=50", "regularizers[0].options.k=1.5"]
+
+
+def test_equal_pixels_get_equal_ranks():
+    """Parameters set by brightness rank (the Crab's Γ, Cas A's kT): pixels of one brightness
+    (a real image's empty sky) share the lowest rank of their group, whatever order a sort
+    would leave them in."""
+    values = np.array([[3.0, 0.0, 0.0], [1.0, 0.0, 5.0]])
+    np.testing.assert_allclose(suite_scenes._rank(values), [[0.8, 0.0, 0.0], [0.6, 0.0, 1.0]])
