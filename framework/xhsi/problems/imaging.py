@@ -100,7 +100,10 @@ def start_floor(x0, fraction: float):
     """The lower bound ``[problem] start_floor`` puts on the solver's variable: ``fraction``
     of its start x0, and at least of ZERO_START times x0's mean over the pixels of each
     plane (energy or rank map), so that every pixel keeps a spectrum with the start's
-    direction, or the start's mean one where the start is zero."""
+    direction, or, where the start is zero, the mean of x0's planes: in the solver's
+    variable, which the relative change of variable and the EM metric scale pixel by pixel,
+    so a mean of the start's spectral shapes rather than its flux-weighted mean spectrum
+    (docs/fusion.md, "A floor under the fit", compares the two)."""
     xp = array_namespace(x0)
     x0 = xp.clip(x0, min=0.0)
     mean = xp.mean(xp.reshape(x0, (x0.shape[0], -1)), axis=1)
