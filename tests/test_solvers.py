@@ -246,6 +246,29 @@ def test_the_accelerating_shrink_finds_a_collapsed_step_in_fewer_trials(xp, solv
     assert step_acc <= step_const <= 2.2  # accepted: no larger than halving accepts, within 2 of 1/L (grow 1.1)
 
 
+class Stuck(Quadratic):
+    """A quadratic that is finite only at ``at`` (+inf anywhere else): no step leaves it."""
+
+    def __init__(self, xp, c, a, at):
+        super().__init__(xp, c, a)
+        self.at = at
+
+    def value(self, x) -> float:
+        return super().value(x) if bool(self.xp.all(x == self.at)) else float("inf")
+
+
+@pytest.mark.parametrize("shrink, trials", [("constant", "60"), ("accelerating", "4[0-9]")])
+def test_backtracking_that_finds_no_step_stops_with_a_message(xp, shrink, trials):
+    """Every trial fails: the run stops after ``max_backtracks`` trials, or, accelerating,
+    once the step has underflowed to 0 (eta^(n(n+1)/2), n ≈ 46), not after dividing by it."""
+    _, x0, a = quadratic(xp)
+    q = Stuck(xp, np.ones(x0.shape[0]), a, x0)
+    solver = ISTA(ISTA.Options(shrink=shrink), max_iter=5, report_every=5)
+    solver.setup(x0, q)
+    with pytest.raises(RunStopped, match=f"backtracking found no step at iteration 1 after {trials} trials"):
+        solver.run()
+
+
 def test_a_checkpoint_written_before_a_state_field_existed_loads_with_its_default(xp):
     from xhsi.solvers.base import state_from_dict, state_to_dict
     from xhsi.solvers.fista import FistaState

@@ -206,8 +206,10 @@ class _ProximalGradient(Solver):
             step *= opts.eta ** (failed + 1) if opts.shrink == "accelerating" else opts.eta
             if limited and failed + 1 >= opts.restart_after:
                 return None, None, None
+            if not step > 0.0:  # underflow (accelerating: eta^(n(n+1)/2) after n trials)
+                break
         raise RunStopped(
-            f"{self.name}: backtracking found no step at iteration {k} after {opts.max_backtracks} trials "
+            f"{self.name}: backtracking found no step at iteration {k} after {failed + 1} trials "
             f"(last step {step:.3g}); the smooth term may be non-finite or its gradient wrong."
         )
 
