@@ -10,7 +10,7 @@ import pytest
 from xhsi.backend import to_numpy
 from xhsi.errors import ConfigError
 from xhsi.problems.unmixing_prior import FisherStarlet
-from xhsi.solvers import PALM, Block, BlockLBFGS, Box, NonNegative, ProxChain, load_checkpoint
+from xhsi.solvers import PALM, Block, BlockLBFGS, Box, LowerBound, NonNegative, ProxChain, load_checkpoint
 
 # f(x, y) = ½ Σ_p [x_p − a_p, y_p − b_p] Q_p [·]ᵀ, Q_p = s_p [[1, ρ], [ρ, 1]]: two blocks
 # correlated within each pixel, curvatures over two decades (as tests/test_palm_joint.py)
@@ -58,6 +58,21 @@ def test_lbfgs_reaches_the_minimiser_where_palm_crawls(xp):
     assert err(out.x) < 1e-5  # the cost is then ~1e-16: the valley's curvature is 5e-4
     costs = [row[1] for row in out.history]
     assert all(b <= a * (1 + 1e-12) for a, b in zip(costs, costs[1:]))  # Armijo: F never rises
+
+
+def test_a_lower_bound_per_variable_combines_with_a_box(xp):
+    """``LowerBound`` of an array (the imaging problems' start_floor) chained with a Box:
+    each variable is held by the tighter of its two bounds; uncoupled pixels (ρ = 0), so
+    the minimiser is a, b clipped to them."""
+    rng = np.random.default_rng(8)
+    a, b = rng.uniform(-1.0, 2.0, N), rng.uniform(-1.0, 2.0, N)
+    f = _Coupled(xp, a, b, 0.0)
+    floor = rng.uniform(0.0, 1.0, N)
+    prox = ProxChain([Box(-0.5, 1.5), LowerBound(xp.asarray(floor))])
+    x0 = [xp.full((N,), 1.0, dtype=xp.float64), xp.full((N,), 1.0, dtype=xp.float64)]
+    _, out = _lbfgs(f, _blocks(f, prox=prox), x0, 100)
+    for x, target in zip(out.x, (a, b)):
+        np.testing.assert_allclose(to_numpy(x), np.clip(target, np.maximum(floor, -0.5), 1.5), atol=1e-6)
 
 
 def test_bounds_that_bind_are_met_exactly(xp):

@@ -69,6 +69,19 @@ class LbfgsState:
     pairs: int
 
 
+def _tighter(a, b, lower: bool, xp):
+    """The tighter of two bounds (None: none), each a number or an array of the block's shape
+    (``LowerBound`` of an array): the larger of two lower bounds, the smaller of two upper
+    ones, elementwise where either is an array."""
+    if a is None or b is None:
+        return b if a is None else a
+    if not hasattr(a, "shape") and not hasattr(b, "shape"):
+        return max(a, b) if lower else min(a, b)
+    like = a if hasattr(a, "shape") else b
+    a, b = (v if hasattr(v, "shape") else xp.full_like(like, v) for v in (a, b))
+    return xp.maximum(a, b) if lower else xp.minimum(a, b)
+
+
 class BlockLBFGS(Solver):
     """Projected L-BFGS over blocks (module docstring). ``setup(x0, value, blocks)`` as
     PALM's: ``value`` the smooth part f (an object with ``value``, or a callable), one
@@ -107,8 +120,7 @@ class BlockLBFGS(Solver):
                     continue
                 if getattr(term, "bounds", None) is not None:
                     t_lo, t_hi = term.bounds
-                    lo = t_lo if lo is None or (t_lo is not None and t_lo > lo) else lo
-                    hi = t_hi if hi is None or (t_hi is not None and t_hi < hi) else hi
+                    lo, hi = _tighter(lo, t_lo, True, self.xp), _tighter(hi, t_hi, False, self.xp)
                 elif hasattr(term, "smooth"):
                     smooth.append(term)
                 else:
