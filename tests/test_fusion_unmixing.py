@@ -12,6 +12,7 @@ from xhsi.config import load_config
 from xhsi.errors import ConfigError
 from xhsi.problems.fusion_unmixing import FusionUnmixing, imager_and_spectrometer
 from xhsi.problems.fusion_unmixing_comparisons import upsampled
+from xhsi.problems import spectral_table
 from xhsi.problems.spectral_table import TabulatedModel
 from xhsi.runner import check_config, prepare
 from xhsi.spectral.models import build_spectral_model
@@ -125,6 +126,31 @@ def test_table_derivatives_against_finite_differences():
     lhs = float(np.sum(table.jvp(theta, tangent) * table.evaluate(theta)))
     rhs = float(np.sum(tangent * table.vjp(theta, table.evaluate(theta))))
     assert abs(lhs - rhs) <= 1e-10 * max(abs(lhs), 1.0)
+
+
+def test_a_table_is_built_once_per_model_box_and_grid(monkeypatch):
+    """A selection's candidates and folds build their problems anew: the same model, box and
+    energy grid reuse one table (read-only, shared); another box, another grid or other
+    options of the same model class build their own."""
+    spectral_table.clear_table_cache()
+    builds = []
+    build = TabulatedModel._build
+    monkeypatch.setattr(TabulatedModel, "_build", lambda self, bounds: builds.append(bounds) or build(self, bounds))
+    box = {"kT": (1.0, 4.0), "z": (-0.005, 0.005)}
+    first = TabulatedModel(_thermal(), box, {}, np, np.float64, tol=3e-2)
+    again = TabulatedModel(_thermal(), box, {}, np, np.float64, tol=3e-2)
+    assert len(builds) == 1 and again.basis_host is first.basis_host and again.rank == first.rank
+    with pytest.raises(ValueError, match="read-only"):
+        again.basis_host[0, 0] = 1.0
+    TabulatedModel(_thermal(), {"kT": (1.0, 5.0), "z": (-0.005, 0.005)}, {}, np, np.float64, tol=3e-2)
+    TabulatedModel(_thermal(n_e=61), box, {}, np, np.float64, tol=3e-2)
+    other = build_spectral_model("thermal", {"fit_abundance": False, "sigma_v_kms": 300.0},
+                                 where="t").setup(np.linspace(3.0, 8.0, 61), np, np.float64)
+    TabulatedModel(other, box, {}, np, np.float64, tol=3e-2)
+    assert len(builds) == 4
+    spectral_table.clear_table_cache()
+    TabulatedModel(_thermal(), box, {}, np, np.float64, tol=3e-2)
+    assert len(builds) == 5
 
 
 # -- the forward model --------------------------------------------------------------------

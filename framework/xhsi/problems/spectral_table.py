@@ -24,7 +24,9 @@ for the per-pixel fits) that also gives the coefficients h (``coefficients``,
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
+from collections import OrderedDict
 
 import numpy as np
 
@@ -35,6 +37,15 @@ from ..errors import ConfigError
 MAX_TABLE_PARAMETERS = 3
 #: Most nodes of one table (exact spectra evaluated to build it).
 MAX_NODES = 20000
+#: Tables kept in memory for reuse (``TabulatedModel``): a run's components, its selection
+#: candidates and folds, the sweeps of one process.
+TABLE_CACHE_SIZE = 16
+_TABLES: OrderedDict = OrderedDict()
+
+
+def clear_table_cache() -> None:
+    """Forget every table kept for reuse (``TABLE_CACHE_SIZE``)."""
+    _TABLES.clear()
 
 
 def _catmull_rom(t):
@@ -133,7 +144,12 @@ class TabulatedModel:
         self.index = [self.names.index(n) for n in self.fitted]
         self.constants = dict(constants)
         bounds = [tuple(float(b) for b in fitted[n]) for n in self.fitted]
-        self.grid, self.table_error, basis, coeffs = self._build(bounds)
+        key = self._key(bounds)
+        built = _TABLES.pop(key, None) or self._build(bounds)
+        _TABLES[key] = built  # the most recently used last
+        while len(_TABLES) > TABLE_CACHE_SIZE:
+            _TABLES.popitem(last=False)
+        self.grid, self.table_error, basis, coeffs = built
         self.rank = int(basis.shape[1])
         self.basis_host = basis  # (n_e, k) float64
         self.basis = xp.asarray(basis, dtype=dtype)
@@ -141,6 +157,24 @@ class TabulatedModel:
         self._shape = tuple(n + 3 for n in self.grid.intervals)
 
     # -- building ------------------------------------------------------------------------
+    def _key(self, bounds) -> tuple:
+        """What a table depends on: the model's class, the fitted parameters' bounds, the
+        constants, ``tol``, the backend and dtype it is evaluated with, and a digest of the
+        exact spectra at three points of the box (its lower corner, centre and a fixed
+        interior point), which tells apart the same model on another energy grid, with other
+        options or another trained file. A selection's candidates and folds and a sweep's
+        fits build their problems anew from one model: they share one table (the published
+        fusion size takes ~35 s to tabulate)."""
+        lo = np.asarray([b[0] for b in bounds])
+        hi = np.asarray([b[1] for b in bounds])
+        points = np.stack([lo, (lo + hi) / 2, lo + np.asarray([0.3819660, 0.7236068, 0.1458980])[:len(bounds)]
+                           * (hi - lo)], axis=1) if bounds else np.zeros((0, 1))
+        digest = hashlib.sha256(np.ascontiguousarray(self._spectra(points)).tobytes()).hexdigest()
+        model = type(self.exact)
+        return (f"{model.__module__}.{model.__qualname__}", tuple(self.names), tuple(self.fitted), tuple(bounds),
+                tuple(sorted((k, float(v)) for k, v in self.constants.items())), float(self.tol),
+                getattr(self.xp, "__name__", str(self.xp)), str(self.dtype), digest)
+
     def _spectra(self, points: np.ndarray) -> np.ndarray:
         """Exact spectra (n_e, n) at the fitted-parameter values ``points`` (P, n), float64."""
         n = points.shape[1]
@@ -177,7 +211,10 @@ class TabulatedModel:
             intervals = [n * 2 if a in worse else n for a, n in enumerate(intervals)]
         basis = _basis(table, self.tol / 4)
         flat = values.reshape(values.shape[0], -1)
-        return grid, max(errors) if errors else 0.0, basis, basis.T @ flat
+        coeffs = basis.T @ flat
+        for a in (basis, coeffs):  # shared between the problems that reuse the table (_TABLES)
+            a.setflags(write=False)
+        return grid, max(errors) if errors else 0.0, basis, coeffs
 
     @staticmethod
     def _interpolate_host(grid: _Grid, values: np.ndarray, theta: np.ndarray) -> np.ndarray:
