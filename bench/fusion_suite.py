@@ -242,7 +242,9 @@ def compact(rows: list[dict]) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenes", default="", help=f"comma-separated subset of {', '.join(suite_scenes.SCENES)}")
+    parser.add_argument("--scenes", default="", help=f"comma-separated subset of {', '.join(suite_scenes.SCENES)} "
+                                                     f"(default: all), or the held-out "
+                                                     f"{', '.join(suite_scenes.HELD_OUT)}")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ITER} iterations per fit")
     parser.add_argument("--configs", default="none,lowrank",
                         help=f"untuned configs to run, of {', '.join(suite_scenes.UNTUNED)} (default none,lowrank)")
@@ -259,15 +261,15 @@ def main(argv=None) -> int:
         print(table(saved["scenes"], saved["skipped"], saved.get("header", f"## Fusion suite, {saved['when']}")))
         return 0
     names = [n.strip() for n in args.scenes.split(",") if n.strip()] or list(suite_scenes.SCENES)
-    unknown = [n for n in names if n not in suite_scenes.SCENES]
+    unknown = [n for n in names if n not in suite_scenes.ALL_SCENES]
     if unknown:
-        parser.error(f"unknown scene(s) {', '.join(unknown)}; choose from {', '.join(suite_scenes.SCENES)}")
+        parser.error(f"unknown scene(s) {', '.join(unknown)}; choose from {', '.join(suite_scenes.ALL_SCENES)}")
     kinds = [k.strip() for k in args.configs.split(",") if k.strip()]
     if not kinds or any(k not in suite_scenes.UNTUNED for k in kinds):
         parser.error(f"--configs {args.configs}: choose from {', '.join(suite_scenes.UNTUNED)}")
     rows, skipped = [], []
     for name in names:
-        spec = suite_scenes.SCENES[name]
+        spec = suite_scenes.ALL_SCENES[name]
         why = suite_scenes.missing_data(spec)
         if why is not None:
             print(why, file=sys.stderr)
