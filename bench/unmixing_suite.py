@@ -45,6 +45,9 @@ C_KMS = 299792.458  # speed of light, km/s (exact, SI)
 MAPS = [("thermal.kT", "kT"), ("thermal.z", "z (km/s)"), ("synchrotron.index", "Γ"),
         ("thermal.amplitude", "a_th"), ("synchrotron.amplitude", "a_sync")]
 LEVELS = {"3e3": 3.0e3, "3e4": 3.0e4, "3e5": 3.0e5}  # exposure (s) of a 1 photon/s/cm² scene
+#: --instrument: the instrument of every fit and its model pixel (arcsec): ACIS-S, the suite's
+#: (4 × 4 detector pixels), or EPIC-pn (one detector pixel) as a check on another instrument
+INSTRUMENTS = {"chandra_acis_s": (1.968, "acis"), "xmm_epic_pn": (4.1, "pn")}
 SCENES = {
     "casa": ("casa_like", {"sigma_v_kms": 1000.0}),
     "casa_s3_sync40": ("casa_like", {"sigma_v_kms": 1000.0, "seed": 3, "synchrotron_fraction": 0.4,
@@ -126,7 +129,7 @@ def _method(name: str) -> str:
 
 
 def config_text(scene: str, exposure_s: float, method: str, pixels: int, max_iter: int, files: dict,
-                lbfgs_tol: float = 1e-7) -> str:
+                lbfgs_tol: float = 1e-7, instrument: str = "chandra_acis_s") -> str:
     """The run config of one fit, as TOML text."""
     kind, opts = SCENES[scene]
     problem = "pixelfit" if method == "pixelfit" else "unmixing"
@@ -150,11 +153,11 @@ seed = 0
 [model]
 energy = {{ min_kev = 3.0, max_kev = 8.0, bins = 100 }}
 pixels = [{pixels}, {pixels}]
-pixel_arcsec = 1.968
+pixel_arcsec = {INSTRUMENTS[instrument][0]!r}
 
 [[observations]]
-name = "acis"
-instrument = "chandra_acis_s"
+name = "{INSTRUMENTS[instrument][1]}"
+instrument = "{instrument}"
 exposure_s = {exposure_s!r}
 spectral_rebin = 2
 
@@ -212,7 +215,8 @@ def fit(scene: str, level: str, method: str, args, files: dict) -> dict:
     path = args.work / "configs" / f"{scene}_{level}_{method}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     iterations = args.pixelfit_iter if method == "pixelfit" else (args.lbfgs_iter if lbfgs else args.max_iter)
-    path.write_text(config_text(scene, LEVELS[level], method, args.pixels, iterations, files, args.lbfgs_tol))
+    path.write_text(config_text(scene, LEVELS[level], method, args.pixels, iterations, files, args.lbfgs_tol,
+                                args.instrument))
     cfg = load_config(path)
     prepared = prepare(cfg)  # the same seeded draw the run makes: its counts and truth
     counts = float(sum(float(np.sum(np.asarray(o.counts, dtype=np.float64))) for o in prepared.observations))
@@ -236,7 +240,8 @@ def _lbfgs_tag(args) -> str:
 
 
 def _rows(args) -> Path:
-    return args.work / "rows" / f"{args.pixels}px_{args.max_iter}it_pixelfit{args.pixelfit_iter}"
+    other = "" if args.instrument == "chandra_acis_s" else f"_{args.instrument}"
+    return args.work / "rows" / f"{args.pixels}px_{args.max_iter}it_pixelfit{args.pixelfit_iter}{other}"
 
 
 def train(args) -> tuple[dict, dict]:
@@ -308,7 +313,8 @@ def _converged(row: dict, pixels: int) -> str:
 
 def markdown(rows: list[dict], checks: list[dict], train_s: dict, args) -> str:
     head = "| scene | exposure (s) | counts | method | " + " | ".join(label for _, label in MAPS) + " | wall (s) | conv. |"
-    intro = (f"Grid {args.pixels} × {args.pixels} px of 1.968″, 3–8 keV in 100 bins, ACIS-S; unmixing: {args.max_iter} "
+    intro = (f"Grid {args.pixels} × {args.pixels} px of {INSTRUMENTS[args.instrument][0]}″, 3–8 keV in 100 bins, "
+             f"{args.instrument}; unmixing: {args.max_iter} "
              f"PALM iterations (methods *_lbfgs: up to {args.lbfgs_iter} L-BFGS iterations, tol {args.lbfgs_tol:g}); pixelfit: up to {args.pixelfit_iter} Levenberg–Marquardt iterations (column `conv.`: "
              "pixels converged / fitted); each cell: median / 90th percentile error (relative; z: km/s) over the pixels "
              "where the component is > 1 % of its peak.")
@@ -357,6 +363,8 @@ def main(argv=None) -> int:
                          "(relative) over 10 iterations")
     ap.add_argument("--pixelfit-iter", type=int, default=100,
                     help="Levenberg-Marquardt iterations of pixelfit (each pixel stops at gtol)")
+    ap.add_argument("--instrument", default="chandra_acis_s", choices=list(INSTRUMENTS),
+                    help="the instrument of every fit (model pixels of 1.968″ for ACIS-S, 4.1″ for EPIC-pn)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "unmixing_suite", help="runs and cached rows (git ignored)")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "unmixing_suite",
                     help="writes RESULTS.md and RESULTS.json")
