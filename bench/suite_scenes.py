@@ -334,6 +334,7 @@ HELD_OUT: dict[str, SceneSpec] = {s.name: s for s in [
 ]}
 ALL_SCENES: dict[str, SceneSpec] = {**SCENES, **HELD_OUT}
 
+
 def missing_data(spec: SceneSpec, data_dir: Path = SHARED_DATA) -> str | None:
     """Why ``spec`` cannot be built here (its shared file is absent), or None."""
     if spec.data_file is None or (data_dir / spec.data_file).exists():
